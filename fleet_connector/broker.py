@@ -1,0 +1,185 @@
+"""How to reach the MQTT broker: settings shared by every program of this project.
+
+The connector, the vehicle data sender and the operator tool all take the same broker
+options (address, port, protocol, TLS, credentials) and build their paho client here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fleet_connector.options import ConfigError, Option, port_number, positive_int
+
+PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
+
+
+def _protocol(text: str) -> str:
+    if text not in PROTOCOLS:
+        raise ValueError("must be 5 or 3.1.1")
+    return text
+
+
+BROKER_OPTIONS = [
+    Option("broker_addr", "--broker-addr", "MQTT_BROKER_ADDR", "MQTT broker host", "localhost"),
+    Option(
+        "broker_port", "--broker-port", "MQTT_BROKER_PORT", "MQTT broker port", 1883, port_number
+    ),
+    Option(
+        "mqtt_protocol",
+        "--mqtt-protocol",
+        "MQTT_PROTOCOL",
+        "MQTT version: 5 or 3.1.1",
+        "5",
+        _protocol,
+    ),
+    Option(
+        "keepalive", "--keepalive", "MQTT_KEEPALIVE", "MQTT keepalive in seconds", 60, positive_int
+    ),
+    Option("username", "--username", "MQTT_USERNAME", "MQTT user name"),
+    Option("password", "--password", "MQTT_PASSWORD", "MQTT password", secret=True),
+    Option(
+        "password_file",
+        "--password-file",
+        "MQTT_PASSWORD_FILE",
+        "file whose first line is the MQTT password",
+    ),
+    Option("tls_ca_file", "--tls-ca-file", "MQTT_TLS_CA_FILE", "CA bundle; enables TLS"),
+    Option(
+        "tls_cert_file",
+        "--tls-cert-file",
+        "MQTT_TLS_CERT_FILE",
+        "client certificate for mutual TLS; enables TLS",
+    ),
+    Option(
+        "tls_key_file",
+        "--tls-key-file",
+        "MQTT_TLS_KEY_FILE",
+        "private key of the client certificate",
+    ),
+    Option(
+        "tls",
+        "--tls",
+        "MQTT_TLS",
+        "use TLS with the system's CA bundle",
+        False,
+        is_switch=True,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the broker is and how to authenticate to it."""
+
+    host: str = "localhost"
+    port: int = 1883
+    protocol: str = "5"
+    keepalive: int = 60
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> BrokerSettings:
+        """Settings from parsed :data:`BROKER_OPTIONS`; checks that named files are readable."""
+        password = values["password"]
+        if values["password_file"]:
+            if password is not None:
+                raise ConfigError("give the MQTT password or a password file, not both")
+            password = _read_first_line(Path(values["password_file"]), "password file")
+        if password is not None and not values["username"]:
+            raise ConfigError("an MQTT password needs a user name (MQTT_USERNAME)")
+        ca, cert, key = (
+            _readable(values[name], label)
+            for name, label in (
+                ("tls_ca_file", "CA file"),
+                ("tls_cert_file", "client certificate"),
+                ("tls_key_file", "client key"),
+            )
+        )
+        if (cert is None) != (key is None):
+            raise ConfigError("mutual TLS needs both a client certificate and its key")
+        host = values["broker_addr"].strip()
+        if not host:
+            raise ConfigError("the MQTT broker address is empty")
+        return cls(
+            host=host,
+            port=values["broker_port"],
+            protocol=values["mqtt_protocol"],
+            keepalive=values["keepalive"],
+            username=values["username"],
+            password=password,
+            tls=bool(values["tls"]) or ca is not None or cert is not None,
+            tls_ca_file=ca,
+            tls_cert_file=cert,
+            tls_key_file=key,
+        )
+
+    def describe(self) -> str:
+        """For the start-up log line; never includes the password."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port} (MQTT {self.protocol})"
+
+    def make_client(self, client_id: str, *, clean: bool = True) -> mqtt.Client:
+        """A paho client set up for these settings; not yet connected."""
+        protocol = PROTOCOLS[self.protocol]
+        kwargs: dict[str, Any] = {}
+        if protocol != mqtt.MQTTv5:
+            # MQTT 5 sets clean start per connect instead.
+            kwargs["clean_session"] = clean
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs
+        )
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            context = ssl.create_default_context(
+                cafile=str(self.tls_ca_file) if self.tls_ca_file else None
+            )
+            if self.tls_cert_file and self.tls_key_file:
+                context.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
+            client.tls_set_context(context)
+        # Nagle's algorithm stalls small request/reply exchanges by ~40 ms on loopback.
+        client.on_pre_connect = None
+        client.on_socket_open = _set_nodelay
+        return client
+
+
+def _set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    raw = getattr(sock, "_sock", sock)  # paho wraps TLS sockets
+    with contextlib.suppress(OSError, AttributeError):
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _readable(value: str | None, label: str) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot read {label} {path}: {e.strerror}") from None
+    return path
+
+
+def _read_first_line(path: Path, label: str) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {label} {path}: {e}") from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"{label} {path} is empty")
+    return lines[0]

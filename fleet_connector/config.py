@@ -1,0 +1,137 @@
+"""The connector's configuration: parsed once from flags and environment, validated, passed down."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.options import (
+    ConfigError,
+    Option,
+    build_parser,
+    non_negative_int,
+    parse,
+    positive_float,
+    positive_int,
+)
+from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS
+
+DEFAULT_CONTROL_INTERFACE = Path("/run/ankaios/control_interface")
+
+CONNECTOR_OPTIONS = [
+    Option("vin", "--vin", "VIN", "vehicle identification number; required"),
+    *BROKER_OPTIONS,
+    Option(
+        "control_interface",
+        "--control-interface",
+        "ANKAIOS_CONTROL_INTERFACE_PATH",
+        "directory holding the control interface FIFOs",
+        str(DEFAULT_CONTROL_INTERFACE),
+    ),
+    Option(
+        "client_id",
+        "--client-id",
+        "MQTT_CLIENT_ID",
+        "MQTT client id (default: fleet-connector-<VIN>)",
+    ),
+    Option(
+        "session_expiry",
+        "--session-expiry",
+        "MQTT_SESSION_EXPIRY",
+        "seconds the broker keeps requests for the car while it is offline (MQTT 5)",
+        7 * 24 * 3600,
+        non_negative_int,
+    ),
+    Option(
+        "request_timeout",
+        "--request-timeout",
+        "REQUEST_TIMEOUT",
+        "seconds to wait for Ankaios to answer a request",
+        5.0,
+        positive_float,
+    ),
+    Option(
+        "queue_size",
+        "--queue-size",
+        "QUEUE_SIZE",
+        "requests waiting for Ankaios before new ones get BUSY",
+        1000,
+        positive_int,
+    ),
+    Option(
+        "max_payload",
+        "--max-payload",
+        "MAX_PAYLOAD_SIZE",
+        "largest request payload in bytes",
+        1024 * 1024,
+        positive_int,
+    ),
+    Option("log_level", "--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
+]
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_VIN_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the connector needs to know, checked."""
+
+    vin: str
+    broker: BrokerSettings
+    control_interface: Path = DEFAULT_CONTROL_INTERFACE
+    client_id: str = ""
+    session_expiry: int = 7 * 24 * 3600
+    request_timeout: float = 5.0
+    queue_size: int = 1000
+    max_payload: int = 1024 * 1024
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        check_vin(self.vin)
+        if not self.client_id:
+            object.__setattr__(self, "client_id", f"fleet-connector-{self.vin}")
+
+
+def check_vin(vin: str) -> None:
+    if not vin:
+        raise ConfigError("VIN is required (environment variable VIN or --vin)")
+    bad = FORBIDDEN_TOPIC_CHARS.intersection(vin)
+    if bad:
+        raise ConfigError(
+            f"VIN {vin!r} contains {''.join(sorted(bad))!r}, which MQTT topics reserve"
+        )
+    if not _VIN_PATTERN.fullmatch(vin):
+        raise ConfigError(f"VIN {vin!r} must be 1 to 64 letters, digits or any of _ . : -")
+
+
+def parser() -> argparse.ArgumentParser:
+    return build_parser(
+        "fleet-connector",
+        "Connect an Ankaios vehicle to an MQTT broker: apply and delete manifests and read "
+        "the state on request from the cloud.",
+        CONNECTOR_OPTIONS,
+    )
+
+
+def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """The configuration from command-line flags and environment; raises ConfigError."""
+    values = parse(parser(), CONNECTOR_OPTIONS, argv, environ)
+    level = str(values["log_level"]).upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}")
+    return Config(
+        vin=(values["vin"] or "").strip(),
+        broker=BrokerSettings.from_values(values),
+        control_interface=Path(values["control_interface"]),
+        client_id=values["client_id"] or "",
+        session_expiry=values["session_expiry"],
+        request_timeout=values["request_timeout"],
+        queue_size=values["queue_size"],
+        max_payload=values["max_payload"],
+        log_level=level,
+    )

@@ -1,0 +1,329 @@
+"""The connection to the Ankaios agent: two FIFOs, length-prefixed protobuf frames.
+
+The SDK's own ``ControlInterface`` (1.0.1) cannot be used for a long-running daemon:
+
+* its reader takes a momentarily empty pipe in the middle of a large frame for the end of
+  the frame and then loses sync with the stream for good;
+* after the agent goes away it sends Hellos in a busy loop while the input FIFO has no writer;
+* one shared response queue drops responses of concurrent or timed-out requests.
+
+This module keeps the SDK's wire format and message types (its generated protobuf modules and
+its ``Response`` parser) but owns the pipes: frames are reassembled from whatever the pipe
+delivers, lost connections are re-established with backoff, and each request waits for the
+answer with its own id, so a late answer is dropped instead of answering the next request.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ankaios_sdk import Response, ResponseType
+from ankaios_sdk._protos import _ank_base, _control_api
+from ankaios_sdk.utils import ANKAIOS_VERSION
+
+log = logging.getLogger(__name__)
+
+# Nothing Ankaios sends comes close; a larger length prefix means the stream is corrupt.
+MAX_FRAME_SIZE = 256 * 1024 * 1024
+HANDSHAKE_TIMEOUT = 5.0
+_POLL_INTERVAL = 0.2
+
+
+class Unavailable(Exception):
+    """The control interface is not connected; the request was not sent or its answer is lost."""
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def decode_frames(buffer: bytearray) -> list[bytes]:
+    """Takes every complete frame off the front of ``buffer``; a partial frame stays."""
+    frames: list[bytes] = []
+    while buffer:
+        length = 0
+        shift = 0
+        pos = 0
+        while True:
+            if pos >= len(buffer):
+                return frames  # length prefix not complete yet
+            byte = buffer[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise _ConnectionLost("corrupt frame length")
+        if length > MAX_FRAME_SIZE:
+            raise _ConnectionLost(f"frame of {length} bytes exceeds the limit")
+        if len(buffer) < pos + length:
+            return frames
+        frames.append(bytes(buffer[pos : pos + length]))
+        del buffer[: pos + length]
+    return frames
+
+
+@dataclass
+class _Pending:
+    done: threading.Event = field(default_factory=threading.Event)
+    response: Response | None = None
+    lost: str | None = None
+
+
+class ControlInterface:
+    """A self-healing connection to the control interface at ``path``.
+
+    ``start()`` returns at once; the connection is made, and re-made after the agent goes
+    away, by a background thread. ``request()`` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_connection_change: Callable[[bool], None] | None = None,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.path = path
+        self._on_connection_change = on_connection_change
+        self._max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._write_lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._pending_lock = threading.Lock()
+        self._out_fd: int | None = None
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="control-interface", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def request(self, request: _ank_base.Request, timeout: float) -> Response:
+        """Sends one request and returns Ankaios's answer to it.
+
+        Raises :class:`Unavailable` when not connected or when the connection is lost while
+        waiting, and :class:`TimeoutError` when no answer comes within ``timeout``.
+        """
+        if not request.requestId:
+            request.requestId = str(uuid.uuid4())
+        request_id = request.requestId
+        pending = _Pending()
+        with self._pending_lock:
+            self._pending[request_id] = pending
+        try:
+            if not self._connected.is_set():
+                raise Unavailable(self._unavailable_reason())
+            try:
+                self._write(_control_api.ToAnkaios(request=request).SerializeToString(), timeout)
+            except (OSError, _ConnectionLost) as e:
+                raise Unavailable(f"could not write to the control interface: {e}") from None
+            if not pending.done.wait(timeout):
+                raise TimeoutError(f"Ankaios did not answer within {timeout:g} s")
+            if pending.response is None:
+                raise Unavailable(pending.lost or "connection to the control interface lost")
+            return pending.response
+        finally:
+            with self._pending_lock:
+                self._pending.pop(request_id, None)
+
+    # -- connection thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            in_fd: int | None = None
+            try:
+                in_fd = self._open()
+                buffer = bytearray()
+                self._handshake(in_fd, buffer)
+                backoff = 0.1
+                self._set_connected(True)
+                log.info("control interface connected at %s", self.path)
+                self._serve(in_fd, buffer)
+            except _ConnectionLost as e:
+                self.last_error = str(e)
+                log.warning("control interface: %s", e)
+            except OSError as e:
+                self.last_error = f"{self.path}: {e.strerror or e}"
+                log.debug("control interface not ready: %s", self.last_error)
+            finally:
+                self._close(in_fd)
+                self._set_connected(False)
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _open(self) -> int:
+        # Input first, non-blocking: the agent opens its writing end only when it has
+        # something to send, so a blocking open here would wait for our own Hello.
+        in_fd = os.open(self.path / "input", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            # ENXIO here means the agent is not reading yet; the caller retries with backoff.
+            out_fd = os.open(self.path / "output", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            os.close(in_fd)
+            raise
+        with self._write_lock:
+            self._out_fd = out_fd
+        return in_fd
+
+    def _handshake(self, in_fd: int, buffer: bytearray) -> None:
+        hello = _control_api.ToAnkaios(hello=_control_api.Hello(protocolVersion=ANKAIOS_VERSION))
+        self._write(hello.SerializeToString(), HANDSHAKE_TIMEOUT)
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        while time.monotonic() < deadline and not self._stop.is_set():
+            for frame in self._read(in_fd, buffer):
+                message = _control_api.FromAnkaios()
+                try:
+                    message.ParseFromString(frame)
+                except Exception:
+                    log.warning("control interface: undecodable frame during handshake")
+                    continue
+                if message.HasField("controlInterfaceAccepted"):
+                    return
+                if message.HasField("connectionClosed"):
+                    raise _ConnectionLost(
+                        f"Ankaios closed the connection: {message.connectionClosed.reason}"
+                    )
+                log.warning("control interface: unexpected message before acceptance, ignored")
+        raise _ConnectionLost("no ControlInterfaceAccepted from Ankaios within 5 s")
+
+    def _serve(self, in_fd: int, buffer: bytearray) -> None:
+        while not self._stop.is_set():
+            if self._out_fd is None:
+                raise _ConnectionLost("writing to the control interface failed")
+            for frame in self._read(in_fd, buffer):
+                self._dispatch(frame)
+
+    def _read(self, in_fd: int, buffer: bytearray) -> list[bytes]:
+        ready, _, _ = select.select([in_fd], [], [], _POLL_INTERVAL)
+        if not ready:
+            return []
+        try:
+            chunk = os.read(in_fd, 1 << 20)
+        except BlockingIOError:
+            return []
+        if not chunk:
+            raise _ConnectionLost("the agent closed the control interface")
+        buffer.extend(chunk)
+        return decode_frames(buffer)
+
+    def _dispatch(self, frame: bytes) -> None:
+        try:
+            response = Response(frame)
+        except Exception:
+            log.warning("control interface: undecodable frame of %d bytes skipped", len(frame))
+            return
+        if response.content_type == ResponseType.CONNECTION_CLOSED:
+            raise _ConnectionLost(f"Ankaios closed the connection: {response.content}")
+        if response.content_type == ResponseType.CONTROL_INTERFACE_ACCEPTED:
+            log.debug("control interface: repeated ControlInterfaceAccepted ignored")
+            return
+        request_id = response.get_request_id()
+        with self._pending_lock:
+            pending = self._pending.get(request_id)
+        if pending is None:
+            log.info(
+                "control interface: dropped answer to unknown or expired request %s", request_id
+            )
+            return
+        pending.response = response
+        pending.done.set()
+
+    def _write(self, payload: bytes, timeout: float) -> None:
+        data = encode_varint(len(payload)) + payload
+        deadline = time.monotonic() + timeout
+        with self._write_lock:
+            fd = self._out_fd
+            if fd is None:
+                raise _ConnectionLost("not connected")
+            view = memoryview(data)
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    # Part of a frame is on the wire: the stream cannot be used any more.
+                    self._close_output_locked()
+                    raise _ConnectionLost("the agent does not read the control interface")
+                _, writable, _ = select.select([], [fd], [], min(remaining, _POLL_INTERVAL))
+                if not writable:
+                    continue
+                try:
+                    written = os.write(fd, view)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    self._close_output_locked()
+                    if e.errno == errno.EPIPE:
+                        raise _ConnectionLost(
+                            "the agent stopped reading the control interface"
+                        ) from None
+                    raise
+                view = view[written:]
+
+    def _close_output_locked(self) -> None:
+        if self._out_fd is not None:
+            os.close(self._out_fd)
+            self._out_fd = None
+
+    def _close(self, in_fd: int | None) -> None:
+        if in_fd is not None:
+            os.close(in_fd)
+        with self._write_lock:
+            self._close_output_locked()
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected == self._connected.is_set():
+            return
+        if connected:
+            self.last_error = None
+            self._connected.set()
+        else:
+            self._connected.clear()
+            with self._pending_lock:
+                for pending in self._pending.values():
+                    pending.lost = "connection to the control interface lost"
+                    pending.done.set()
+        if self._on_connection_change:
+            self._on_connection_change(connected)
+
+    def _unavailable_reason(self) -> str:
+        detail = f" ({self.last_error})" if self.last_error else ""
+        return f"the Ankaios control interface is not connected{detail}"

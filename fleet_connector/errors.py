@@ -1,0 +1,41 @@
+"""The error codes a requester can see, and the exception that carries one to the reply."""
+
+from __future__ import annotations
+
+import enum
+import json
+
+
+class ErrorCode(enum.StrEnum):
+    """Machine-readable reasons a request was not carried out."""
+
+    INVALID_REQUEST = "INVALID_REQUEST"
+    """The payload is not what the topic expects (not a manifest, not a list of masks, ...)."""
+    ACCESS_DENIED = "ACCESS_DENIED"
+    """Ankaios refused the request under the connector's controlInterfaceAccess rules."""
+    REJECTED = "REJECTED"
+    """Ankaios refused the request for another reason; its message is passed on."""
+    TIMEOUT = "TIMEOUT"
+    """Ankaios did not answer in time; the request may still take effect."""
+    UNAVAILABLE = "UNAVAILABLE"
+    """The control interface is not connected (agent restarting, connector shutting down)."""
+    BUSY = "BUSY"
+    """The connector's request queue is full; retry later."""
+    POLICY_DENIED = "POLICY_DENIED"
+    """The connector's own policy refused the request before it reached Ankaios."""
+    EXPIRED = "EXPIRED"
+    """The request's MQTT message expiry passed before it could be carried out."""
+    INTERNAL = "INTERNAL"
+    """A defect in the connector; the message says what happened."""
+
+
+class RequestError(Exception):
+    """A request failed in a way the requester is told about."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    def to_json(self) -> str:
+        return json.dumps({"error": {"code": str(self.code), "message": self.message}})

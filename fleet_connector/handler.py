@@ -1,0 +1,103 @@
+"""Request handling: from a request's payload to the reply text, never raising."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet_connector.ankaios import Ankaios
+from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.manifest import parse_manifest
+from fleet_connector.topics import Operation
+
+log = logging.getLogger(__name__)
+
+MAX_FIELD_MASKS = 1000
+
+
+@dataclass
+class Request:
+    """One request as it came off MQTT, with where its reply goes."""
+
+    operation: Operation
+    payload: bytes
+    topic: str
+    reply_topic: str
+    request_id: str | None = None
+    correlation_data: bytes | None = None
+    received: float = field(default_factory=time.monotonic)
+    expires: float | None = None
+    """Monotonic deadline from the MQTT 5 Message Expiry Interval, if any."""
+    mid: int | None = None
+    """MQTT message id, acknowledged once the reply is out."""
+    problem: RequestError | None = None
+    """Set when the request is refused before it is carried out (e.g. a foreign reply topic)."""
+
+
+class Handler:
+    """Carries out requests against Ankaios; one call at a time (the SDK is not concurrent)."""
+
+    def __init__(self, ankaios: Ankaios, max_payload: int) -> None:
+        self._ankaios = ankaios
+        self._max_payload = max_payload
+
+    def handle(self, request: Request) -> tuple[str, ErrorCode | None]:
+        """The reply text and, for a failure, its error code."""
+        try:
+            self._check(request)
+            reply = self._execute(request)
+        except RequestError as e:
+            return e.to_json(), e.code
+        except Exception as e:
+            log.exception("request %s failed unexpectedly", request.request_id or "-")
+            error = RequestError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+            return error.to_json(), error.code
+        return json.dumps(reply), None
+
+    def _check(self, request: Request) -> None:
+        if request.problem is not None:
+            raise request.problem
+        if request.expires is not None and time.monotonic() > request.expires:
+            raise RequestError(
+                ErrorCode.EXPIRED, "the request expired before it could be carried out"
+            )
+        if len(request.payload) > self._max_payload:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"the payload has {len(request.payload)} bytes; the limit is {self._max_payload}",
+            )
+
+    def _execute(self, request: Request) -> dict[str, Any]:
+        if request.operation is Operation.STATE:
+            return self._ankaios.state(parse_field_masks(request.payload))
+        manifest = parse_manifest(request.payload)
+        if request.operation is Operation.APPLY:
+            return self._ankaios.apply(manifest)
+        return self._ankaios.delete(manifest)
+
+
+def parse_field_masks(payload: bytes) -> list[str]:
+    """A state request's payload: a JSON list of field masks such as ["workloadStates"]."""
+    try:
+        masks = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f'a state request is a JSON list of field masks such as ["workloadStates"]: {e}',
+        ) from None
+    except RecursionError:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "the payload is nested too deeply") from None
+    if not isinstance(masks, list) or not all(isinstance(m, str) and m for m in masks):
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            'a state request is a JSON list of non-empty strings such as ["workloadStates"]; '
+            "an empty list asks for the complete state",
+        )
+    if len(masks) > MAX_FIELD_MASKS:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST, f"at most {MAX_FIELD_MASKS} field masks per request"
+        )
+    return masks

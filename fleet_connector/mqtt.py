@@ -1,0 +1,179 @@
+"""The connector's MQTT side: session, subscriptions, incoming requests, replies, presence.
+
+paho's network thread only turns messages into :class:`Request` objects and hands them on;
+nothing here waits for Ankaios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from fleet_connector.broker import BrokerSettings
+from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.handler import Request
+from fleet_connector.topics import Topics
+
+log = logging.getLogger(__name__)
+
+QOS = 1
+
+
+class MqttLink:
+    """One persistent MQTT session for one vehicle.
+
+    The session survives restarts (stable client id, clean start off) so that requests
+    published while the car is offline are delivered once it is back. Requests are
+    acknowledged only after their reply is handed to the client, so a request the
+    connector could not answer before it stopped is delivered again.
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        topics: Topics,
+        *,
+        client_id: str,
+        session_expiry: int,
+        on_request: Callable[[Request], None],
+        presence: Callable[[str], dict[str, Any]],
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._session_expiry = session_expiry
+        self._on_request = on_request
+        self._presence = presence
+        self._v5 = settings.protocol == "5"
+        self._connected = threading.Event()
+        self._client = settings.make_client(client_id, clean=False)
+        self._client.manual_ack_set(True)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.will_set(topics.status, self._status_payload("offline"), qos=QOS, retain=True)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Connects in the background; retries until the broker is there."""
+        properties = None
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self._session_expiry
+        self._client.connect_async(
+            self._settings.host,
+            self._settings.port,
+            keepalive=self._settings.keepalive,
+            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Says offline (retained), then disconnects without the will."""
+        if self._connected.is_set():
+            info = self.publish_status("offline")
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def reply(self, request: Request, payload: str) -> None:
+        """Publishes the reply, then acknowledges the request to the broker."""
+        properties = None
+        if self._v5 and request.correlation_data is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = request.correlation_data
+        self._client.publish(request.reply_topic, payload, qos=QOS, properties=properties)
+        if request.mid is not None:
+            self._client.ack(request.mid, QOS)
+
+    def publish_status(self, status: str) -> mqtt.MQTTMessageInfo:
+        return self._client.publish(
+            self._topics.status, self._status_payload(status), qos=QOS, retain=True
+        )
+
+    def _status_payload(self, status: str) -> str:
+        return json.dumps(self._presence(status))
+
+    # -- paho callbacks (network thread) ------------------------------------------------
+
+    def _handle_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("MQTT broker refused the connection: %s", reason)
+            return
+        self._connected.set()
+        log.info(
+            "MQTT connected to %s (session %s)",
+            self._settings.describe(),
+            "resumed" if flags.session_present else "new",
+        )
+        # Subscribe on every connect: a broker that lost the session lost the subscriptions.
+        if self._v5:
+            options = SubscribeOptions(qos=QOS)
+            client.subscribe([(f, options) for f in self._topics.subscriptions()])
+        else:
+            client.subscribe([(f, QOS) for f in self._topics.subscriptions()])
+        self.publish_status("online")
+
+    def _handle_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if self._connected.is_set():
+            log.warning("MQTT connection lost: %s; reconnecting", reason)
+        self._connected.clear()
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        parsed = self._topics.parse_request(msg.topic)
+        if parsed is None:
+            # Only our subscriptions deliver here; anything else is acknowledged and ignored.
+            client.ack(msg.mid, msg.qos)
+            return
+        props = msg.properties if self._v5 else None
+        correlation = getattr(props, "CorrelationData", None)
+        response_topic = getattr(props, "ResponseTopic", None)
+        expiry = getattr(props, "MessageExpiryInterval", None)
+        received = time.monotonic()
+        request = Request(
+            operation=parsed.operation,
+            payload=bytes(msg.payload),
+            topic=msg.topic,
+            reply_topic=self._topics.response(parsed.operation, parsed.request_id),
+            request_id=parsed.request_id or _log_id(correlation),
+            correlation_data=correlation,
+            received=received,
+            expires=received + expiry if expiry is not None else None,
+            mid=msg.mid if msg.qos > 0 else None,
+        )
+        if response_topic is not None:
+            if self._topics.owns(response_topic):
+                request.reply_topic = response_topic
+            else:
+                request.problem = RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"response topic {response_topic!r} is not under {self._topics.base}/",
+                )
+        self._on_request(request)
+
+
+def _log_id(correlation: bytes | None) -> str:
+    """An id for the log line of a request that brought none in its topic."""
+    if correlation:
+        return "corr-" + correlation[:16].hex()
+    return "auto-" + uuid.uuid4().hex[:8]

@@ -1,0 +1,79 @@
+"""Every MQTT topic the connector uses, built in one place.
+
+Layout, with ``<base>`` = ``vehicle/<VIN>``::
+
+    <base>/manifest/apply/req[/<request-id>]   ->  <base>/manifest/apply/resp[/<request-id>]
+    <base>/manifest/delete/req[/<request-id>]  ->  <base>/manifest/delete/resp[/<request-id>]
+    <base>/state/req[/<request-id>]            ->  <base>/state/resp[/<request-id>]
+    <base>/status                                  retained presence of the connector
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# Characters MQTT gives a meaning in topic names or filters; a VIN or request id with
+# one of them would let a requester address other cars' topics.
+FORBIDDEN_TOPIC_CHARS = frozenset("/+#\x00")
+
+
+class Operation(enum.StrEnum):
+    """What a request asks for; the value is the topic segment between base and req/resp."""
+
+    APPLY = "manifest/apply"
+    DELETE = "manifest/delete"
+    STATE = "state"
+
+
+@dataclass(frozen=True)
+class RequestTopic:
+    """A request topic taken apart."""
+
+    operation: Operation
+    request_id: str | None
+
+
+class Topics:
+    """The topics of one vehicle."""
+
+    def __init__(self, vin: str, prefix: str = "vehicle") -> None:
+        self.base = f"{prefix}/{vin}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    def request(self, operation: Operation, request_id: str | None = None) -> str:
+        topic = f"{self.base}/{operation.value}/req"
+        return f"{topic}/{request_id}" if request_id else topic
+
+    def response(self, operation: Operation, request_id: str | None = None) -> str:
+        topic = f"{self.base}/{operation.value}/resp"
+        return f"{topic}/{request_id}" if request_id else topic
+
+    def subscriptions(self) -> list[str]:
+        """Filters covering plain requests and requests with an id suffix."""
+        filters: list[str] = []
+        for operation in Operation:
+            filters.append(self.request(operation))
+            filters.append(self.request(operation, "+"))
+        return filters
+
+    def parse_request(self, topic: str) -> RequestTopic | None:
+        """The operation and id of a request topic; None for any other topic."""
+        for operation in Operation:
+            plain = self.request(operation)
+            if topic == plain:
+                return RequestTopic(operation, None)
+            if topic.startswith(plain + "/"):
+                request_id = topic[len(plain) + 1 :]
+                if request_id and not FORBIDDEN_TOPIC_CHARS.intersection(request_id):
+                    return RequestTopic(operation, request_id)
+        return None
+
+    def owns(self, topic: str) -> bool:
+        """Whether a topic lies under this vehicle's base (for MQTT 5 response topics)."""
+        return topic.startswith(self.base + "/") and not FORBIDDEN_TOPIC_CHARS.difference(
+            "/"
+        ).intersection(topic)

@@ -1,0 +1,52 @@
+"""Fixtures shared by every test: a real mosquitto on a free loopback port and an MQTT probe.
+
+Each test session starts its own brokers; nothing here ever touches port 1883 or a broker
+it did not start.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from testkit import Broker, MqttProbe
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One mosquitto for the whole session; tests keep apart by VIN."""
+    b = Broker(tmp_path_factory.mktemp("mosquitto")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Factory for brokers of a test's own (to kill, restart or configure)."""
+    made: list[Broker] = []
+
+    def make(extra_config: str = "", port: int | None = None) -> Broker:
+        b = Broker(tmp_path / f"broker{len(made)}", extra_config=extra_config)
+        if port is not None:
+            b.port = port
+        made.append(b)
+        return b.start()
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def probe(broker: Broker) -> Iterator[MqttProbe]:
+    p = MqttProbe(broker)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def vin() -> str:
+    """A VIN of the test's own, so tests sharing the session broker never see each other."""
+    return f"TEST{uuid.uuid4().hex[:10].upper()}"
