@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
@@ -18,6 +18,7 @@ from fleet_connector.options import (
     positive_float,
     positive_int,
 )
+from fleet_connector.policy import Policy
 from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS
 
 DEFAULT_CONTROL_INTERFACE = Path("/run/ankaios/control_interface")
@@ -66,10 +67,18 @@ CONNECTOR_OPTIONS = [
         "max_payload",
         "--max-payload",
         "MAX_PAYLOAD_SIZE",
-        "largest request payload in bytes",
-        1024 * 1024,
+        "largest request payload in bytes (default: the policy's, else 1048576)",
+        None,
         positive_int,
     ),
+    Option(
+        "workload_name",
+        "--workload-name",
+        "ANKAIOS_WORKLOAD_NAME",
+        "the connector's own workload name, protected from remote delete and replace",
+        "fleetconnector",
+    ),
+    Option("policy_file", "--policy", "POLICY_FILE", "YAML policy file (see README)"),
     Option("log_level", "--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 ]
 
@@ -88,7 +97,7 @@ class Config:
     session_expiry: int = 7 * 24 * 3600
     request_timeout: float = 5.0
     queue_size: int = 1000
-    max_payload: int = 1024 * 1024
+    policy: Policy = field(default_factory=Policy)
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -132,6 +141,10 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         session_expiry=values["session_expiry"],
         request_timeout=values["request_timeout"],
         queue_size=values["queue_size"],
-        max_payload=values["max_payload"],
+        policy=Policy.load(
+            Path(values["policy_file"]) if values["policy_file"] else None,
+            protected=[values["workload_name"]] if values["workload_name"] else [],
+            max_payload=values["max_payload"],
+        ),
         log_level=level,
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -32,6 +34,56 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# Failures after which nothing was carried out: a retry with the same id runs again.
+_TRANSIENT = frozenset({ErrorCode.BUSY, ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT})
+
+
+class ReplyCache:
+    """Replies to recent requests that carried an id, so a redelivery is answered, not re-run.
+
+    MQTT QoS 1 is at-least-once: after a reconnect the broker may deliver a request again.
+    """
+
+    def __init__(self, size: int = 1000) -> None:
+        self._size = size
+        self._replies: OrderedDict[tuple[str, bytes, bytes], str] = OrderedDict()
+        self._in_flight: set[tuple[str, bytes, bytes]] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(request: Request) -> tuple[str, bytes, bytes] | None:
+        if not (request.has_topic_id or request.correlation_data):
+            return None
+        digest = hashlib.sha256(request.payload).digest()
+        return (request.topic, request.correlation_data or b"", digest)
+
+    def admit(self, request: Request) -> str | bool | None:
+        """A cached reply, ``True`` for a new request, ``False`` for one already running."""
+        key = self.key(request)
+        if key is None:
+            return True
+        with self._lock:
+            if key in self._replies:
+                self._replies.move_to_end(key)
+                return self._replies[key]
+            if key in self._in_flight:
+                return False
+            self._in_flight.add(key)
+            return True
+
+    def done(self, request: Request, reply: str, code: ErrorCode | None) -> None:
+        key = self.key(request)
+        if key is None:
+            return
+        with self._lock:
+            self._in_flight.discard(key)
+            if code in _TRANSIENT:
+                return
+            self._replies[key] = reply
+            while len(self._replies) > self._size:
+                self._replies.popitem(last=False)
+
+
 class Connector:
     """One vehicle's connector; several can run in one process (e.g. in tests)."""
 
@@ -42,12 +94,13 @@ class Connector:
         self._status_since = self.started_at
         self._queue: queue.Queue[Request] = queue.Queue(maxsize=config.queue_size)
         self._stop = threading.Event()
+        self._replies = ReplyCache()
         self._worker: threading.Thread | None = None
         self.control_interface = ControlInterface(
             config.control_interface, on_connection_change=self._control_interface_changed
         )
         self._handler = Handler(
-            Ankaios(self.control_interface, config.request_timeout), config.max_payload
+            Ankaios(self.control_interface, config.request_timeout), config.policy
         )
         self.mqtt = MqttLink(
             config.broker,
@@ -84,6 +137,15 @@ class Connector:
         log.info("fleet connector for VIN %s stopped", self.config.vin)
 
     def _enqueue(self, request: Request) -> None:
+        admitted = self._replies.admit(request)
+        if admitted is False:
+            log.info("request id=%s redelivered while running; ignored", request.request_id)
+            self.mqtt.ack(request)
+            return
+        if isinstance(admitted, str):
+            log.info("request id=%s redelivered; answered from cache", request.request_id)
+            self.mqtt.reply(request, admitted)
+            return
         try:
             self._queue.put_nowait(request)
         except queue.Full:
@@ -102,6 +164,7 @@ class Connector:
             self._finish(request, reply, code)
 
     def _finish(self, request: Request, reply: str, code: ErrorCode | None) -> None:
+        self._replies.done(request, reply, code)
         self.mqtt.reply(request, reply)
         log.info(
             "request id=%s topic=%s outcome=%s duration_ms=%.1f",

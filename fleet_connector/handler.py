@@ -11,6 +11,7 @@ from typing import Any
 from fleet_connector.ankaios import Ankaios
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.manifest import parse_manifest
+from fleet_connector.policy import Policy
 from fleet_connector.topics import Operation
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class Request:
     topic: str
     reply_topic: str
     request_id: str | None = None
+    has_topic_id: bool = False
+    """Whether the requester chose the id (topic suffix); only such requests are deduplicated."""
     correlation_data: bytes | None = None
     received: float = field(default_factory=time.monotonic)
     expires: float | None = None
@@ -40,9 +43,9 @@ class Request:
 class Handler:
     """Carries out requests against Ankaios; one call at a time (the SDK is not concurrent)."""
 
-    def __init__(self, ankaios: Ankaios, max_payload: int) -> None:
+    def __init__(self, ankaios: Ankaios, policy: Policy) -> None:
         self._ankaios = ankaios
-        self._max_payload = max_payload
+        self._policy = policy
 
     def handle(self, request: Request) -> tuple[str, ErrorCode | None]:
         """The reply text and, for a failure, its error code."""
@@ -64,16 +67,15 @@ class Handler:
             raise RequestError(
                 ErrorCode.EXPIRED, "the request expired before it could be carried out"
             )
-        if len(request.payload) > self._max_payload:
-            raise RequestError(
-                ErrorCode.INVALID_REQUEST,
-                f"the payload has {len(request.payload)} bytes; the limit is {self._max_payload}",
-            )
+        self._policy.check_payload(request.payload)
 
     def _execute(self, request: Request) -> dict[str, Any]:
         if request.operation is Operation.STATE:
-            return self._ankaios.state(parse_field_masks(request.payload))
+            masks = parse_field_masks(request.payload)
+            self._policy.check_field_masks(masks)
+            return self._ankaios.state(masks)
         manifest = parse_manifest(request.payload)
+        self._policy.check_manifest(manifest, deleting=request.operation is Operation.DELETE)
         if request.operation is Operation.APPLY:
             return self._ankaios.apply(manifest)
         return self._ankaios.delete(manifest)

@@ -56,6 +56,7 @@ class MqttLink:
         self._presence = presence
         self._v5 = settings.protocol == "5"
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._client = settings.make_client(client_id, clean=False)
         self._client.manual_ack_set(True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -63,10 +64,15 @@ class MqttLink:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._client.on_subscribe = self._handle_subscribe
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Whether the broker confirmed the request subscriptions within ``timeout``."""
+        return self._subscribed.wait(timeout)
 
     def start(self) -> None:
         """Connects in the background; retries until the broker is there."""
@@ -99,6 +105,10 @@ class MqttLink:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = request.correlation_data
         self._client.publish(request.reply_topic, payload, qos=QOS, properties=properties)
+        self.ack(request)
+
+    def ack(self, request: Request) -> None:
+        """Tells the broker the request is dealt with; until then it would redeliver it."""
         if request.mid is not None:
             self._client.ack(request.mid, QOS)
 
@@ -138,6 +148,16 @@ class MqttLink:
         if self._connected.is_set():
             log.warning("MQTT connection lost: %s; reconnecting", reason)
         self._connected.clear()
+        self._subscribed.clear()
+
+    def _handle_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            log.error("MQTT broker refused subscriptions: %s", ", ".join(map(str, refused)))
+        else:
+            self._subscribed.set()
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         parsed = self._topics.parse_request(msg.topic)
@@ -156,6 +176,7 @@ class MqttLink:
             topic=msg.topic,
             reply_topic=self._topics.response(parsed.operation, parsed.request_id),
             request_id=parsed.request_id or _log_id(correlation),
+            has_topic_id=parsed.request_id is not None,
             correlation_data=correlation,
             received=received,
             expires=received + expiry if expiry is not None else None,

@@ -2,5 +2,14 @@
 
 from testkit.broker import Broker, free_port, wait_for_port
 from testkit.probe import Message, MqttProbe
+from testkit.requester import MANIFESTS, Requester
 
-__all__ = ["Broker", "Message", "MqttProbe", "free_port", "wait_for_port"]
+__all__ = [
+    "MANIFESTS",
+    "Broker",
+    "Message",
+    "MqttProbe",
+    "Requester",
+    "free_port",
+    "wait_for_port",
+]

@@ -1,0 +1,151 @@
+"""Command line: serve one control interface, or start like Ankaios from a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from .config import EmulatorError, load_access
+from .emulator import Emulator
+from .runtimes import RUNTIME_NAMES
+
+PROG = "ankaios-emulator"
+EXIT_USAGE = 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as a single line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog=PROG,
+        description=(
+            "Eclipse Ankaios 1.0 control-interface emulator for the unmodified ankaios-sdk. "
+            "Serves FIFOs, answers like an Ankaios server + agent, runs workloads "
+            "(simulated or as local processes)."
+        ),
+    )
+    parser.add_argument(
+        "--control-interface",
+        type=Path,
+        metavar="DIR",
+        help="serve one control interface (FIFOs input/output) in DIR",
+    )
+    parser.add_argument(
+        "--access",
+        type=Path,
+        metavar="FILE",
+        help="YAML controlInterfaceAccess section for --control-interface "
+        "(default: ReadWrite on '*')",
+    )
+    parser.add_argument("--state", type=Path, metavar="FILE", help="startup manifest")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="DIR",
+        help="give each workload with controlInterfaceAccess DIR/<workload>/control_interface",
+    )
+    parser.add_argument("--runtime", choices=RUNTIME_NAMES, default="simulate")
+    parser.add_argument("--agent", default="agent_A", help="name of the emulated agent")
+    parser.add_argument(
+        "--workload-name",
+        default="fleetconnector",
+        help="workload served at --control-interface (run outside the emulator)",
+    )
+    parser.add_argument(
+        "--image-map", type=Path, metavar="FILE", help="YAML image -> command list (process)"
+    )
+    parser.add_argument(
+        "--step-delay",
+        type=float,
+        default=0.02,
+        metavar="SECONDS",
+        help="simulated time per state transition (default 0.02)",
+    )
+    parser.add_argument(
+        "--delay-responses", type=float, default=0.0, metavar="SECONDS", help="answer late"
+    )
+    parser.add_argument("--drop-responses", action="store_true", help="never answer requests")
+    parser.add_argument(
+        "--strict-reconnect",
+        action="store_true",
+        help="like Ankaios 1.0.1: a client reopening the FIFOs gets no second "
+        "ControlInterfaceAccepted",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.control_interface is None and args.run_dir is None:
+        parser.error("give --control-interface DIR or --run-dir DIR (or both)")
+    if args.access is not None and args.control_interface is None:
+        parser.error("--access needs --control-interface")
+    if args.step_delay < 0 or args.delay_responses < 0:
+        parser.error("delays must not be negative")
+    if args.image_map is not None and args.runtime != "process":
+        parser.error("--image-map needs --runtime process")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check(args, parser)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    try:
+        access = load_access(args.access) if args.access is not None else None
+        emulator = Emulator(
+            control_interface=args.control_interface,
+            access=access,
+            state=args.state,
+            runtime=args.runtime,
+            agent=args.agent,
+            workload_name=args.workload_name,
+            run_dir=args.run_dir,
+            image_map=args.image_map,
+            step_delay=args.step_delay,
+            reaccept_on_reconnect=not args.strict_reconnect,
+        )
+    except EmulatorError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    emulator.faults.delay = args.delay_responses
+    emulator.faults.drop = args.drop_responses
+
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        emulator.start()
+    except (EmulatorError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        for name, directory in sorted(emulator.control_interfaces().items()):
+            print(f"control interface {name}: {directory}", flush=True)
+        print("ready", flush=True)
+        # Wake regularly so a signal is handled promptly on every Python version.
+        while not done.wait(0.2):
+            pass
+    finally:
+        emulator.stop()
+    return 0

@@ -1,0 +1,689 @@
+"""The emulated Ankaios server plus one agent: desired state, workload states, sessions.
+
+The server part answers requests (``server/src/ankaios_server.rs``): updates through the
+state engine, filtered state, events, logs bookkeeping. The agent part runs the workloads
+assigned to its agent name through a runtime and serves the control interfaces.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ankaios_sdk._protos import _ank_base as ank_base
+
+from .authorizer import Authorizer
+from .config import DEFAULT_ACCESS, EmulatorError, load_access, load_image_map, load_state
+from .events import altered_fields, diff
+from .faults import Faults
+from .logs import LogCampaign, LogOptions
+from .runtime import (
+    NOT_SCHEDULED,
+    PENDING_INITIAL,
+    PENDING_WAITING_TO_START,
+    REMOVED,
+    STOPPING_REQUESTED,
+    ExecState,
+    Runtime,
+)
+from .runtimes import ProcessRuntime, SimulateRuntime, create_runtime
+from .scheduler import Scheduler
+from .session import Session
+from .state import RenderedWorkload, UpdateError, filter_tree
+from .tree import tree_to_proto
+
+log = logging.getLogger(__name__)
+
+CONTROL_INTERFACE_SUBDIR = "control_interface"
+NO_CONTENT = "The Request does not contain any content"
+
+# Stopping substates that later runtime reports must not overwrite
+# (ExecutionStateSpec::transition in ankaios_api/src/ank_base/workload_state.rs).
+_STICKY_STOPPING = {"RequestedAtRuntime", "WaitingToStop"}
+_CONDITION_STATES = {
+    "ADD_COND_RUNNING": ("Running", "Ok"),
+    "ADD_COND_SUCCEEDED": ("Succeeded", "Ok"),
+    "ADD_COND_FAILED": ("Failed", "ExecFailed"),
+}
+
+
+class Emulator:
+    """Eclipse Ankaios 1.0 (server + one agent) as seen through the control interface."""
+
+    def __init__(
+        self,
+        control_interface: Path | str | None = None,
+        *,
+        access: Mapping[str, Any] | None = None,
+        state: str | Path | Mapping[str, Any] | None = None,
+        runtime: str = "simulate",
+        agent: str = "agent_A",
+        workload_name: str = "fleetconnector",
+        run_dir: Path | str | None = None,
+        image_map: Mapping[str, Any] | str | Path | None = None,
+        step_delay: float = 0.02,
+        reaccept_on_reconnect: bool = True,
+    ) -> None:
+        self._ci_path = Path(control_interface) if control_interface is not None else None
+        self._access = load_access(access) if access is not None else DEFAULT_ACCESS
+        self._agent = agent
+        self._workload_name = workload_name
+        self._run_dir = Path(run_dir) if run_dir is not None else None
+        self._runtime_name = runtime
+        self._step_delay = step_delay
+        self._reaccept = reaccept_on_reconnect
+        self._image_map = load_image_map(image_map)
+        self._desired = load_state(state)
+        self._authorizer = Authorizer.from_tree(self._access)
+        if self._ci_path is None and self._run_dir is None:
+            raise EmulatorError("give a control interface directory or a run directory")
+
+        self.faults = Faults()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._states: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+        self._agents: dict[str, dict[str, Any]] = {
+            agent: {"status": {"cpuUsage": 0, "freeMemory": _free_memory()}}
+        }
+        self._requests: list[Any] = []
+        self._sessions: dict[str, Session] = {}
+        self._main_session: Session | None = None
+        # (session, request id) -> subscribed masks
+        self._subscriptions: dict[tuple[Session, str], list[str]] = {}
+        self._campaigns: dict[tuple[Session, str], LogCampaign] = {}
+        # instances of our agent the runtime runs (or is about to)
+        self._active: dict[str, RenderedWorkload] = {}
+        self._waiting: dict[str, RenderedWorkload] = {}
+        self._stopping: dict[str, RenderedWorkload] = {}
+        self._scheduler: Scheduler | None = None
+        self._runtime: Runtime | None = None
+        self._external: SimulateRuntime | None = None
+        self._temp_run_dir: Path | None = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        """Create the FIFOs, open them for reading and run the startup manifest."""
+        if self._started:
+            return self
+        self._scheduler = Scheduler()
+        if self._run_dir is None and self._runtime_name == "process":
+            # Process workloads with controlInterfaceAccess need a directory of their own.
+            self._temp_run_dir = Path(tempfile.mkdtemp(prefix="ankaios-emulator-"))
+            self._run_dir = self._temp_run_dir
+        try:
+            self._runtime = create_runtime(
+                self._runtime_name,
+                self._on_runtime_state,
+                self._scheduler,
+                step_delay=self._step_delay,
+                image_map=self._image_map,
+            )
+            self._external = SimulateRuntime(
+                self._on_runtime_state, self._scheduler, self._step_delay
+            )
+            if self._ci_path is not None:
+                self._main_session = self._new_session(
+                    self._ci_path, self._workload_name, self._authorizer
+                )
+            self._started = True
+            with self._mutation():
+                added = sorted(self._desired.rendered().values(), key=lambda w: w.name)
+                self._set_initial_states(added)
+            for workload in added:
+                if workload.agent == self._agent:
+                    self._schedule(workload)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop everything promptly: sessions, workloads, timers; remove the FIFOs."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+            campaigns = list(self._campaigns.values())
+            self._campaigns.clear()
+            self._subscriptions.clear()
+            self._started = False
+        for campaign in campaigns:
+            campaign.cancel()
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        for session in sessions:
+            session.stop(remove=True)
+        if self._runtime is not None:
+            self._runtime.shutdown()
+        if self._external is not None:
+            self._external.shutdown()
+        for campaign in campaigns:
+            campaign.join(0.5)
+        if self._temp_run_dir is not None:
+            shutil.rmtree(self._temp_run_dir, ignore_errors=True)
+            self._temp_run_dir = None
+            self._run_dir = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- public inspection API ---------------------------------------------------------
+
+    @property
+    def control_interface(self) -> Path:
+        if self._ci_path is None:
+            raise EmulatorError("no single control interface; use control_interface_of(name)")
+        return self._ci_path
+
+    def control_interface_of(self, workload_name: str) -> Path:
+        with self._lock:
+            if self._ci_path is not None and workload_name == self._workload_name:
+                return self._ci_path
+            session = self._sessions.get(workload_name)
+        if session is None:
+            raise KeyError(f"workload {workload_name!r} has no control interface")
+        return session.directory
+
+    def control_interfaces(self) -> dict[str, Path]:
+        with self._lock:
+            return {name: s.directory for name, s in self._sessions.items()}
+
+    @property
+    def agent(self) -> str:
+        return self._agent
+
+    @property
+    def connected(self) -> bool:
+        session = self._main_session
+        if session is None:
+            return any(s.connected for s in list(self._sessions.values()))
+        return session.connected
+
+    def session(self, workload_name: str | None = None) -> Session:
+        with self._lock:
+            name = workload_name or self._workload_name
+            session = self._sessions.get(name)
+        if session is None:
+            raise KeyError(f"no control interface for {name!r}")
+        return session
+
+    @property
+    def requests(self) -> list[Any]:
+        with self._lock:
+            return list(self._requests)
+
+    def complete_state(self, field_masks: Sequence[str] = ()) -> dict[str, Any]:
+        with self._lock:
+            tree = self._tree()
+        return filter_tree(tree, list(field_masks)) if field_masks else tree
+
+    def instance_names(self, workload_name: str) -> list[str]:
+        """Current instance names of a workload (from the workload states)."""
+        with self._lock:
+            return [
+                f"{workload_name}.{iid}.{agent}"
+                for agent, per_agent in self._states.items()
+                for iid in per_agent.get(workload_name, {})
+            ]
+
+    def process_ids(self) -> dict[str, int]:
+        runtime = self._runtime
+        return runtime.pids() if isinstance(runtime, ProcessRuntime) else {}
+
+    def wait_for(self, predicate: Callable[[Emulator], bool], timeout: float = 5.0) -> None:
+        """Block until ``predicate(self)`` holds; re-checked on every change."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"condition not met within {timeout} s")
+                self._changed.wait(min(remaining, 0.05))
+
+    def emit_log(self, workload_name: str, line: str) -> None:
+        """Append an output line to every running instance of ``workload_name``."""
+        runtime = self._runtime
+        if runtime is None:
+            return
+        with self._lock:
+            names = [n for n, w in self._active.items() if w.name == workload_name]
+        for name in names:
+            runtime.log_buffer(name).append(line)
+
+    # -- faults ------------------------------------------------------------------------
+
+    def close_connection(self, reason: str = "Connection closed by the emulator") -> None:
+        self.session().close_connection(reason)
+
+    def restart_agent(self, downtime: float = 0.2) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.restart_agent(downtime)
+
+    def send_garbage(self, data: bytes) -> None:
+        self.session().send_garbage(data)
+
+    def send_frame(self, message: Any) -> None:
+        self.session().send_frame(message)
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _new_session(self, directory: Path, name: str, authorizer: Any) -> Session:
+        session = Session(
+            directory,
+            name,
+            authorizer,
+            handler=self,
+            faults=self.faults,
+            record=self._record,
+            reaccept_on_reconnect=self._reaccept,
+        )
+        session.start()
+        with self._lock:
+            self._sessions[name] = session
+        log.info("control interface of %s: %s", name, directory)
+        return session
+
+    def _record(self, message: Any) -> None:
+        with self._changed:
+            self._requests.append(message)
+            self._changed.notify_all()
+
+    def session_reset(self, session: Session) -> None:
+        with self._lock:
+            for key in [k for k in self._subscriptions if k[0] is session]:
+                del self._subscriptions[key]
+            campaigns = [c for k, c in self._campaigns.items() if k[0] is session]
+            for key in [k for k in self._campaigns if k[0] is session]:
+                del self._campaigns[key]
+        for campaign in campaigns:
+            campaign.cancel()
+
+    def _ci_dir_for(self, workload: RenderedWorkload) -> Path | None:
+        if self._run_dir is None or not workload.control_interface_access.get("allowRules"):
+            return None
+        return self._run_dir / workload.name / CONTROL_INTERFACE_SUBDIR
+
+    def _ensure_session(self, workload: RenderedWorkload) -> Path | None:
+        directory = self._ci_dir_for(workload)
+        if directory is None or not self._started:
+            return None
+        authorizer = Authorizer.from_tree(workload.control_interface_access)
+        with self._lock:
+            existing = self._sessions.get(workload.name)
+        if existing is not None:
+            if existing.authorizer_source == workload.control_interface_access:
+                return directory
+            # Ankaios replaces the control-interface task when the access rules change.
+            with self._lock:
+                self._sessions.pop(workload.name, None)
+            existing.stop(remove=False)
+        session = self._new_session(directory, workload.name, authorizer)
+        session.authorizer_source = copy.deepcopy(workload.control_interface_access)
+        return directory
+
+    def _drop_session(self, workload_name: str) -> None:
+        if self._ci_path is not None and workload_name == self._workload_name:
+            return
+        with self._lock:
+            session = self._sessions.pop(workload_name, None)
+        if session is not None:
+            session.stop(remove=True)
+            self.session_reset(session)
+
+    # -- request handling (the server) -------------------------------------------------
+
+    def handle_request(self, session: Session, request: Any) -> None:
+        kind = request.WhichOneof("RequestContent")
+        rid = request.requestId
+        if kind == "completeStateRequest":
+            self._on_complete_state(session, rid, request.completeStateRequest)
+        elif kind == "updateStateRequest":
+            self._on_update(session, rid, request.updateStateRequest)
+        elif kind == "logsRequest":
+            self._on_logs(session, rid, request.logsRequest)
+        elif kind == "logsCancelRequest":
+            self._on_logs_cancel(session, rid)
+        elif kind == "eventsCancelRequest":
+            with self._lock:
+                self._subscriptions.pop((session, rid), None)
+            session.send_response(
+                ank_base.Response(
+                    requestId=rid, eventsCancelAccepted=ank_base.EventsCancelAccepted()
+                )
+            )
+        else:
+            session.send_response(
+                ank_base.Response(requestId=rid, error=ank_base.Error(message=NO_CONTENT))
+            )
+
+    def _state_response(self, rid: str, tree: Mapping[str, Any], altered: Any = None) -> Any:
+        response = ank_base.CompleteStateResponse(completeState=tree_to_proto(tree))
+        if altered is not None:
+            response.alteredFields.CopyFrom(altered)
+        return ank_base.Response(requestId=rid, completeStateResponse=response)
+
+    def _on_complete_state(self, session: Session, rid: str, request: Any) -> None:
+        masks = list(request.fieldMask)
+        with self._lock:
+            try:
+                tree = filter_tree(self._tree(), masks) if masks else self._tree()
+            except Exception:
+                # Ankaios answers filtering problems with an empty state, not an error.
+                log.exception("filtering failed")
+                tree = {}
+            # Subscribe under the lock so no change slips between answer and subscription.
+            session.send_response(self._state_response(rid, tree))
+            if request.subscribeForEvents:
+                self._subscriptions[(session, rid)] = masks
+
+    def _on_update(self, session: Session, rid: str, request: Any) -> None:
+        new_state = request.newState if request.HasField("newState") else None
+        with self._lock:
+            try:
+                with self._mutation():
+                    outcome = self._desired.update(new_state, list(request.updateMask))
+                    for agent, tags in outcome.agent_tags.items():
+                        if agent in self._agents:
+                            self._agents[agent]["tags"] = dict(tags)
+                    self._set_initial_states(outcome.added)
+                    self._forget_unstarted(outcome.deleted)
+            except UpdateError as exc:
+                session.send_response(
+                    ank_base.Response(requestId=rid, error=ank_base.Error(message=str(exc)))
+                )
+                return
+            self._cancel_campaigns_of(outcome.deleted)
+            session.send_response(
+                ank_base.Response(
+                    requestId=rid,
+                    UpdateStateSuccess=ank_base.UpdateStateSuccess(
+                        addedWorkloads=[w.instance_name for w in outcome.added],
+                        deletedWorkloads=[w.instance_name for w in outcome.deleted],
+                    ),
+                )
+            )
+            mine_deleted = [w for w in outcome.deleted if w.agent == self._agent]
+            mine_added = [w for w in outcome.added if w.agent == self._agent]
+        # The agent's part: deletions first, so an updated workload's old instance is
+        # stopped before the new one starts.
+        for workload in mine_deleted:
+            self._stop_instance(workload, replaced=any(w.name == workload.name for w in mine_added))
+        for workload in mine_added:
+            self._schedule(workload)
+
+    def _on_logs(self, session: Session, rid: str, request: Any) -> None:
+        with self._lock:
+            current = {w.instance_name for w in self._desired.rendered().values()}
+            accepted = [
+                n
+                for n in request.workloadNames
+                if f"{n.workloadName}.{n.id}.{n.agentName}" in current
+            ]
+            sources = []
+            runtime = self._runtime
+            for name in accepted:
+                key = f"{name.workloadName}.{name.id}.{name.agentName}"
+                buffer = runtime.logs(key) if runtime is not None else None
+                if name.agentName == self._agent and buffer is not None:
+                    sources.append((name, buffer))
+            session.send_response(
+                ank_base.Response(
+                    requestId=rid,
+                    logsRequestAccepted=ank_base.LogsRequestAccepted(workloadNames=accepted),
+                )
+            )
+            if not sources:
+                return
+            campaign = LogCampaign(
+                rid,
+                sources,
+                LogOptions.from_request(request),
+                session.send_response,
+                lambda c: self._campaign_finished(session, c),
+            )
+            self._campaigns[(session, rid)] = campaign
+        campaign.start()
+
+    def _campaign_finished(self, session: Session, campaign: LogCampaign) -> None:
+        with self._lock:
+            if self._campaigns.get((session, campaign.request_id)) is campaign:
+                del self._campaigns[(session, campaign.request_id)]
+
+    def _on_logs_cancel(self, session: Session, rid: str) -> None:
+        with self._lock:
+            campaign = self._campaigns.pop((session, rid), None)
+        if campaign is not None:
+            campaign.cancel()
+        session.send_response(
+            ank_base.Response(requestId=rid, logsCancelAccepted=ank_base.LogsCancelAccepted())
+        )
+
+    def _cancel_campaigns_of(self, deleted: Sequence[RenderedWorkload]) -> None:
+        """Log campaigns requested by a deleted workload end with it (server behaviour)."""
+        names = {w.name for w in deleted}
+        for key in [k for k in self._campaigns if k[0].workload_name in names]:
+            self._campaigns.pop(key).cancel()
+
+    # -- state bookkeeping -------------------------------------------------------------
+
+    def _tree(self) -> dict[str, Any]:
+        return {
+            "desiredState": self._desired.to_tree(),
+            "workloadStates": copy.deepcopy(self._states),
+            "agents": copy.deepcopy(self._agents),
+        }
+
+    @contextmanager
+    def _mutation(self) -> Iterator[None]:
+        """Wrap a change: events go out for whatever it altered, waiters wake up."""
+        with self._changed:
+            before = self._event_tree() if self._subscriptions else None
+            yield
+            if before is not None:
+                self._send_events(before, self._event_tree())
+            self._changed.notify_all()
+
+    def _event_tree(self) -> dict[str, Any]:
+        # Ankaios compares desired state and workload states only; agent data never
+        # produces events.
+        return {
+            "desiredState": self._desired.to_tree(),
+            "workloadStates": copy.deepcopy(self._states),
+        }
+
+    def _send_events(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        difference = diff(before, after)
+        if difference.is_empty():
+            return
+        tree = self._tree()
+        for (session, rid), masks in list(self._subscriptions.items()):
+            fields = altered_fields(difference, masks)
+            if fields.is_empty():
+                continue
+            altered = ank_base.AlteredFields(
+                addedFields=fields.added, updatedFields=fields.updated, removedFields=fields.removed
+            )
+            session.send_response(
+                self._state_response(rid, filter_tree(tree, fields.masks()), altered)
+            )
+
+    def _set_initial_states(self, added: Sequence[RenderedWorkload]) -> None:
+        for workload in added:
+            initial = NOT_SCHEDULED if not workload.agent else PENDING_INITIAL
+            per_id = self._states.setdefault(workload.agent, {}).setdefault(workload.name, {})
+            per_id.setdefault(workload.instance_id, initial.to_tree())
+
+    def _forget_unstarted(self, deleted: Sequence[RenderedWorkload]) -> None:
+        """Deleted instances no agent will ever stop disappear at once (server behaviour)."""
+        for workload in deleted:
+            state = self._state_of(workload)
+            unscheduled = not workload.agent
+            never_started = (
+                workload.agent not in self._agents
+                and state is not None
+                and (state.get("state"), state.get("subState")) == ("Pending", "Initial")
+            )
+            if unscheduled or never_started:
+                self._remove_state(workload)
+
+    def _state_of(self, workload: RenderedWorkload) -> dict[str, Any] | None:
+        return self._states.get(workload.agent, {}).get(workload.name, {}).get(workload.instance_id)
+
+    def _remove_state(self, workload: RenderedWorkload) -> None:
+        per_agent = self._states.get(workload.agent)
+        if per_agent is None:
+            return
+        per_id = per_agent.get(workload.name)
+        if per_id is None:
+            return
+        per_id.pop(workload.instance_id, None)
+        if not per_id:
+            del per_agent[workload.name]
+        if not per_agent:
+            del self._states[workload.agent]
+
+    def _write_state(self, workload: RenderedWorkload, state: ExecState) -> None:
+        if state == REMOVED:
+            self._remove_state(workload)
+            return
+        current = self._state_of(workload)
+        if (
+            current is not None
+            and current.get("state") == "Stopping"
+            and current.get("subState") in _STICKY_STOPPING
+            and state.state in ("Running", "Succeeded", "Failed")
+        ):
+            return
+        self._states.setdefault(workload.agent, {}).setdefault(workload.name, {})[
+            workload.instance_id
+        ] = state.to_tree()
+
+    def _on_runtime_state(self, workload: RenderedWorkload, state: ExecState) -> None:
+        log.info("state of %s: %s", workload.instance_name, state)
+        with self._lock:
+            if not self._started:
+                return
+            tracked = (
+                workload.instance_name in self._active or workload.instance_name in self._stopping
+            )
+            if not tracked:
+                return
+            with self._mutation():
+                self._write_state(workload, state)
+            if state == REMOVED:
+                self._stopping.pop(workload.instance_name, None)
+                self._active.pop(workload.instance_name, None)
+                self._drop_subscriptions_of(workload)
+        if state == REMOVED:
+            self._after_removal(workload)
+        self._start_ready()
+
+    def _drop_subscriptions_of(self, workload: RenderedWorkload) -> None:
+        for key in [k for k in self._subscriptions if k[0].workload_name == workload.name]:
+            del self._subscriptions[key]
+
+    def _after_removal(self, workload: RenderedWorkload) -> None:
+        with self._lock:
+            still_wanted = workload.name in self._desired.rendered()
+        if not still_wanted:
+            self._drop_session(workload.name)
+
+    # -- the agent ---------------------------------------------------------------------
+
+    def _schedule(self, workload: RenderedWorkload) -> None:
+        with self._lock:
+            self._waiting[workload.instance_name] = workload
+        self._start_ready()
+
+    def _start_ready(self) -> None:
+        """Start waiting instances whose predecessor is gone and whose dependencies hold."""
+        to_start: list[RenderedWorkload] = []
+        with self._lock:
+            if not self._started:
+                return
+            for name, workload in list(self._waiting.items()):
+                if any(w.name == workload.name for w in self._stopping.values()):
+                    continue
+                if not self._dependencies_met(workload):
+                    state = self._state_of(workload)
+                    if state is not None and state.get("subState") != "WaitingToStart":
+                        with self._mutation():
+                            self._write_state(workload, PENDING_WAITING_TO_START)
+                    continue
+                del self._waiting[name]
+                self._active[name] = workload
+                to_start.append(workload)
+        for workload in to_start:
+            self._launch(workload)
+
+    def _dependencies_met(self, workload: RenderedWorkload) -> bool:
+        for dependency, condition in workload.dependencies.items():
+            wanted = _CONDITION_STATES.get(str(condition))
+            if wanted is None:
+                continue
+            states = [
+                (s.get("state"), s.get("subState"))
+                for per_agent in self._states.values()
+                for s in per_agent.get(dependency, {}).values()
+            ]
+            if wanted not in states:
+                return False
+        return True
+
+    def _launch(self, workload: RenderedWorkload) -> None:
+        external = self._ci_path is not None and workload.name == self._workload_name
+        if external:
+            # The client under test runs outside; only its states are simulated.
+            assert self._external is not None
+            self._external.start(workload, self._ci_path)
+            return
+        directory = self._ensure_session(workload)
+        assert self._runtime is not None
+        self._runtime.start(workload, directory)
+
+    def _stop_instance(self, workload: RenderedWorkload, replaced: bool) -> None:
+        with self._lock:
+            waiting = self._waiting.pop(workload.instance_name, None)
+            active = self._active.pop(workload.instance_name, None)
+            if waiting is not None or active is None:
+                with self._mutation():
+                    self._remove_state(workload)
+                removed_now = True
+            else:
+                self._stopping[workload.instance_name] = workload
+                with self._mutation():
+                    self._write_state(workload, STOPPING_REQUESTED)
+                removed_now = False
+        if removed_now:
+            if not replaced:
+                self._drop_session(workload.name)
+            self._start_ready()
+            return
+        external = self._ci_path is not None and workload.name == self._workload_name
+        runtime = self._external if external else self._runtime
+        assert runtime is not None
+        runtime.stop(workload)
+
+
+def _free_memory() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -1,0 +1,31 @@
+"""Runtime implementations selectable with ``--runtime``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..runtime import Runtime, StateSink
+from ..scheduler import Scheduler
+from .process import ProcessRuntime
+from .simulate import SimulateRuntime
+
+RUNTIME_NAMES = ("simulate", "process")
+
+
+def create_runtime(
+    name: str,
+    report: StateSink,
+    scheduler: Scheduler,
+    *,
+    step_delay: float,
+    image_map: dict[str, list[str]] | None = None,
+    work_dir: Path | None = None,
+) -> Runtime:
+    if name == "simulate":
+        return SimulateRuntime(report, scheduler, step_delay)
+    if name == "process":
+        return ProcessRuntime(report, scheduler, image_map or {}, work_dir=work_dir)
+    raise ValueError(f"unknown runtime '{name}' (choose from {', '.join(RUNTIME_NAMES)})")
+
+
+__all__ = ["RUNTIME_NAMES", "ProcessRuntime", "SimulateRuntime", "create_runtime"]

@@ -1,0 +1,80 @@
+"""A minimal control-interface client for tests that need to see raw frames."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ankaios_sdk._protos import _control_api as control_api
+
+from ankaios_emulator import Emulator
+from ankaios_emulator.transport import encode_frame
+
+MakeEmulator = Callable[..., Emulator]
+
+
+class RawClient:
+    """A minimal control-interface client that writes and reads frames itself."""
+
+    def __init__(self, directory: Path) -> None:
+        # The emulator always has a reader on output, so this does not block.
+        self._out = os.open(directory / "output", os.O_WRONLY)
+        self._in = os.open(directory / "input", os.O_RDONLY | os.O_NONBLOCK)
+        self._buf = bytearray()
+        self._eof = False
+
+    def send(self, message: Any) -> None:
+        self.send_bytes(encode_frame(message.SerializeToString()))
+
+    def send_bytes(self, data: bytes) -> None:
+        os.write(self._out, data)
+
+    def hello(self, version: str = "1.0.0") -> None:
+        self.send(control_api.ToAnkaios(hello=control_api.Hello(protocolVersion=version)))
+
+    def read_payload(self, timeout: float = 5.0) -> bytes:
+        """The next whole frame's payload, reading exactly the announced length."""
+        deadline = threading.Event()
+        timer = threading.Timer(timeout, deadline.set)
+        timer.start()
+        try:
+            while True:
+                frame = self._take()
+                if frame is not None:
+                    return frame
+                if deadline.is_set():
+                    raise TimeoutError("no complete frame")
+                ready, _, _ = select.select([self._in], [], [], 0.05)
+                if ready:
+                    chunk = os.read(self._in, 1 << 20)
+                    if chunk:
+                        self._buf += chunk
+        finally:
+            timer.cancel()
+
+    def read(self, timeout: float = 5.0) -> Any:
+        message = control_api.FromAnkaios()
+        message.ParseFromString(self.read_payload(timeout))
+        return message
+
+    def _take(self) -> bytes | None:
+        length = shift = 0
+        for index, byte in enumerate(self._buf[:10]):
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                start = index + 1
+                if len(self._buf) - start < length:
+                    return None
+                payload = bytes(self._buf[start : start + length])
+                del self._buf[: start + length]
+                return payload
+        return None
+
+    def close(self) -> None:
+        os.close(self._out)
+        os.close(self._in)

@@ -1,0 +1,155 @@
+"""Event subscriptions (subscribeForEvents) with the SDK and on the wire."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ankaios_sdk import Ankaios, Manifest
+from ankaios_sdk._protos import _ank_base as ank_base
+from ankaios_sdk._protos import _control_api as control_api
+from emulator.ci_client import RawClient
+
+from ankaios_emulator import Emulator
+from ankaios_emulator.events import altered_fields, diff
+
+MANIFEST = """\
+apiVersion: v1
+workloads:
+  nginx:
+    runtime: podman
+    agent: agent_A
+    runtimeConfig: "image: nginx"
+"""
+
+
+def next_event(events: Any, timeout: float = 5.0) -> Any:
+    return events.get(timeout=timeout)
+
+
+def test_sdk_event_queue_sees_initial_state_then_changes(emu: Emulator) -> None:
+    with Ankaios() as ank:
+        events = ank.register_event(["workloadStates.agent_A.nginx"])
+        initial = next_event(events)
+        assert (initial.added_fields, initial.updated_fields, initial.removed_fields) == (
+            [],
+            [],
+            [],
+        )
+
+        added = ank.apply_manifest(Manifest.from_string(MANIFEST)).added_workloads[0]
+        prefix = f"workloadStates.agent_A.nginx.{added.workload_id}"
+        first = next_event(events)
+        assert first.added_fields == ["workloadStates.agent_A.nginx"]
+        starting = next_event(events)
+        assert sorted(starting.updated_fields) == [f"{prefix}.additionalInfo", f"{prefix}.subState"]
+        running = next_event(events)
+        assert sorted(running.updated_fields) == [
+            f"{prefix}.additionalInfo",
+            f"{prefix}.state",
+            f"{prefix}.subState",
+        ]
+        states = running.complete_state.get_workload_states().get_as_list()
+        assert [(s.execution_state.state.name) for s in states] == ["RUNNING"]
+
+        ank.unregister_event(events)
+        ank.delete_manifest(Manifest.from_string(MANIFEST))
+        emu.wait_for(lambda e: not e.complete_state()["workloadStates"])
+        try:
+            late = events.get(timeout=0.3)
+        except queue.Empty:
+            late = None
+        assert late is None
+
+
+def test_event_frames_on_the_wire(emu: Emulator, raw_client: Callable[[Path], RawClient]) -> None:
+    client = raw_client(emu.control_interface)
+    client.hello()
+    client.read()
+    client.send(
+        control_api.ToAnkaios(
+            request=ank_base.Request(
+                requestId="ev",
+                completeStateRequest=ank_base.CompleteStateRequest(
+                    fieldMask=["desiredState.workloads"], subscribeForEvents=True
+                ),
+            )
+        )
+    )
+    first = client.read().response
+    assert first.requestId == "ev"
+    assert not first.completeStateResponse.HasField("alteredFields")
+
+    client.send(
+        control_api.ToAnkaios(
+            request=ank_base.Request(
+                requestId="up",
+                updateStateRequest=ank_base.UpdateStateRequest(
+                    newState=ank_base.CompleteState(
+                        desiredState=ank_base.State(
+                            apiVersion="v1",
+                            workloads=ank_base.WorkloadMap(
+                                workloads={
+                                    "nginx": ank_base.Workload(
+                                        agent="agent_A", runtime="podman", runtimeConfig="image: x"
+                                    )
+                                }
+                            ),
+                        )
+                    ),
+                    updateMask=["desiredState.workloads.nginx"],
+                ),
+            )
+        )
+    )
+    # Ankaios sends the event before UpdateStateSuccess.
+    event = client.read().response
+    assert event.requestId == "ev"
+    altered = event.completeStateResponse.alteredFields
+    assert list(altered.addedFields) == ["desiredState.workloads.nginx"]
+    state = event.completeStateResponse.completeState
+    assert list(state.desiredState.workloads.workloads) == ["nginx"]
+    assert state.desiredState.apiVersion == "v1"
+    assert not state.HasField("workloadStates") or not state.workloadStates.agentStateMap
+    assert client.read().response.requestId == "up"
+
+    client.send(
+        control_api.ToAnkaios(
+            request=ank_base.Request(
+                requestId="ev", eventsCancelRequest=ank_base.EventsCancelRequest()
+            )
+        )
+    )
+    cancel = client.read().response
+    assert (cancel.requestId, cancel.WhichOneof("ResponseContent")) == (
+        "ev",
+        "eventsCancelAccepted",
+    )
+
+
+def test_altered_fields_follow_the_masks() -> None:
+    old = {"workloadStates": {"agent_A": {}}}
+    new = {
+        "workloadStates": {
+            "agent_A": {"nginx": {"id1": {"state": "Pending", "subState": "Initial"}}}
+        }
+    }
+    difference = diff(old, new)
+    assert altered_fields(difference, []).added == ["workloadStates.agent_A.nginx"]
+    assert altered_fields(difference, ["workloadStates"]).added == ["workloadStates.agent_A.nginx"]
+    deep = altered_fields(difference, ["workloadStates.agent_A.nginx.*.state"])
+    assert deep.added == ["workloadStates.agent_A.nginx.id1.state"]
+    assert altered_fields(difference, ["desiredState"]).is_empty()
+
+    changed = diff(
+        new,
+        {"workloadStates": {"agent_A": {"nginx": {"id1": {"state": "Running", "subState": "Ok"}}}}},
+    )
+    assert sorted(altered_fields(changed, ["workloadStates.*.nginx"]).updated) == [
+        "workloadStates.agent_A.nginx.id1.state",
+        "workloadStates.agent_A.nginx.id1.subState",
+    ]
+    removed = diff(new, {"workloadStates": {}})
+    assert altered_fields(removed, ["workloadStates"]).removed == ["workloadStates.agent_A"]
