@@ -103,6 +103,7 @@ class Emulator:
         self._active: dict[str, RenderedWorkload] = {}
         self._waiting: dict[str, RenderedWorkload] = {}
         self._stopping: dict[str, RenderedWorkload] = {}
+        self._starts: dict[str, int] = {}
         self._scheduler: Scheduler | None = None
         self._runtime: Runtime | None = None
         self._external: SimulateRuntime | None = None
@@ -251,6 +252,17 @@ class Emulator:
                 if remaining <= 0:
                     raise TimeoutError(f"condition not met within {timeout} s")
                 self._changed.wait(min(remaining, 0.05))
+
+    def logs(self, instance_name: str) -> list[str]:
+        """Output lines of an instance the runtime runs (empty once it is removed)."""
+        runtime = self._runtime
+        buffer = runtime.logs(instance_name) if runtime is not None else None
+        return [line.text for line in buffer.snapshot()[0]] if buffer is not None else []
+
+    def start_count(self, workload_name: str) -> int:
+        """How often the runtime started ``workload_name`` (restarts included)."""
+        with self._lock:
+            return self._starts.get(workload_name, 0)
 
     def emit_log(self, workload_name: str, line: str) -> None:
         """Append an output line to every running instance of ``workload_name``."""
@@ -582,6 +594,8 @@ class Emulator:
             )
             if not tracked:
                 return
+            if state.state == "Pending" and state.sub_state == "Starting":
+                self._starts[workload.name] = self._starts.get(workload.name, 0) + 1
             with self._mutation():
                 self._write_state(workload, state)
             if state == REMOVED:

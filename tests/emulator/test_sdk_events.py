@@ -10,7 +10,7 @@ from typing import Any
 from ankaios_sdk import Ankaios, Manifest
 from ankaios_sdk._protos import _ank_base as ank_base
 from ankaios_sdk._protos import _control_api as control_api
-from emulator.ci_client import RawClient
+from emulator.ci_client import MakeEmulator, RawClient
 
 from ankaios_emulator import Emulator
 from ankaios_emulator.events import altered_fields, diff
@@ -29,7 +29,21 @@ def next_event(events: Any, timeout: float = 5.0) -> Any:
     return events.get(timeout=timeout)
 
 
-def test_sdk_event_queue_sees_initial_state_then_changes(emu: Emulator) -> None:
+CONNECTOR = """\
+apiVersion: v1
+workloads:
+  fleetconnector:
+    runtime: podman
+    agent: agent_A
+    runtimeConfig: "image: connector"
+"""
+
+
+def test_sdk_event_queue_sees_initial_state_then_changes(make_emulator: MakeEmulator) -> None:
+    # The connector itself runs on agent_A, as in the tutorial, so agent_A is already in
+    # workloadStates and a new workload there is an added field of its own.
+    emu = make_emulator(state=CONNECTOR)
+    emu.wait_for(lambda e: "agent_A" in e.complete_state()["workloadStates"])
     with Ankaios() as ank:
         events = ank.register_event(["workloadStates.agent_A.nginx"])
         initial = next_event(events)
@@ -56,7 +70,7 @@ def test_sdk_event_queue_sees_initial_state_then_changes(emu: Emulator) -> None:
 
         ank.unregister_event(events)
         ank.delete_manifest(Manifest.from_string(MANIFEST))
-        emu.wait_for(lambda e: not e.complete_state()["workloadStates"])
+        emu.wait_for(lambda e: "nginx" not in e.complete_state()["workloadStates"]["agent_A"])
         try:
             late = events.get(timeout=0.3)
         except queue.Empty:
@@ -151,5 +165,11 @@ def test_altered_fields_follow_the_masks() -> None:
         "workloadStates.agent_A.nginx.id1.state",
         "workloadStates.agent_A.nginx.id1.subState",
     ]
+    # Ankaios quirk: a mask ending inside a newly added subtree (here the agent appeared
+    # together with the workload) selects nothing, so no event is sent for it.
+    assert altered_fields(difference, ["workloadStates.agent_A.nginx"]).is_empty() is False
+    fresh = diff({"workloadStates": {}}, new)
+    assert altered_fields(fresh, ["workloadStates.agent_A.nginx"]).is_empty()
+
     removed = diff(new, {"workloadStates": {}})
     assert altered_fields(removed, ["workloadStates"]).removed == ["workloadStates.agent_A"]

@@ -1,0 +1,1 @@
+"""fleetctl: the operator's tool for one car or a whole fleet."""

@@ -1,0 +1,203 @@
+"""Nothing lost: offline delivery, expiry, redelivery, broker and agent faults, bursts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from testkit import MANIFESTS, Broker, MqttProbe, Requester
+
+from ankaios_emulator import Emulator
+from fleet_connector import Connector
+from fleet_connector.topics import Operation
+
+SENDER_MANIFEST = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
+
+
+def update_requests(emulator: Emulator) -> int:
+    return sum(
+        1
+        for message in emulator.requests
+        if message.HasField("request") and message.request.HasField("updateStateRequest")
+    )
+
+
+def hellos(emulator: Emulator) -> int:
+    return sum(1 for message in emulator.requests if message.HasField("hello"))
+
+
+def test_request_sent_while_offline_is_answered_when_back(
+    emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester, vin: str
+) -> None:
+    client_id = f"fleet-connector-{vin}"
+    first = start_connector(emulator.control_interface, client_id=client_id)
+    first.stop()
+    requester.probe.publish(requester.topics.request(Operation.APPLY, "offline-1"), SENDER_MANIFEST)
+    start_connector(emulator.control_interface, client_id=client_id)
+    reply = requester.probe.expect(requester.topics.response(Operation.APPLY, "offline-1"))
+    assert json.loads(reply.payload)["added_workloads"][0]["workload_name"] == "vehicle-data-sender"
+
+
+def test_expired_request_is_not_executed(
+    emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
+) -> None:
+    start_connector(emulator.control_interface, request_timeout=5.0)
+    emulator.faults.delay = 1.5
+    requester.probe.publish(requester.topics.request(Operation.STATE, "slow"), '["workloadStates"]')
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 1
+    requester.probe.publish(
+        requester.topics.request(Operation.APPLY, "short-lived"), SENDER_MANIFEST, properties=props
+    )
+    reply = json.loads(
+        requester.probe.expect(requester.topics.response(Operation.APPLY, "short-lived")).payload
+    )
+    assert reply["error"]["code"] == "EXPIRED"
+    assert update_requests(emulator) == 0
+
+
+def test_redelivered_request_is_answered_from_cache(
+    connector: Connector, emulator: Emulator, requester: Requester
+) -> None:
+    first = requester.call(Operation.APPLY, SENDER_MANIFEST, "same-id")
+    second = requester.call(Operation.APPLY, SENDER_MANIFEST, "same-id")
+    assert first == second
+    assert first["added_workloads"]
+    assert update_requests(emulator) == 1
+    # A new id is a new request.
+    assert requester.call(Operation.APPLY, SENDER_MANIFEST, "other-id")["added_workloads"] == []
+    assert update_requests(emulator) == 2
+
+
+def test_broker_killed_and_restarted(
+    emulator: Emulator, make_broker: Callable[..., Broker], vin: str, tmp_path: Path
+) -> None:
+    broker = make_broker()
+    from fleet_connector import Config
+    from fleet_connector.broker import BrokerSettings
+
+    connector = Connector(
+        Config(
+            vin=vin,
+            broker=BrokerSettings(host=broker.host, port=broker.port),
+            control_interface=emulator.control_interface,
+        )
+    )
+    connector.start()
+    try:
+        assert connector.mqtt.wait_subscribed(10)
+        broker.kill()
+        restarted = make_broker(port=broker.port)
+        probe = MqttProbe(restarted)
+        try:
+            requester = Requester(probe, vin)
+            requester.wait_online(timeout=40)
+            reply = requester.call(Operation.STATE, '["workloadStates"]', "after-restart")
+            assert "workload_states" in reply
+            # One subscription, one worker: exactly one reply.
+            probe.expect_nothing(0.5)
+        finally:
+            probe.close()
+    finally:
+        connector.stop()
+
+
+def test_agent_restart(
+    emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
+) -> None:
+    connector = start_connector(emulator.control_interface)
+    lost = threading.Event()
+    back = threading.Event()
+
+    def watch(connected: bool) -> None:
+        (back if connected else lost).set()
+
+    connector.control_interface._on_connection_change = watch  # observe only
+    hellos_before = hellos(emulator)
+    emulator.restart_agent(downtime=1.0)
+    assert lost.wait(5)
+    reply = requester.call(Operation.STATE, '["workloadStates"]', "in-gap")
+    assert reply["error"]["code"] == "UNAVAILABLE"
+    assert back.wait(15)
+    assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "after")
+    # Reconnecting with backoff, not the SDK's busy loop of Hellos.
+    assert hellos(emulator) - hellos_before < 20
+
+
+def test_connection_closed_by_ankaios(
+    emulator: Emulator, connector: Connector, requester: Requester
+) -> None:
+    # Ankaios serves a closed control interface again only once the workload restarts;
+    # until then every request is answered UNAVAILABLE with the reason, and presence says so.
+    requester.wait_online()
+    emulator.close_connection("closed for the test")
+    status = requester.wait_status("online")
+    assert status["ankaios"] == "disconnected"
+    reply = requester.call(Operation.STATE, '["workloadStates"]', "x1")
+    assert reply["error"]["code"] == "UNAVAILABLE"
+    assert "closed for the test" in reply["error"]["message"]
+
+
+def test_garbage_frames_are_skipped(
+    emulator: Emulator, connector: Connector, requester: Requester
+) -> None:
+    emulator.send_garbage(b"\x05\xff\xff\xff\xff\xff")
+    assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "g1")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_burst_of_1000_requests_all_answered_memory_bounded(
+    broker: Broker, probe: MqttProbe, vin: str, tmp_path: Path
+) -> None:
+    with Emulator(control_interface=tmp_path / "ci") as emu:
+        env = {
+            **os.environ,
+            **broker.env(),
+            "VIN": vin,
+            "ANKAIOS_CONTROL_INTERFACE_PATH": str(emu.control_interface),
+            "LOG_LEVEL": "WARNING",
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "fleet_connector"], env=env)
+        try:
+            requester = Requester(probe, vin)
+            requester.wait_online()
+            before = rss_kib(proc.pid)
+            run = uuid.uuid4().hex[:6]
+            started = time.monotonic()
+            for i in range(1000):
+                probe.client.publish(
+                    requester.topics.request(Operation.STATE, f"{run}-{i}"),
+                    '["workloadStates"]',
+                    qos=1,
+                )
+            answered = set()
+            while len(answered) < 1000:
+                message = probe.expect(timeout=30)
+                if f"/resp/{run}-" in message.topic:
+                    reply = json.loads(message.payload)
+                    assert "workload_states" in reply, reply
+                    answered.add(message.topic)
+            elapsed = time.monotonic() - started
+            after = rss_kib(proc.pid)
+            print(f"1000 requests answered in {elapsed:.2f} s; RSS {before} -> {after} KiB")
+            assert after - before < 30 * 1024
+            assert proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
