@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import select
 import stat
+import struct
+import termios
 import threading
 import time
 from pathlib import Path
@@ -22,6 +25,9 @@ OUTPUT_FIFO = "output"
 MAX_VARINT_BYTES = 19
 _POLL_INTERVAL_S = 0.05
 _READ_CHUNK = 65536
+# How long a frame waits for the previous one to leave the pipe (see FrameWriter).
+_DRAIN_WAIT_S = 1.0
+_DRAIN_POLL_S = 0.002
 
 
 class TransportClosed(Exception):
@@ -169,6 +175,11 @@ class FrameWriter:
     left (EPIPE) is retried a few times, then the frame is reported undeliverable. Once a
     frame has started it is written to the end, however large, so the stream never
     desynchronises on our side.
+
+    A frame is only written once the previous one has left the pipe: the SDK 1.0.1 reader
+    polls the descriptor but reads through a buffer, so two frames that arrive together
+    leave the second stranded in that buffer until yet another frame comes. Between a
+    real agent and the server there is always a network hop that spaces frames out.
     """
 
     def __init__(
@@ -218,6 +229,7 @@ class FrameWriter:
                     raise TransportClosed
                 try:
                     if self._ensure_open():
+                        self._wait_drained()
                         self._write_all(data)
                         return
                 except BrokenPipeError:
@@ -226,6 +238,19 @@ class FrameWriter:
                     raise ReceiverGone(str(self._path))
                 attempt += 1
                 time.sleep(self._retry_interval)
+
+    def _wait_drained(self) -> None:
+        fd = self._fd
+        assert fd is not None
+        deadline = time.monotonic() + _DRAIN_WAIT_S
+        while time.monotonic() < deadline and not self._stop.is_set():
+            try:
+                pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:
+                return
+            if pending == 0:
+                return
+            time.sleep(_DRAIN_POLL_S)
 
     def write_raw(self, data: bytes) -> None:
         """Write bytes without framing (garbage injection); same delivery rules."""

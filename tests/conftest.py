@@ -27,8 +27,12 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     """Factory for brokers of a test's own (to kill, restart or configure)."""
     made: list[Broker] = []
 
-    def make(extra_config: str = "", port: int | None = None) -> Broker:
-        b = Broker(tmp_path / f"broker{len(made)}", extra_config=extra_config)
+    def make(
+        extra_config: str = "", port: int | None = None, config_text: str | None = None
+    ) -> Broker:
+        b = Broker(
+            tmp_path / f"broker{len(made)}", extra_config=extra_config, config_text=config_text
+        )
         if port is not None:
             b.port = port
         made.append(b)

@@ -37,6 +37,8 @@ class Broker:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     extra_config: str = ""
+    config_text: str | None = None
+    """A whole configuration of the test's own (listeners included) instead of the default."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,6 +53,11 @@ class Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         # As root, mosquitto drops to user "mosquitto", which cannot read pytest's tmp dirs.
         user = "user root\n" if os.geteuid() == 0 else ""
+        if self.config_text is not None:
+            self.config_file.write_text(
+                f"{user}log_dest file {self.log_file}\nlog_type all\n{self.config_text}"
+            )
+            return
         self.config_file.write_text(
             f"{user}"
             "per_listener_settings false\n"

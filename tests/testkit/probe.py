@@ -6,11 +6,13 @@ import queue
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
+from fleet_connector.broker import BrokerSettings
 from testkit.broker import Broker
 
 
@@ -29,20 +31,39 @@ class Message:
 class MqttProbe:
     """A plain paho client that records what it receives, for asserting on topics."""
 
-    def __init__(self, broker: Broker, protocol: int = mqtt.MQTTv5) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        protocol: int = mqtt.MQTTv5,
+        settings: BrokerSettings | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        """A probe on ``broker``; ``settings`` (TLS, credentials) replace the plain default."""
         self.broker = broker
         self.protocol = protocol
         self.messages: queue.Queue[Message] = queue.Queue()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"probe-{uuid.uuid4().hex[:8]}",
-            protocol=protocol,
-        )
+        client_id = client_id or f"probe-{uuid.uuid4().hex[:8]}"
+        if settings is not None:
+            self.client = settings.make_client(client_id)
+        else:
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+            )
         self.client.on_message = self._on_message
         self._subscribed: queue.Queue[int] = queue.Queue()
         self.client.on_subscribe = lambda c, u, mid, rc, p: self._subscribed.put(mid)
+        connected: queue.Queue[Any] = queue.Queue()
+        self.client.on_connect = lambda c, u, f, rc, p: connected.put(rc)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
+        try:
+            reason = connected.get(timeout=10)
+        except queue.Empty:
+            self.close()
+            raise ConnectionError("no CONNACK from the broker") from None
+        if reason.is_failure:
+            self.close()
+            raise ConnectionRefusedError(str(reason))
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
