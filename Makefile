@@ -2,16 +2,39 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := mosquitto mosquitto-clients
+# podman (+ runc, see containers.conf) runs the images in the container tests;
+# debootstrap makes their base image where no image registry can be reached.
+CONTAINER_APT_PACKAGES := podman runc debootstrap uidmap fuse-overlayfs slirp4netns
+APT_COMMANDS := mosquitto mosquitto_pub podman runc debootstrap
 
-.PHONY: setup apt venv test lint demo bench clean
+# Container images (docs/containers.md). The project containers.conf (runc, lower ulimits)
+# is used by every podman command started from here, tests included.
+export CONTAINERS_CONF ?= $(CURDIR)/containers.conf
+VERSION := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n 1)
+# A local Debian bookworm + python3 made with debootstrap (no registry needed). With a
+# registry: make images BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+BASE_IMAGE ?= localhost/fleet-python:bookworm
+CONNECTOR_IMAGE ?= localhost/fleet-connector
+SENDER_IMAGE ?= localhost/vehicle-data-sender
+IMAGE_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
+WHEELS := build/wheels
+IMAGE_INPUTS := pyproject.toml Containerfile.connector Containerfile.sender \
+	$(shell find fleet_connector vehicle_data_sender ankaios_emulator fleetctl -name '*.py' 2>/dev/null)
+
+.PHONY: setup apt venv test test-quick test-containers lint demo bench clean images base-image wheels
 
 setup: apt venv
 
 # Installs the broker and its clients when they are missing (needs root or sudo).
+# Also installs podman & co. for the container tests.
 apt:
-	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; then \
+	@missing=; for c in $(APT_COMMANDS); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing packages (missing:$$missing)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+			$(APT_PACKAGES) $(CONTAINER_APT_PACKAGES); \
 	fi
 
 venv: $(VENV)/.installed
@@ -22,8 +45,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-test: setup
+# Everything, the container tests included (they need the images: built here first).
+test: setup images
 	$(PY) -m pytest
+
+# Without podman: every test except the container tests.
+test-quick: setup
+	$(PY) -m pytest -m "not containers"
+
+test-containers: setup images
+	$(PY) -m pytest -m containers
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -31,7 +62,45 @@ lint: venv
 	$(VENV)/bin/mypy
 
 demo: setup
-	$(PY) -m fleet_connector.demo
+	$(PY) demo/tutorial.py
+
+# Debian bookworm + python3 without a registry: debootstrap from the host's apt mirror,
+# then podman import. Kept once built (FORCE=1 rebuilds). Only for localhost/ names.
+base-image:
+	@case "$(BASE_IMAGE)" in \
+		localhost/*) SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+			$$SUDO env CONTAINERS_CONF="$(CONTAINERS_CONF)" FORCE="$(FORCE)" \
+				scripts/make-base-image.sh "$(BASE_IMAGE)" ;; \
+		*) echo "base image $(BASE_IMAGE) comes from its registry" ;; \
+	esac
+
+# Our wheel and its dependencies, built on the host so the image builds need no network.
+wheels: $(WHEELS)/.built
+
+$(WHEELS)/.built: $(VENV)/.installed $(IMAGE_INPUTS)
+	rm -rf $(WHEELS)
+	$(PY) -m pip wheel -q -w $(WHEELS) .
+	touch $@
+
+# localhost/fleet-connector and localhost/vehicle-data-sender, tagged $(VERSION) and latest.
+# Rebuilt when the sources change, or when an image has gone from podman's storage.
+images:
+	@podman image exists $(CONNECTOR_IMAGE):$(VERSION) && podman image exists $(SENDER_IMAGE):$(VERSION) \
+		|| rm -f build/images.built
+	@$(MAKE) --no-print-directory build/images.built
+
+build/images.built: $(WHEELS)/.built | base-image
+	podman build --network=none --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg VERSION=$(VERSION) $(if $(IMAGE_SOURCE),--build-arg SOURCE=$(IMAGE_SOURCE)) \
+		-f Containerfile.connector -t $(CONNECTOR_IMAGE):$(VERSION) -t $(CONNECTOR_IMAGE):latest .
+	podman build --network=none --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg VERSION=$(VERSION) $(if $(IMAGE_SOURCE),--build-arg SOURCE=$(IMAGE_SOURCE)) \
+		-f Containerfile.sender -t $(SENDER_IMAGE):$(VERSION) -t $(SENDER_IMAGE):latest .
+	@# the untagged build-stage images (pip install layer), not anybody else's
+	podman image prune --force --filter label=fleet-connector.build-stage=true >/dev/null
+	@podman images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' \
+		| grep -E '^($(CONNECTOR_IMAGE)|$(SENDER_IMAGE)):$(VERSION) '
+	echo "$(BASE_IMAGE) $(VERSION)" > $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build

@@ -98,6 +98,12 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error("--image-map needs --runtime process")
 
 
+def _fail(exc: Exception) -> int:
+    # YAML errors span several lines; the contract is one line.
+    print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -122,8 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reaccept_on_reconnect=not args.strict_reconnect,
         )
     except EmulatorError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(exc)
     emulator.faults.delay = args.delay_responses
     emulator.faults.drop = args.drop_responses
 
@@ -137,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         emulator.start()
     except (EmulatorError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(exc)
     try:
         for name, directory in sorted(emulator.control_interfaces().items()):
             print(f"control interface {name}: {directory}", flush=True)

@@ -117,7 +117,7 @@ class Emulator:
         if self._started:
             return self
         self._scheduler = Scheduler()
-        if self._run_dir is None and self._runtime_name == "process":
+        if self._run_dir is None and self._runtime_name in ("process", "podman"):
             # Process workloads with controlInterfaceAccess need a directory of their own.
             self._temp_run_dir = Path(tempfile.mkdtemp(prefix="ankaios-emulator-"))
             self._run_dir = self._temp_run_dir

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ankaios_sdk._protos import _ank_base as ank_base
 from ankaios_sdk._protos import _control_api as control_api
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from .faults import Faults
 from .transport import (
@@ -366,7 +366,12 @@ class Session:
             self._state_changed.notify_all()
         self._handler.session_reset(self)
         # Like the ended agent task, drop both ends once the reason is out.
-        threading.Thread(target=self._close_after, args=(done,), daemon=True).start()
+        threading.Thread(
+            target=self._close_after,
+            args=(done,),
+            name=f"ci-{self.workload_name}-close",
+            daemon=True,
+        ).start()
 
     def _close_after(self, done: threading.Event) -> None:
         done.wait(2.0)

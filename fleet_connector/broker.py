@@ -111,8 +111,10 @@ class BrokerSettings:
         if (cert is None) != (key is None):
             raise ConfigError("mutual TLS needs both a client certificate and its key")
         host = values["broker_addr"].strip()
-        if not host:
-            raise ConfigError("the MQTT broker address is empty")
+        if not host or any(c.isspace() for c in host):
+            raise ConfigError(
+                f"the MQTT broker address {host!r} is not a host name (MQTT_BROKER_ADDR)"
+            )
         return cls(
             host=host,
             port=values["broker_port"],

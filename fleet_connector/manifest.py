@@ -80,12 +80,57 @@ def parse_manifest(payload: bytes) -> Manifest:
     if not text.strip():
         raise _invalid("the manifest is empty")
     try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        document = _load(text)
     except yaml.YAMLError as e:
         raise _invalid(f"the manifest is not valid YAML: {_one_line(str(e))}") from None
     except RecursionError:
         raise _invalid("the manifest is nested too deeply") from None
     return _Reader().manifest(document)
+
+
+def _load(text: str) -> Any:
+    """YAML to Python, refusing documents whose aliases expand past MAX_NODES.
+
+    The size is computed on the composed node graph, where an alias is a shared node, so
+    a "billion laughs" document is refused before anything is built from it.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_NODES:
+            raise _invalid(f"the manifest has more than {MAX_NODES} values once aliases expand")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if children_done or not children:
+            visiting.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes.get(id(c), 0) for c in children)
+            if sizes[id(node)] > MAX_NODES:
+                return sizes[id(node)]
+            continue
+        if any(id(c) in visiting for c in children):
+            raise _invalid("the manifest contains an alias that refers to itself")
+        visiting.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def _one_line(text: str) -> str:

@@ -57,6 +57,7 @@ class MqttLink:
         self._v5 = settings.protocol == "5"
         self._connected = threading.Event()
         self._subscribed = threading.Event()
+        self._stopping = False
         self._client = settings.make_client(client_id, clean=False)
         self._client.manual_ack_set(True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -91,6 +92,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Says offline (retained), then disconnects without the will."""
+        self._stopping = True
         if self._connected.is_set():
             info = self.publish_status("offline")
             with contextlib.suppress(RuntimeError, ValueError):
@@ -145,7 +147,7 @@ class MqttLink:
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stopping:
             log.warning("MQTT connection lost: %s; reconnecting", reason)
         self._connected.clear()
         self._subscribed.clear()

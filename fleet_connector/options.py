@@ -44,6 +44,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=description)
+    add_options(parser, options)
+    return parser
+
+
+def add_options(parser: argparse._ActionsContainer, options: Sequence[Option]) -> None:
+    """Adds the flags of ``options`` to a parser or an argument group."""
     for option in options:
         if option.is_switch:
             parser.add_argument(
@@ -57,7 +63,6 @@ def build_parser(prog: str, description: str, options: Sequence[Option]) -> argp
             parser.add_argument(
                 option.flag, dest=option.name, metavar=option.name.upper(), help=option.describe()
             )
-    return parser
 
 
 def parse(

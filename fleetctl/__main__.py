@@ -1,5 +1,10 @@
-"""Entry point (placeholder until fleetctl is built)."""
+"""``fleetctl``: the operator's tool for one car or a whole fleet (see docs/fleetctl.md)."""
 
+from __future__ import annotations
 
-def main() -> int:
-    return 0
+import sys
+
+from fleetctl.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

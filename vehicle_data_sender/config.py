@@ -7,10 +7,10 @@ says what a valid configuration is, so a `Config` that exists is a `Config` that
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-DEFAULT_BROKER_ADDR = "localhost"
-DEFAULT_BROKER_PORT = 1883
+from fleet_connector.broker import BrokerSettings
+
 DEFAULT_INTERVAL = 1.0
 # Longer than any sensible sampling period, and far below threading.TIMEOUT_MAX.
 MAX_INTERVAL = 86_400.0
@@ -27,25 +27,14 @@ class Config:
     """Everything the sender needs to run. Construction validates every field."""
 
     topic: str
-    broker_addr: str = DEFAULT_BROKER_ADDR
-    broker_port: int = DEFAULT_BROKER_PORT
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
     interval: float = DEFAULT_INTERVAL
-    keepalive: int = 60
     reconnect_min_delay: int = 1
     reconnect_max_delay: int = 30
-    # Transport security and credentials belong here when they are added, e.g.
-    #   tls: TlsOptions | None = None
-    #   username: str | None = None
-    #   password: str | None = field(default=None, repr=False)
-    # describe() must keep leaving secrets out.
 
     def __post_init__(self) -> None:
         check_topic(self.topic, "topic")
-        check_host(self.broker_addr, "broker address")
-        check_port(self.broker_port, "broker port")
         check_interval(self.interval, "interval")
-        if self.keepalive < 1:
-            raise ConfigError(f"keepalive must be at least 1 second, got {self.keepalive}")
         if not 1 <= self.reconnect_min_delay <= self.reconnect_max_delay:
             raise ConfigError(
                 "reconnect delays must satisfy 1 <= min <= max, got "
@@ -55,8 +44,8 @@ class Config:
     def describe(self) -> str:
         """One line for the log: every setting that matters, never a secret."""
         return (
-            f"broker={self.broker_addr}:{self.broker_port} topic={self.topic} "
-            f"interval={self.interval:g}s qos=0 retain=false keepalive={self.keepalive}s "
+            f"broker={self.broker.describe()} topic={self.topic} "
+            f"interval={self.interval:g}s qos=0 retain=false keepalive={self.broker.keepalive}s "
             f"reconnect_backoff={self.reconnect_min_delay}..{self.reconnect_max_delay}s"
         )
 
@@ -74,34 +63,12 @@ def check_topic(topic: str, name: str) -> str:
     return topic
 
 
-def check_host(host: str, name: str) -> str:
-    if not host:
-        raise ConfigError(f"{name} must not be empty")
-    if any(c.isspace() for c in host):
-        raise ConfigError(f"{name} {host!r} contains white space")
-    return host
-
-
-def check_port(port: int, name: str) -> int:
-    if not 1 <= port <= 65_535:
-        raise ConfigError(f"{name} must be between 1 and 65535, got {port}")
-    return port
-
-
 def check_interval(interval: float, name: str) -> float:
     if not math.isfinite(interval) or interval <= 0:
         raise ConfigError(f"{name} must be a number of seconds > 0, got {interval!r}")
     if interval > MAX_INTERVAL:
         raise ConfigError(f"{name} must be at most {MAX_INTERVAL:g} seconds, got {interval:g}")
     return interval
-
-
-def parse_port(text: str, name: str) -> int:
-    """A TCP port written as decimal digits ("1883")."""
-    stripped = text.strip()
-    if not (stripped.isascii() and stripped.isdigit()):
-        raise ConfigError(f"{name} must be a port number between 1 and 65535, got {text!r}")
-    return check_port(int(stripped), name)
 
 
 def parse_interval(text: str, name: str) -> float:

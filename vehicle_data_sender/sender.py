@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -57,7 +56,7 @@ class Sender:
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client = self._config.broker.make_client(client_id="")
         client.reconnect_delay_set(
             min_delay=self._config.reconnect_min_delay,
             max_delay=self._config.reconnect_max_delay,
@@ -88,7 +87,7 @@ class Sender:
             raise RuntimeError("Sender.start() may only be called once")
         # connect_async never raises for an unreachable broker: the network thread retries.
         self._client.connect_async(
-            self._config.broker_addr, self._config.broker_port, self._config.keepalive
+            self._config.broker.host, self._config.broker.port, self._config.broker.keepalive
         )
         self._client.loop_start()
         self._publisher = threading.Thread(
@@ -99,23 +98,28 @@ class Sender:
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
         """Stops publishing, sends DISCONNECT if connected, and ends the network thread.
 
-        Returns False if a thread did not end within `timeout` seconds; both are daemon
-        threads, so they cannot keep the process alive.
+        Waits at most `timeout` seconds. Returns False if the publisher, or (when there was
+        a connection) the network thread flushing the DISCONNECT, had not ended by then.
+        Both are daemon threads, so neither can keep the process alive.
         """
         deadline = self._clock() + timeout
         self._stopping.set()
         self._wake.set()
         if self._publisher is not None and self._publisher is not threading.current_thread():
             self._publisher.join(max(0.0, deadline - self._clock()))
-        self._client.disconnect()
-        # loop_stop() joins paho's thread without a timeout; bound the wait ourselves.
+        # Queues DISCONNECT if there is a connection; otherwise only stops reconnecting.
+        sent_disconnect = self._client.disconnect() == mqtt.MQTT_ERR_SUCCESS
+        # loop_stop() joins paho's thread without a timeout, and while paho waits out a
+        # reconnect backoff that takes up to 1 s; so join in a helper thread with a bound,
+        # and only wait at all if there is a DISCONNECT to flush.
         stopper = threading.Thread(
             target=self._client.loop_stop, name="vehicle-data-sender-stopper", daemon=True
         )
         stopper.start()
-        stopper.join(max(0.0, deadline - self._clock()))
+        if sent_disconnect:
+            stopper.join(max(0.0, deadline - self._clock()))
         publisher_done = self._publisher is None or not self._publisher.is_alive()
-        return publisher_done and not stopper.is_alive()
+        return publisher_done and (not sent_disconnect or not stopper.is_alive())
 
     # -- publisher thread -------------------------------------------------------------
 
@@ -182,13 +186,13 @@ class Sender:
         if reason_code.is_failure:
             logger.warning(
                 "broker %s:%d refused the connection: %s",
-                self._config.broker_addr,
-                self._config.broker_port,
+                self._config.broker.host,
+                self._config.broker.port,
                 reason_code,
             )
             return
         self._failed_attempts = 0
-        logger.info("connected to %s:%d", self._config.broker_addr, self._config.broker_port)
+        logger.info("connected to %s:%d", self._config.broker.host, self._config.broker.port)
         self._connected.set()
         self._wake.set()
 
@@ -206,13 +210,13 @@ class Sender:
             return
         if self._stopping.is_set():
             logger.info(
-                "disconnected from %s:%d", self._config.broker_addr, self._config.broker_port
+                "disconnected from %s:%d", self._config.broker.host, self._config.broker.port
             )
         else:
             logger.warning(
                 "lost connection to %s:%d (%s); reconnecting",
-                self._config.broker_addr,
-                self._config.broker_port,
+                self._config.broker.host,
+                self._config.broker.port,
                 reason_code,
             )
 
@@ -223,8 +227,8 @@ class Sender:
         logger.log(
             level,
             "cannot connect to %s:%d; retrying with backoff of %d..%d s",
-            self._config.broker_addr,
-            self._config.broker_port,
+            self._config.broker.host,
+            self._config.broker.port,
             self._config.reconnect_min_delay,
             self._config.reconnect_max_delay,
         )

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from ..runtime import Runtime, StateSink
 from ..scheduler import Scheduler
+from .podman import PodmanRuntime
 from .process import ProcessRuntime
 from .simulate import SimulateRuntime
 
-RUNTIME_NAMES = ("simulate", "process")
+RUNTIME_NAMES = ("simulate", "process", "podman")
 
 
 def create_runtime(
@@ -25,7 +26,9 @@ def create_runtime(
         return SimulateRuntime(report, scheduler, step_delay)
     if name == "process":
         return ProcessRuntime(report, scheduler, image_map or {}, work_dir=work_dir)
+    if name == "podman":
+        return PodmanRuntime(report, scheduler)
     raise ValueError(f"unknown runtime '{name}' (choose from {', '.join(RUNTIME_NAMES)})")
 
 
-__all__ = ["RUNTIME_NAMES", "ProcessRuntime", "SimulateRuntime", "create_runtime"]
+__all__ = ["RUNTIME_NAMES", "PodmanRuntime", "ProcessRuntime", "SimulateRuntime", "create_runtime"]

@@ -159,6 +159,10 @@ def test_alias_bomb_is_bounded() -> None:
     assert f"more than {MAX_NODES} values" in invalid(bomb)
 
 
+def test_recursive_alias_is_refused() -> None:
+    assert "refers to itself" in invalid("apiVersion: v1\nconfigs:\n  a: &x [1, *x]\n")
+
+
 def test_deep_nesting_is_refused() -> None:
     deep = "apiVersion: v1\nconfigs:\n  c: " + "[" * 5000 + "]" * 5000
     message = invalid(deep)

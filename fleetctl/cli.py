@@ -1,0 +1,420 @@
+"""``fleetctl``: command line, subcommands and exit codes.
+
+Exit codes: 0 every car succeeded; 1 a car failed, timed out or was not attempted, or the
+broker could not be used; 2 usage error (bad flags, unreadable or invalid file), found
+before anything is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.errors import RequestError
+from fleet_connector.manifest import parse_manifest
+from fleet_connector.options import (
+    ConfigError,
+    add_options,
+    parse,
+    positive_float,
+    positive_int,
+)
+from fleet_connector.topics import Operation, Topics
+from fleetctl import fleet, output, presence, rollout
+from fleetctl.client import Engine
+from fleetctl.connection import BrokerError, Connection
+from fleetctl.progress import Progress
+
+OK, FAILED, USAGE = 0, 1, 2
+CONNECT_TIMEOUT = 10.0
+
+# --mqtt-protocol without a default, so we can tell "not given" (try 5, fall back to 3.1.1)
+# from an explicit choice (use exactly that).
+FLEETCTL_BROKER_OPTIONS = [
+    dataclasses.replace(
+        o, default=None, help="MQTT version: 5 or 3.1.1 (default: 5, falling back to 3.1.1)"
+    )
+    if o.name == "mqtt_protocol"
+    else o
+    for o in BROKER_OPTIONS
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises instead of exiting, so main() decides the exit code and tests can call it."""
+
+    def error(self, message: str) -> Any:
+        raise ConfigError(f"{message} (see fleetctl {self._command()}--help)")
+
+    def _command(self) -> str:
+        name = self.prog.removeprefix("fleetctl").strip()
+        return f"{name} " if name else ""
+
+
+def _checked(convert: Callable[[str], Any], expected: str) -> Callable[[str], Any]:
+    """An argparse type saying what it expects, not "invalid positive_int value"."""
+
+    def checked(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+
+    return checked
+
+
+def build_parser() -> argparse.ArgumentParser:
+    seconds = _checked(positive_float, "a number of seconds greater than 0")
+    count = _checked(positive_int, "a whole number greater than 0")
+
+    broker = _Parser(add_help=False)
+    add_options(broker.add_argument_group("broker"), FLEETCTL_BROKER_OPTIONS)
+
+    cars = _Parser(add_help=False)
+    group = cars.add_argument_group("cars")
+    group.add_argument(
+        "--vin", action="append", default=[], metavar="VIN", help="a car, by VIN (repeatable)"
+    )
+    group.add_argument(
+        "--vins",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help="cars as a comma-separated list of VINs and ranges, "
+        "e.g. 1-500 or CAR001-CAR020,CAR7 (repeatable)",
+    )
+    group.add_argument(
+        "--vins-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file with one VIN per line, # starts a comment, - reads stdin (repeatable)",
+    )
+
+    requests = _Parser(add_help=False)
+    group = requests.add_argument_group("requests")
+    group.add_argument(
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds to wait for the replies of a wave, and for the broker (default: 10)",
+    )
+    group.add_argument(
+        "-o",
+        "--output",
+        choices=output.FORMATS,
+        default="table",
+        help="table for people (default), json or yaml for scripts",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=count,
+        metavar="N",
+        help="send to N cars at a time, a wave after the previous one "
+        "finished (default: all at once)",
+    )
+    group.add_argument(
+        "--max-failures",
+        type=count,
+        metavar="K",
+        help="stop after the wave in which the K-th car failed; later cars are not attempted",
+    )
+
+    parser = _Parser(
+        prog="fleetctl",
+        description="Apply and delete manifests, read states and presence of Ankaios cars "
+        "through their fleet connectors over MQTT.",
+        epilog="exit codes: 0 every car succeeded, 1 any car failed or timed out (or the "
+        "broker could not be used), 2 usage error",
+    )
+    parser.add_argument("--version", action="version", version=f"fleetctl {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [cars, requests, broker]
+
+    apply = commands.add_parser(
+        "apply",
+        parents=common,
+        help="apply a manifest to cars",
+        description="Apply an Ankaios manifest to every car named.",
+    )
+    apply.add_argument("file", metavar="FILE", help="the manifest (YAML), checked before sending")
+    apply.add_argument(
+        "--wait",
+        choices=["running"],
+        help="then wait until the workloads the apply added are running",
+    )
+    apply.add_argument(
+        "--wait-timeout",
+        type=seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="seconds to wait for running, per wave (default: 120)",
+    )
+    apply.add_argument(
+        "--poll-interval",
+        type=seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="seconds between state polls while waiting (default: 0.5)",
+    )
+
+    delete = commands.add_parser(
+        "delete",
+        parents=common,
+        help="delete a manifest's workloads and configs from cars",
+        description="Delete the workloads and configs a manifest names from every car named.",
+    )
+    delete.add_argument("file", metavar="FILE", help="the manifest (YAML), checked before sending")
+
+    state = commands.add_parser(
+        "state",
+        parents=common,
+        help="read cars' state",
+        description="Read the state of every car named; with no MASK the complete state.",
+    )
+    state.add_argument(
+        "masks",
+        nargs="*",
+        metavar="MASK",
+        help="field masks, e.g. workloadStates or desiredState.workloads.NAME",
+    )
+
+    status = commands.add_parser(
+        "status",
+        parents=[cars, broker],
+        help="list cars' presence",
+        description="List the cars on the broker (or the cars named) with their presence, "
+        "from the connectors' retained status messages. With cars named, exits 1 unless "
+        "every one is online with Ankaios connected.",
+    )
+    status.add_argument(
+        "--listen",
+        type=seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="stop collecting after this long without a new message (default: 1.0)",
+    )
+    status.add_argument(
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="stop collecting after this long in any case (default: 10)",
+    )
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=output.FORMATS,
+        default="table",
+        help="table (default), json or yaml",
+    )
+
+    watch = commands.add_parser(
+        "watch",
+        parents=[cars, broker],
+        help="print replies, presence and sensor values live",
+        description="Print every message under vehicle/<VIN>/ as 'topic payload' lines until "
+        "Ctrl-C or SIGTERM (exit 0).",
+    )
+    watch.add_argument("--count", type=count, metavar="N", help="stop after N messages")
+    return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ankaios-fleet-connector")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A command line, parsed and checked."""
+
+    args: argparse.Namespace
+    settings: BrokerSettings
+    auto_protocol: bool
+    vins: list[str]
+    payload: bytes = b""
+
+
+def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
+    parser = build_parser()
+    # options.parse applies flags, environment and defaults to the broker options only;
+    # the namespace for everything else comes from a plain parse of the same line.
+    values = parse(parser, FLEETCTL_BROKER_OPTIONS, argv, environ)
+    args = parser.parse_args(list(argv))
+    auto_protocol = values["mqtt_protocol"] is None
+    if auto_protocol:
+        values["mqtt_protocol"] = "5"
+    settings = BrokerSettings.from_values(values)
+    vins = fleet.select(args.vin, args.vins, args.vins_file)
+    payload = b""
+    if args.command in ("apply", "delete", "state") and not vins:
+        raise ConfigError("name the cars with --vin, --vins or --vins-file")
+    if args.command in ("apply", "delete"):
+        payload = load_manifest(Path(args.file))
+    elif args.command == "state":
+        if any(not mask.strip() for mask in args.masks):
+            raise ConfigError("a field mask must not be empty")
+        payload = _json_list(args.masks)
+    return Invocation(args, settings, auto_protocol, vins, payload)
+
+
+def _json_list(items: Sequence[str]) -> bytes:
+    return json.dumps(list(items)).encode()
+
+
+def load_manifest(path: Path) -> bytes:
+    """The file's bytes, sent as they are, once they parse the way the connector parses them."""
+    try:
+        payload = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read manifest {path}: {e.strerror}") from None
+    try:
+        parse_manifest(payload)
+    except RequestError as e:
+        raise ConfigError(f"{path}: {e.message}") from None
+    return payload
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        invocation = parse_command_line(argv, os.environ if environ is None else environ)
+    except ConfigError as e:
+        print(f"fleetctl: error: {e}", file=sys.stderr)
+        return USAGE
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else OK
+    try:
+        if invocation.args.command == "status":
+            return run_status(invocation)
+        if invocation.args.command == "watch":
+            return run_watch(invocation)
+        return run_requests(invocation)
+    except BrokerError as e:
+        print(f"fleetctl: {e}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        print(
+            "fleetctl: interrupted; requests already sent may still be carried out",
+            file=sys.stderr,
+        )
+        return FAILED
+
+
+def run_requests(invocation: Invocation) -> int:
+    args = invocation.args
+    operation = {
+        "apply": Operation.APPLY,
+        "delete": Operation.DELETE,
+        "state": Operation.STATE,
+    }[args.command]
+    plan = rollout.Plan(
+        operation=operation,
+        payload=invocation.payload,
+        timeout=args.timeout,
+        batch_size=args.batch_size,
+        max_failures=args.max_failures,
+        wait_running=getattr(args, "wait", None) == "running",
+        wait_timeout=getattr(args, "wait_timeout", 120.0),
+        poll_interval=getattr(args, "poll_interval", 0.5),
+    )
+    engine = Engine(invocation.settings, auto_protocol=invocation.auto_protocol)
+    progress = Progress(len(invocation.vins), sys.stderr)
+    engine.open(args.timeout)
+    try:
+        result = rollout.run(engine, args.command, invocation.vins, plan, progress)
+    finally:
+        progress.close()
+        engine.close()
+    result.extra = {
+        "run_id": engine.run_id,
+        "mqtt_protocol": engine.connection.protocol,
+        **({"file": args.file} if operation is not Operation.STATE else {"masks": args.masks}),
+    }
+    print(output.render_run(result, args.output), flush=True)
+    return OK if result.ok else FAILED
+
+
+def run_status(invocation: Invocation) -> int:
+    args = invocation.args
+    found = presence.collect(
+        invocation.settings,
+        auto_protocol=invocation.auto_protocol,
+        vins=invocation.vins,
+        listen=args.listen,
+        timeout=args.timeout,
+    )
+    if invocation.vins:
+        cars = [found.get(vin) or presence.Presence(vin, "unknown") for vin in invocation.vins]
+    else:
+        cars = [found[vin] for vin in sorted(found)]
+    print(output.render_presence(cars, args.output), flush=True)
+    if invocation.vins and not all(car.ready for car in cars):
+        return FAILED
+    return OK
+
+
+class _Stopped(Exception):
+    """SIGTERM while watching: stop like Ctrl-C does."""
+
+
+def run_watch(invocation: Invocation) -> int:
+    arrived: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+    connection = Connection(
+        invocation.settings,
+        lambda topic, payload, retained: arrived.put((topic, payload)),
+        auto_protocol=invocation.auto_protocol,
+    )
+    vins = invocation.vins or ["+"]
+    filters = [f"{Topics(vin).base}/#" for vin in vins]
+    limit = invocation.args.count
+    with _stop_on_sigterm():
+        try:
+            connection.open(CONNECT_TIMEOUT)
+            refused = connection.subscribe(filters, CONNECT_TIMEOUT)
+            if refused:
+                raise BrokerError(f"the broker refused subscriptions {', '.join(refused)}")
+            seen = 0
+            while limit is None or seen < limit:
+                topic, payload = arrived.get()
+                print(f"{topic} {payload.decode('utf-8', 'replace')}", flush=True)
+                seen += 1
+        except (KeyboardInterrupt, _Stopped):
+            pass
+        finally:
+            connection.close()
+    return OK
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stopped
+
+    if threading.current_thread() is not threading.main_thread():
+        # Signals reach only the main thread; a watch run from another thread stops by --count.
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

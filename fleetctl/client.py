@@ -1,0 +1,182 @@
+"""Requests to cars and their replies, matched by request id.
+
+Every request goes to ``<base>/<operation>/req/<id>`` with an id unique to this run, so the
+reply on ``<base>/<operation>/resp/<id>`` is ours even on MQTT 3.1.1 and among other
+operators' replies. Replies are dispatched on paho's thread into per-request events; the
+main thread waits on them with one deadline for a whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet_connector.broker import BrokerSettings
+from fleet_connector.topics import Operation, Topics
+from fleetctl.connection import Connection
+from fleetctl.presence import Presence
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a car answered: the connector's data, or its error code and message."""
+
+    data: Any = None
+    code: str | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Reply:
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, ValueError):
+            text = payload[:200].decode("utf-8", "replace")
+            return cls(code="BAD_REPLY", message=f"the reply is not JSON: {text!r}")
+        if isinstance(data, dict) and set(data) == {"error"} and isinstance(data["error"], dict):
+            error = data["error"]
+            return cls(
+                code=str(error.get("code", "UNKNOWN")), message=str(error.get("message", ""))
+            )
+        return cls(data=data)
+
+
+@dataclass
+class Pending:
+    """One request in flight; ``reply`` is set (once) when the car answers."""
+
+    vin: str
+    operation: Operation
+    request_id: str
+    reply_topic: str
+    done: threading.Event = field(default_factory=threading.Event)
+    reply: Reply | None = None
+    sent_at: float = field(default_factory=time.monotonic)
+    answered_at: float | None = None
+    _notify: queue.SimpleQueue[Pending] | None = None
+
+
+class Engine:
+    """Sends requests over one connection and routes the replies to their ``Pending``."""
+
+    def __init__(self, settings: BrokerSettings, *, auto_protocol: bool = True) -> None:
+        self.run_id = f"fleetctl-{uuid.uuid4().hex[:8]}"
+        self.connection = Connection(
+            settings, self._dispatch, auto_protocol=auto_protocol, client_id=self.run_id
+        )
+        self._lock = threading.Lock()
+        self._pending: dict[str, Pending] = {}
+        self._counter = 0
+        self._presence: dict[str, Presence] = {}
+        self._status_topics: dict[str, str] = {}
+
+    def subscribe(
+        self, vins: Iterable[str], operations: Iterable[Operation], timeout: float
+    ) -> dict[str, list[str]]:
+        """Reply and presence subscriptions for these cars, before anything is published.
+
+        Per-car filters rather than ``vehicle/+/...``: they deliver only the replies of the
+        cars we ask, and they work under per-car broker ACLs. Returns the refused filters
+        by VIN.
+        """
+        owner: dict[str, str] = {}
+        for vin in vins:
+            topics = Topics(vin)
+            for operation in operations:
+                owner[topics.response(operation, "+")] = vin
+            owner[topics.status] = vin
+            with self._lock:
+                self._status_topics[topics.status] = vin
+        refused: dict[str, list[str]] = {}
+        for topic in self.connection.subscribe(list(owner), timeout):
+            refused.setdefault(owner[topic], []).append(topic)
+        return refused
+
+    def send(self, vin: str, operation: Operation, payload: bytes | str) -> Pending:
+        with self._lock:
+            self._counter += 1
+            request_id = f"{self.run_id}-{self._counter}"
+        topics = Topics(vin)
+        pending = Pending(vin, operation, request_id, topics.response(operation, request_id))
+        with self._lock:
+            self._pending[pending.reply_topic] = pending
+        self.connection.publish(topics.request(operation, request_id), payload)
+        return pending
+
+    def send_many(
+        self, vins: Sequence[str], operation: Operation, payload: bytes | str
+    ) -> list[Pending]:
+        return [self.send(vin, operation, payload) for vin in vins]
+
+    def wait(
+        self,
+        pendings: Sequence[Pending],
+        timeout: float,
+        on_reply: Callable[[Pending], None] | None = None,
+    ) -> None:
+        """Returns when every request has its reply or ``timeout`` seconds have passed.
+
+        ``on_reply`` runs on this thread for each reply as it arrives (progress display).
+        """
+        arrived: queue.SimpleQueue[Pending] = queue.SimpleQueue()
+        outstanding = set()
+        with self._lock:
+            for pending in pendings:
+                if pending.done.is_set():
+                    arrived.put(pending)
+                else:
+                    pending._notify = arrived
+                outstanding.add(id(pending))
+        deadline = time.monotonic() + timeout
+        while outstanding:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                pending = arrived.get(timeout=remaining)
+            except queue.Empty:
+                break
+            outstanding.discard(id(pending))
+            if on_reply is not None:
+                on_reply(pending)
+        with self._lock:
+            for pending in pendings:
+                pending._notify = None
+                if not pending.done.is_set():
+                    # A late reply is not ours to report any more.
+                    self._pending.pop(pending.reply_topic, None)
+
+    def open(self, timeout: float) -> None:
+        self.connection.open(timeout)
+
+    def presence(self, vin: str) -> Presence | None:
+        with self._lock:
+            return self._presence.get(vin)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def _dispatch(self, topic: str, payload: bytes, retained: bool) -> None:
+        """paho's thread: a reply completes its request; presence is remembered."""
+        with self._lock:
+            pending = self._pending.pop(topic, None)
+            status_vin = self._status_topics.get(topic)
+            if pending is not None:
+                pending.reply = Reply.parse(payload)
+                pending.answered_at = time.monotonic()
+                pending.done.set()
+                if pending._notify is not None:
+                    pending._notify.put(pending)
+            elif status_vin is not None:
+                presence = Presence.parse(status_vin, payload)
+                if presence is not None:
+                    self._presence[status_vin] = presence

@@ -1,0 +1,159 @@
+"""A request to many cars in waves: each wave is sent, answered (and, with --wait, running)
+before the next starts; the rollout stops once --max-failures cars have failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fleet_connector.topics import Operation
+from fleetctl.client import Engine, Pending
+from fleetctl.progress import Progress
+from fleetctl.results import BROKER_REFUSED, NO_REPLY, STOPPED, CarResult, RunResult, Status
+from fleetctl.waiting import WaitOutcome, added_instances, wait_running
+
+
+@dataclass(frozen=True)
+class Plan:
+    operation: Operation
+    payload: bytes
+    timeout: float
+    """Seconds to wait for the replies of one wave."""
+    batch_size: int | None = None
+    max_failures: int | None = None
+    wait_running: bool = False
+    wait_timeout: float = 120.0
+    poll_interval: float = 0.5
+
+
+def waves(vins: Sequence[str], batch_size: int | None) -> list[list[str]]:
+    size = batch_size or len(vins) or 1
+    return [list(vins[i : i + size]) for i in range(0, len(vins), size)]
+
+
+def run(
+    engine: Engine, command: str, vins: Sequence[str], plan: Plan, progress: Progress
+) -> RunResult:
+    operations = [plan.operation]
+    if plan.wait_running:
+        operations.append(Operation.STATE)
+    refused = engine.subscribe(vins, operations, plan.timeout)
+    planned = waves(vins, plan.batch_size)
+    results: dict[str, CarResult] = {}
+    failures = 0
+    stopped_after: int | None = None
+    for number, wave in enumerate(planned, start=1):
+        if len(planned) > 1:
+            progress.phase(f"wave {number}/{len(planned)}")
+        for vin in wave:
+            if vin in refused:
+                message = f"the broker refused subscriptions {', '.join(refused[vin])}"
+                results[vin] = CarResult(vin, Status.FAILED, code=BROKER_REFUSED, message=message)
+                progress.advance(False)
+        for car in _run_wave(engine, [v for v in wave if v not in refused], plan, progress):
+            results[car.vin] = car
+        failures += sum(1 for vin in wave if not results[vin].ok)
+        if (
+            plan.max_failures is not None
+            and failures >= plan.max_failures
+            and number < len(planned)
+        ):
+            stopped_after = number
+            message = (
+                f"the rollout stopped after wave {number} of {len(planned)}: "
+                f"{failures} car(s) failed, --max-failures is {plan.max_failures}"
+            )
+            for later in planned[number:]:
+                for vin in later:
+                    results[vin] = CarResult(
+                        vin, Status.NOT_ATTEMPTED, code=STOPPED, message=message
+                    )
+            break
+    return RunResult(
+        command=command,
+        cars=[results[vin] for vin in vins],
+        waves=len(planned),
+        stopped_after_wave=stopped_after,
+    )
+
+
+def _run_wave(engine: Engine, wave: list[str], plan: Plan, progress: Progress) -> list[CarResult]:
+    def replied(pending: Pending) -> None:
+        # With --wait a successful apply is not finished until its workloads run.
+        ok = pending.reply is not None and pending.reply.ok
+        if not (ok and plan.wait_running):
+            progress.advance(ok)
+
+    pendings = engine.send_many(wave, plan.operation, plan.payload)
+    engine.wait(pendings, plan.timeout, on_reply=replied)
+    cars = [_result(engine, pending, plan.timeout) for pending in pendings]
+    for car in cars:
+        if car.status is Status.TIMEOUT:
+            progress.advance(False)
+    if plan.wait_running:
+        _wait(engine, cars, plan, progress)
+    return cars
+
+
+def _result(engine: Engine, pending: Pending, timeout: float) -> CarResult:
+    reply = pending.reply
+    seconds = None if pending.answered_at is None else pending.answered_at - pending.sent_at
+    if reply is None:
+        return CarResult(
+            pending.vin,
+            Status.TIMEOUT,
+            code=NO_REPLY,
+            message=_no_reply(engine, pending.vin, timeout),
+            request_id=pending.request_id,
+        )
+    if not reply.ok:
+        return CarResult(
+            pending.vin,
+            Status.FAILED,
+            code=reply.code,
+            message=reply.message,
+            request_id=pending.request_id,
+            seconds=seconds,
+        )
+    return CarResult(
+        pending.vin, Status.OK, reply=reply.data, request_id=pending.request_id, seconds=seconds
+    )
+
+
+def _no_reply(engine: Engine, vin: str, timeout: float) -> str:
+    message = f"no reply within {timeout:g}s"
+    presence = engine.presence(vin)
+    if presence is None:
+        # Without a session on the broker nothing keeps the request for the car.
+        return (
+            f"{message}; the car has no presence on this broker (unknown VIN, or its connector "
+            "never connected), so the request is lost"
+        )
+    if presence.status == "offline":
+        return (
+            f"{message}; {presence.describe()}: the broker keeps the request and the car "
+            "carries it out when it reconnects"
+        )
+    return f"{message}; {presence.describe()}; it may still carry out the request"
+
+
+def _wait(engine: Engine, cars: list[CarResult], plan: Plan, progress: Progress) -> None:
+    by_vin = {car.vin: car for car in cars}
+    targets = {car.vin: added_instances(car.reply) for car in cars if car.ok}
+
+    def done(vin: str, outcome: WaitOutcome) -> None:
+        car = by_vin[vin]
+        car.workloads = outcome.instances
+        car.status = outcome.status
+        car.code, car.message = outcome.code, outcome.message
+        progress.advance(outcome.status is Status.OK)
+
+    wait_running(
+        engine,
+        targets,
+        wait_timeout=plan.wait_timeout,
+        request_timeout=plan.timeout,
+        poll_interval=plan.poll_interval,
+        on_done=done,
+    )
