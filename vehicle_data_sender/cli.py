@@ -22,7 +22,7 @@ from vehicle_data_sender.config import (
 
 PROG = "vehicle-data-sender"
 
-_OPTIONS = [
+OPTIONS = [
     *BROKER_OPTIONS,
     options.Option(
         "topic",
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Publish a simulated vehicle speed (a triangle wave 1, 2, ..., 100, 99, ..., 0, "
         "1, ...) as a plain ASCII integer to an MQTT topic every INTERVAL seconds "
         "(QoS 0, not retained). Starts even when the broker is down and keeps reconnecting.",
-        _OPTIONS,
+        OPTIONS,
     )
     parser.epilog = (
         "Each option can also be set by the environment variable named in brackets "
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """The validated configuration from flags, then environment, then defaults."""
     try:
-        values = options.parse(build_parser(), _OPTIONS, argv, environ)
+        values = options.parse(build_parser(), OPTIONS, argv, environ)
         broker = BrokerSettings.from_values(values)
     except options.ConfigError as e:
         raise ConfigError(str(e)) from None
