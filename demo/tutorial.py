@@ -151,11 +151,17 @@ def main() -> int:
         stack.enter_context(
             process(
                 [
-                    sys.executable, "-m", "ankaios_emulator",
-                    "--state", str(MANIFESTS / "state.yaml"),
-                    "--run-dir", str(workdir / "run"),
-                    "--runtime", "process",
-                    "--image-map", str(MANIFESTS / "image-map.yaml"),
+                    sys.executable,
+                    "-m",
+                    "ankaios_emulator",
+                    "--state",
+                    str(MANIFESTS / "state.yaml"),
+                    "--run-dir",
+                    str(workdir / "run"),
+                    "--runtime",
+                    "process",
+                    "--image-map",
+                    str(MANIFESTS / "image-map.yaml"),
                     "--quiet",
                 ],
                 env=env,

@@ -173,15 +173,17 @@ def _readable(value: str | None, label: str) -> Path | None:
         with path.open("rb"):
             pass
     except OSError as e:
-        raise ConfigError(f"cannot read {label} {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {label} {value!r}: {e.strerror}") from None
+    except ValueError:  # e.g. a NUL byte in the name
+        raise ConfigError(f"{label} {value!r} is not a valid file name") from None
     return path
 
 
 def _read_first_line(path: Path, label: str) -> str:
     try:
         lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {label} {path}: {e}") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {label} {str(path)!r}: {e}") from None
     if not lines or not lines[0]:
-        raise ConfigError(f"{label} {path} is empty")
+        raise ConfigError(f"{label} {str(path)!r} is empty")
     return lines[0]

@@ -60,8 +60,9 @@ class Policy:
         if path is not None:
             try:
                 loaded = yaml.safe_load(path.read_text())
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-                raise ConfigError(f"cannot read policy file {path}: {e}") from None
+            except (OSError, ValueError, yaml.YAMLError) as e:
+                detail = " ".join(str(e).split())
+                raise ConfigError(f"cannot read policy file {str(path)!r}: {detail}") from None
             if loaded is not None and not isinstance(loaded, dict):
                 raise ConfigError(f"policy file {path} must be a YAML mapping")
             document = loaded or {}

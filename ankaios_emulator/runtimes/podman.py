@@ -359,6 +359,8 @@ class PodmanRuntime(Runtime):
 
         def relaunch() -> None:
             with self._lock:
+                if instance.stopping or self._shutting_down:
+                    return  # stop()/shutdown() removes the exited container
                 instance.launching = True
             self._discard_container(instance)
             with self._lock:
@@ -428,11 +430,12 @@ class PodmanRuntime(Runtime):
     def _finish_removal(self, instance: _Instance) -> None:
         workload = instance.workload
         with self._lock:
-            if self._instances.get(workload.instance_name) is instance:
+            owned = self._instances.get(workload.instance_name) is instance
+            if owned:
                 del self._instances[workload.instance_name]
             shutting_down = self._shutting_down
-        if shutting_down:
-            return
+        if shutting_down or not owned:
+            return  # reported once, by whoever removed it first
         self.close_logs(workload.instance_name)
         self._report(workload, REMOVED)
 

@@ -26,6 +26,8 @@ from ankaios_emulator import Emulator
 from fleet_connector.config import load
 from fleet_connector.options import ConfigError
 from fleet_connector.topics import Operation
+from vehicle_data_sender.cli import load_config as load_sender_config
+from vehicle_data_sender.config import ConfigError as SenderConfigError
 
 EXAMPLES_PER_TOPIC = int(os.environ.get("FUZZ_EXAMPLES", "3400"))
 MAX_PAYLOAD = 64 * 1024
@@ -238,6 +240,11 @@ ENV_KEYS = [
     "MQTT_SESSION_EXPIRY",
     "LOG_LEVEL",
     "ANKAIOS_CONTROL_INTERFACE_PATH",
+    "MQTT_PASSWORD_FILE",
+    "MQTT_TLS_CERT_FILE",
+    "MQTT_TLS_KEY_FILE",
+    "POLICY_FILE",
+    "ANKAIOS_WORKLOAD_NAME",
 ]
 
 
@@ -256,3 +263,31 @@ def test_connector_configuration_fuzz(env: dict[str, str], argv: list[str]) -> N
     else:
         assert config.vin
         assert 1 <= config.broker.port <= 65535
+
+
+SENDER_ENV_KEYS = [
+    "TOPIC",
+    "INTERVAL",
+    "MQTT_BROKER_ADDR",
+    "MQTT_BROKER_PORT",
+    "MQTT_PROTOCOL",
+    "MQTT_TLS_CA_FILE",
+    "MQTT_USERNAME",
+    "MQTT_PASSWORD_FILE",
+]
+
+
+@settings(max_examples=2000, deadline=None, database=None)
+@given(
+    env=st.dictionaries(st.sampled_from(SENDER_ENV_KEYS), st.text(max_size=30), max_size=6),
+    argv=st.lists(st.sampled_from(["--topic", "--interval", "-x", "t", "0", "nan", "", "1e400"])),
+)
+def test_sender_configuration_fuzz(env: dict[str, str], argv: list[str]) -> None:
+    try:
+        config = load_sender_config(argv, env)
+    except SenderConfigError as e:
+        assert str(e)
+        assert "\n" not in str(e)
+    else:
+        assert config.topic
+        assert 0 < config.interval < float("inf")
