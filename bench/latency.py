@@ -20,7 +20,6 @@ from bench.common import (
     Mosquitto,
     Proc,
     connector_env,
-    median,
     percentile,
     python_module,
     spawn,
@@ -100,6 +99,34 @@ def connector_round_trips(
     return Sample(operation.name.lower(), times)
 
 
+def ankaios_round_trips(workdir: Path, samples: int, warmup: int) -> Sample:
+    """A state request straight through the control interface to an emulator, no MQTT.
+
+    The connector's own classes (ControlInterface, Ankaios) in this process against an
+    emulator process of its own: the Ankaios side's share of a connector round trip.
+    """
+    from fleet_connector.ankaios import Ankaios
+    from fleet_connector.control_interface import ControlInterface
+
+    emulator, ci_path = start_emulator(workdir, "emulator-direct")
+    ci = ControlInterface(ci_path)
+    try:
+        ci.start()
+        if not ci.wait_connected(10):
+            raise RuntimeError(f"control interface not connected: {ci.last_error}")
+        ankaios = Ankaios(ci, 5.0)
+        times: list[float] = []
+        for i in range(warmup + samples):
+            started = time.perf_counter()
+            ankaios.state(["workloadStates"])
+            if i >= warmup:
+                times.append(time.perf_counter() - started)
+        return Sample("ankaios", times)
+    finally:
+        ci.stop()
+        emulator.stop()
+
+
 def start_connector(
     workdir: Path, port: int, vin: str, ci: Path, profile: str | None = None, **env: str
 ) -> Proc:
@@ -135,8 +162,10 @@ def run(workdir: Path, samples: int, profile: bool) -> dict[str, object]:
         wait_online(client, topics)
         state = connector_round_trips(client, topics, Operation.STATE, samples, warmup)
         apply = connector_round_trips(client, topics, Operation.APPLY, samples // 2, warmup)
+        direct = ankaios_round_trips(workdir, samples, warmup)
         result: dict[str, object] = {
             "echo": echo_sample.summary(),
+            "ankaios_direct": direct.summary(),
             "state": state.summary(),
             "apply": apply.summary(),
         }
@@ -160,10 +189,6 @@ def run(workdir: Path, samples: int, profile: bool) -> dict[str, object]:
         for proc in reversed(procs):
             proc.stop()
         broker.stop()
-
-
-def median_of(values: list[float]) -> float:
-    return median(values)
 
 
 if __name__ == "__main__":
