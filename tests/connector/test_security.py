@@ -267,3 +267,28 @@ def test_wrong_password_is_refused_and_the_connector_keeps_trying(
             assert connector.control_interface.connected
         finally:
             connector.stop()
+
+
+def test_sender_publishes_over_mutual_tls_within_its_own_topics(
+    pki: Pki, fleet_broker: Broker
+) -> None:
+    from vehicle_data_sender.config import Config as SenderConfig
+    from vehicle_data_sender.sender import Sender
+
+    operator = probe_as(pki, fleet_broker, "operator")
+    settings = pki.identity("car1")
+    tls = BrokerSettings(**{**settings.__dict__, "port": fleet_broker.port})
+    own = Sender(SenderConfig(topic="vehicle/car1/sensors/speed", broker=tls, interval=0.05))
+    foreign = Sender(SenderConfig(topic="vehicle/car2/sensors/speed", broker=tls, interval=0.05))
+    try:
+        operator.subscribe("vehicle/+/sensors/speed")
+        own.start()
+        foreign.start()
+        assert operator.expect("vehicle/car1/sensors/speed").payload == b"1"
+        # The ACL drops what car1 publishes under car2's topics.
+        for _ in range(10):
+            assert operator.expect().topic == "vehicle/car1/sensors/speed"
+    finally:
+        own.stop()
+        foreign.stop()
+        operator.close()
