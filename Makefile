@@ -82,6 +82,15 @@ $(WHEELS)/.built: $(VENV)/.installed $(IMAGE_INPUTS)
 	$(PY) -m pip wheel -q -w $(WHEELS) .
 	touch $@
 
+# Figures, not tests (bench/README.md): latency, throughput, footprint, a 100-car fleet on
+# mosquitto and on a 3-node NATS cluster. Installs nats-server when missing. BENCH_ARGS
+# passes options, e.g. make bench BENCH_ARGS="--only latency --samples 200".
+bench: setup
+	@PATH="$$PATH:/usr/sbin:/sbin" command -v nats-server >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nats-server; }
+	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m bench $(BENCH_ARGS)
+
 # localhost/fleet-connector and localhost/vehicle-data-sender, tagged $(VERSION) and latest.
 # Rebuilt when the sources change, or when an image has gone from podman's storage.
 images:

@@ -245,6 +245,8 @@ class NatsCluster:
 
     workdir: Path
     nodes: int = 3
+    mqtt_options: str = ""
+    """Extra settings inside the mqtt block, e.g. ``consumer_replicas: 1``."""
     client_ports: list[int] = field(default_factory=list)
     cluster_ports: list[int] = field(default_factory=list)
     mqtt_ports: list[int] = field(default_factory=list)
@@ -269,7 +271,7 @@ class NatsCluster:
                 " max_file_store: 1GB }\n"
                 f"cluster {{ name: bench, listen: {HOST}:{self.cluster_ports[i]},"
                 f" routes: [{routes}] }}\n"
-                f"mqtt {{ listen: {HOST}:{self.mqtt_ports[i]} }}\n"
+                f"mqtt {{ listen: {HOST}:{self.mqtt_ports[i]}, {self.mqtt_options} }}\n"
             )
             self.procs.append(spawn(f"nats-n{i + 1}", [binary, "-c", str(config)], node))
         for port in self.mqtt_ports:

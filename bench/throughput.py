@@ -99,7 +99,7 @@ def _pids(broker: Mosquitto, connector: Proc, emulator: Proc) -> list[tuple[str,
 
 def run(workdir: Path, requests: int, profile: bool) -> dict[str, object]:
     raised = one_run(workdir / "raised", requests, max(2 * requests, 1000), 0, None)
-    windowed = one_run(workdir / "windowed", requests, None, 20, None)
+    windowed = one_run(workdir / "windowed", min(requests, 2000), None, 20, None)
     result: dict[str, object] = {"raised_queue": raised, "broker_window": windowed}
     if profile:
         one_run(

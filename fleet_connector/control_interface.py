@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # Nothing Ankaios sends comes close; a larger length prefix means the stream is corrupt.
 MAX_FRAME_SIZE = 256 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 5.0
+# How long to wait for ControlInterfaceAccepted before probing (see _handshake).
+PROBE_AFTER = 0.5
 _POLL_INTERVAL = 0.2
 
 
@@ -206,10 +208,27 @@ class ControlInterface:
         return in_fd
 
     def _handshake(self, in_fd: int, buffer: bytearray) -> None:
+        """Hello, then wait for ControlInterfaceAccepted.
+
+        Ankaios 1.0.1's agent keeps a finished handshake when the same workload reopens the
+        FIFOs (a restarted connector): it only logs the new Hello and sends no second
+        acceptance, but serves requests. So when no acceptance comes, a probe request
+        decides: any answer to it, even "Access denied", shows that Ankaios is listening.
+        """
         hello = _control_api.ToAnkaios(hello=_control_api.Hello(protocolVersion=ANKAIOS_VERSION))
         self._write(hello.SerializeToString(), HANDSHAKE_TIMEOUT)
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        while time.monotonic() < deadline and not self._stop.is_set():
+        start = time.monotonic()
+        probe_id: str | None = None
+        while time.monotonic() - start < HANDSHAKE_TIMEOUT and not self._stop.is_set():
+            if probe_id is None and time.monotonic() - start > PROBE_AFTER:
+                probe_id = f"fleet-connector-probe-{uuid.uuid4()}"
+                probe = _ank_base.Request(
+                    requestId=probe_id,
+                    completeStateRequest=_ank_base.CompleteStateRequest(
+                        fieldMask=["desiredState.apiVersion"]
+                    ),
+                )
+                self._write(_control_api.ToAnkaios(request=probe).SerializeToString(), 1.0)
             for frame in self._read(in_fd, buffer):
                 message = _control_api.FromAnkaios()
                 try:
@@ -223,8 +242,11 @@ class ControlInterface:
                     raise _ConnectionLost(
                         f"Ankaios closed the connection: {message.connectionClosed.reason}"
                     )
+                if message.HasField("response") and message.response.requestId == probe_id:
+                    log.info("control interface: Ankaios answers without a new acceptance")
+                    return
                 log.warning("control interface: unexpected message before acceptance, ignored")
-        raise _ConnectionLost("no ControlInterfaceAccepted from Ankaios within 5 s")
+        raise _ConnectionLost("no answer from Ankaios to Hello within 5 s")
 
     def _serve(self, in_fd: int, buffer: bytearray) -> None:
         while not self._stop.is_set():

@@ -201,3 +201,17 @@ def test_burst_of_1000_requests_all_answered_memory_bounded(
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
+
+
+def test_connector_restarted_on_the_same_control_interface(
+    tmp_path: Path, start_connector: Callable[..., Connector], requester: Requester, vin: str
+) -> None:
+    # Ankaios 1.0.1 sends no second ControlInterfaceAccepted to a workload that reopens
+    # the FIFOs; the connector must be served anyway.
+    with Emulator(control_interface=tmp_path / "ci", reaccept_on_reconnect=False) as emu:
+        client_id = f"fleet-connector-{vin}"
+        first = start_connector(emu.control_interface, client_id=client_id)
+        assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "one")
+        first.stop()
+        start_connector(emu.control_interface, client_id=client_id)
+        assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "two")

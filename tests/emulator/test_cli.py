@@ -185,7 +185,7 @@ def test_run_dir_starts_process_workloads_and_stops_them(
     [
         ["--bogus"],
         [],
-        ["--control-interface", "/tmp/x", "--runtime", "podman"],
+        ["--control-interface", "/tmp/x", "--runtime", "docker"],
         ["--control-interface", "/tmp/x", "--step-delay", "-1"],
     ],
 )

@@ -1,0 +1,1 @@
+"""Benchmarks of issue #7: ``python -m bench`` or ``make bench`` (see README.md)."""

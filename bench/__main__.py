@@ -1,0 +1,317 @@
+"""``python -m bench``: runs the benchmarks, prints the table, writes bench/results.md.
+
+``python -m bench --only latency,throughput`` runs some; ``--cars``, ``--requests`` and
+``--samples`` scale them (defaults: the figures of issue #7). Figures only: nothing fails
+on a time; the exit code is 1 only if a benchmark could not run at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import fleet, footprint, latency, throughput
+from bench.common import REPO, mosquitto_binary, nats_binary, tool_version
+
+BENCHMARKS = ("latency", "throughput", "footprint", "fleet", "nats")
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    nats = nats_binary()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "paho-mqtt": metadata.version("paho-mqtt"),
+        "ankaios-sdk": metadata.version("ankaios-sdk"),
+        "mosquitto": tool_version([mosquitto_binary(), "-h"]),
+        "nats-server": tool_version([nats, "--version"]) if nats else "not installed",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _fmt(value: Any, unit: str, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f} {unit}".strip()
+    return f"{value} {unit}".strip()
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+    out: list[tuple[str, str, str, str]] = []
+    lat = results.get("latency")
+    if isinstance(lat, dict) and "echo" in lat:
+        echo, state, apply = lat["echo"], lat["state"], lat["apply"]
+        out.append(
+            (
+                "Bare MQTT echo round trip p50 / p99",
+                f"{echo['p50_ms']:.2f} / {echo['p99_ms']:.2f} ms",
+                "-",
+                "",
+            )
+        )
+        for name, sample in (("state", state), ("apply", apply)):
+            out.append(
+                (
+                    f"Connector {name} round trip p50 / p99",
+                    f"{sample['p50_ms']:.2f} / {sample['p99_ms']:.2f} ms",
+                    "-",
+                    "",
+                )
+            )
+            overhead = sample["p50_ms"] - echo["p50_ms"]
+            out.append(
+                (
+                    f"Connector overhead over echo, {name}, p50",
+                    f"{overhead:.2f} ms",
+                    "< 1 ms",
+                    _met(overhead < 1.0),
+                )
+            )
+        direct = lat.get("ankaios_direct")
+        if direct:
+            out.append(
+                (
+                    "  of which Ankaios (emulator) state round trip, no MQTT, p50",
+                    f"{direct['p50_ms']:.2f} ms",
+                    "-",
+                    "",
+                )
+            )
+    tp = results.get("throughput")
+    if isinstance(tp, dict) and "raised_queue" in tp:
+        raised = tp["raised_queue"]
+        out.append(
+            (
+                f"Pipelined state requests through one connector ({raised['requests']}, "
+                f"QUEUE_SIZE={raised['queue_size']})",
+                f"{raised['per_second']:.0f} req/s, {raised['answered']}/{raised['requests']} "
+                f"answered, errors {raised['errors'] or 'none'}",
+                ">= 1000 req/s",
+                _met(raised["per_second"] >= 1000 and raised["answered"] == raised["requests"]),
+            )
+        )
+        window = tp["broker_window"]
+        out.append(
+            (
+                f"Same burst ({window['requests']}) with default QUEUE_SIZE=1000, "
+                "mosquitto max_inflight_messages 20",
+                f"{window['per_second']:.0f} replies/s, BUSY: {window['errors'].get('BUSY', 0)}",
+                "-",
+                "",
+            )
+        )
+    fp = results.get("footprint")
+    if isinstance(fp, dict) and "connector" in fp:
+        c, s = fp["connector"], fp["sender"]
+        out.append(
+            (
+                "Connector idle RSS",
+                _fmt(c["idle_rss_mib"], "MiB", 1),
+                "< 40 MB",
+                _met(c["idle_rss_mib"] * 1.048576 < 40),
+            )
+        )
+        out.append(
+            (
+                "Connector start -> first answered request",
+                _fmt(c["start_to_first_answer_s"], "s"),
+                "< 1 s",
+                _met(c["start_to_first_answer_s"] < 1),
+            )
+        )
+        out.append(
+            (
+                "Vehicle data sender idle RSS",
+                _fmt(s["idle_rss_mib"], "MiB", 1),
+                "< 40 MB",
+                _met(s["idle_rss_mib"] * 1.048576 < 40),
+            )
+        )
+        out.append(
+            (
+                "Vehicle data sender start -> first value",
+                _fmt(s["start_to_first_value_s"], "s"),
+                "< 1 s",
+                _met(s["start_to_first_value_s"] < 1),
+            )
+        )
+        out.append(
+            (
+                "Emulator process RSS (for comparison)",
+                _fmt(fp["emulator_rss_mib"], "MiB", 1),
+                "-",
+                "",
+            )
+        )
+    for key, label in (("fleet", "mosquitto"), ("nats", "3-node NATS, MQTT 3.1.1")):
+        fl = results.get(key)
+        if not isinstance(fl, dict) or "cars" not in fl:
+            continue
+        cars = fl["cars"]
+        walls = [r["wall_s"] for r in fl["applies"]]
+        slowest = [r["slowest_car_s"] for r in fl["applies"] if r["slowest_car_s"] is not None]
+        broker_cpu = sum(r["broker_cpu_s"] for r in fl["applies"]) / len(fl["applies"])
+        cars_cpu = sum(r["cars_cpu_s"] for r in fl["applies"]) / len(fl["applies"])
+        ok = fl["all_ok"]
+        out.append(
+            (
+                f"{cars}-car apply via fleetctl on {label} (fleetctl process, median of "
+                f"{len(walls)})",
+                f"{fl['apply_wall_s_median']:.2f} s" + ("" if ok else _not_ok(fl["applies"][-1])),
+                "< 3 s" if cars >= 100 else "< 3 s (at 100)",
+                _met(fl["apply_wall_s_median"] < 3 and ok),
+            )
+        )
+        out.append(
+            (
+                f"  {label}: slowest car publish->reply; broker CPU / cars CPU per apply",
+                f"{max(slowest) if slowest else 0:.2f} s; {broker_cpu:.2f} s / {cars_cpu:.2f} s",
+                "-",
+                "",
+            )
+        )
+        out.append(
+            (
+                f"  {label}: memory per car, {fl['host_processes']} host processes; "
+                "idle CPU; fleet ready",
+                f"{fl['rss_mib_per_car']:.2f} MiB; {fl['idle_cpu_percent_of_one_core']:.0f}% "
+                f"of a core; {fl['fleet_ready_s']:.1f} s",
+                "-",
+                "",
+            )
+        )
+    for name, value in results.items():
+        if isinstance(value, dict) and "failed" in value:
+            out.append((f"{name}: could not run", str(value["failed"])[:120], "-", "**no**"))
+    return out
+
+
+def _not_ok(run: dict[str, Any]) -> str:
+    summary = run.get("summary")
+    if isinstance(summary, dict):
+        return f" but only {summary['ok']}/{summary['total']} ok ({', '.join(run['errors'])})"
+    return f" but failed: {str(summary)[:80]}"
+
+
+def table(lines: list[tuple[str, str, str, str]]) -> str:
+    header = ("Figure", "Measured", "Target", "Met")
+    text = [f"| {' | '.join(header)} |", "| --- | --- | --- | --- |"]
+    text += [f"| {' | '.join(line)} |" for line in lines]
+    return "\n".join(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
+    parser.add_argument("--samples", type=int, default=500, help="round trips per latency figure")
+    parser.add_argument("--requests", type=int, default=10_000, help="pipelined requests")
+    parser.add_argument("--cars", type=int, default=100, help="cars in the fleet benchmarks")
+    parser.add_argument(
+        "--hosts", type=int, default=os.cpu_count() or 2, help="host processes for the fleet"
+    )
+    parser.add_argument("--applies", type=int, default=3, help="fleetctl applies per fleet")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.md")
+    args = parser.parse_args()
+    selected = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = set(selected) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    info = machine()
+    results: dict[str, Any] = {}
+    durations: dict[str, float] = {}
+    profile = not args.no_profile
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        work = Path(tmp)
+        for name in selected:
+            print(f"== {name} ...", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            try:
+                if name == "latency":
+                    results[name] = latency.run(work / name, args.samples, profile)
+                elif name == "throughput":
+                    results[name] = throughput.run(work / name, args.requests, profile)
+                elif name == "footprint":
+                    results[name] = footprint.run(work / name, 3)
+                elif name == "fleet":
+                    results[name] = fleet.run_mosquitto(
+                        work / name, args.cars, args.hosts, args.applies
+                    )
+                elif name == "nats":
+                    results[name] = fleet.run_nats(work / name, args.cars, args.hosts, args.applies)
+            except Exception as e:
+                traceback.print_exc()
+                results[name] = {"failed": f"{type(e).__name__}: {e}"}
+            durations[name] = round(time.monotonic() - started, 1)
+            print(f"   {name}: {durations[name]} s", file=sys.stderr, flush=True)
+    text = table(rows(results, args))
+    print(text)
+    report = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`python -m bench`); see bench/README.md for what each figure "
+        "means. Figures, not pass/fail: a missed target is a finding.",
+        "",
+        text,
+        "",
+        "## Machine",
+        "",
+        *[f"- {key}: {value}" for key, value in info.items()],
+        "",
+        "## Run",
+        "",
+        f"- command: `python -m bench {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- seconds per benchmark: {json.dumps(durations)}",
+        "- profiles: bench/profiles/*.txt (top functions, time per thread; .pstats for pstats)",
+        "",
+        "## Raw figures",
+        "",
+        "```json",
+        json.dumps(results, indent=1),
+        "```",
+        "",
+    ]
+    args.out.write_text("\n".join(report))
+    print(f"\nwritten to {args.out}", file=sys.stderr)
+    return 1 if any(isinstance(v, dict) and "failed" in v for v in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
