@@ -105,8 +105,10 @@ build/images.built: $(WHEELS)/.built | base-image
 	podman build --network=none --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 		--build-arg VERSION=$(VERSION) $(if $(IMAGE_SOURCE),--build-arg SOURCE=$(IMAGE_SOURCE)) \
 		-f Containerfile.sender -t $(SENDER_IMAGE):$(VERSION) -t $(SENDER_IMAGE):latest .
-	@# the untagged build-stage images (pip install layer), not anybody else's
-	podman image prune --force --filter label=fleet-connector.build-stage=true >/dev/null
+	@# untagged leftovers of ours only: build stages and images replaced by this build
+	@for label in fleet-connector.build-stage=true org.opencontainers.image.title=fleet-connector \
+		org.opencontainers.image.title=vehicle-data-sender; do \
+		podman image prune --force --filter label=$$label >/dev/null; done
 	@podman images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' \
 		| grep -E '^($(CONNECTOR_IMAGE)|$(SENDER_IMAGE)):$(VERSION) '
 	echo "$(BASE_IMAGE) $(VERSION)" > $@

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -92,7 +93,8 @@ class Connector:
         self.topics = Topics(config.vin)
         self.started_at = _now()
         self._status_since = self.started_at
-        self._queue: queue.Queue[Request] = queue.Queue(maxsize=config.queue_size)
+        # None is the worker's signal to stop.
+        self._queue: queue.Queue[Request | None] = queue.Queue(maxsize=config.queue_size)
         self._stop = threading.Event()
         self._replies = ReplyCache()
         self._worker: threading.Thread | None = None
@@ -130,6 +132,8 @@ class Connector:
         when the connector is back.
         """
         self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # wakes the worker; a full queue wakes it anyway
         if self._worker:
             self._worker.join(grace)
         self.control_interface.stop()
@@ -155,11 +159,10 @@ class Connector:
             self._finish(request, error.to_json(), error.code)
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                request = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
+        while True:
+            request = self._queue.get()
+            if request is None or self._stop.is_set():
+                return
             reply, code = self._handler.handle(request)
             self._finish(request, reply, code)
 

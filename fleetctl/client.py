@@ -65,6 +65,10 @@ class Pending:
     _notify: queue.SimpleQueue[Pending] | None = None
 
 
+# Above this many cars, wildcard subscriptions instead of per-car ones (see subscribe).
+PER_CAR_FILTERS_UP_TO = 20
+
+
 class Engine:
     """Sends requests over one connection and routes the replies to their ``Pending``."""
 
@@ -84,21 +88,33 @@ class Engine:
     ) -> dict[str, list[str]]:
         """Reply and presence subscriptions for these cars, before anything is published.
 
-        Per-car filters rather than ``vehicle/+/...``: they deliver only the replies of the
-        cars we ask, and they work under per-car broker ACLs. Returns the refused filters
-        by VIN.
+        Up to PER_CAR_FILTERS_UP_TO cars, per-car filters: they deliver only the replies of
+        the cars we ask, and they work under per-car broker ACLs. For more cars, one
+        ``vehicle/+/...`` filter per topic kind: brokers limit subscriptions per session
+        (NATS refuses more than about 63) and some make each one expensive. Returns the
+        refused filters by VIN.
         """
-        owner: dict[str, str] = {}
-        for vin in vins:
-            topics = Topics(vin)
+        cars = list(vins)
+        operations = list(operations)
+        with self._lock:
+            for vin in cars:
+                self._status_topics[Topics(vin).status] = vin
+        owners: dict[str, list[str]] = {}
+        if len(cars) <= PER_CAR_FILTERS_UP_TO:
+            for vin in cars:
+                topics = Topics(vin)
+                for operation in operations:
+                    owners[topics.response(operation, "+")] = [vin]
+                owners[topics.status] = [vin]
+        else:
+            every = Topics("+")
             for operation in operations:
-                owner[topics.response(operation, "+")] = vin
-            owner[topics.status] = vin
-            with self._lock:
-                self._status_topics[topics.status] = vin
+                owners[every.response(operation, "+")] = cars
+            owners[every.status] = cars
         refused: dict[str, list[str]] = {}
-        for topic in self.connection.subscribe(list(owner), timeout):
-            refused.setdefault(owner[topic], []).append(topic)
+        for topic in self.connection.subscribe(list(owners), timeout):
+            for vin in owners[topic]:
+                refused.setdefault(vin, []).append(topic)
         return refused
 
     def send(self, vin: str, operation: Operation, payload: bytes | str) -> Pending:
