@@ -5,7 +5,8 @@ APT_PACKAGES := mosquitto mosquitto-clients
 # podman (+ runc, see containers.conf) runs the images in the container tests;
 # debootstrap makes their base image where no image registry can be reached.
 CONTAINER_APT_PACKAGES := podman runc debootstrap uidmap fuse-overlayfs slirp4netns
-APT_COMMANDS := mosquitto mosquitto_pub podman runc debootstrap
+APT_COMMANDS := mosquitto mosquitto_pub
+CONTAINER_APT_COMMANDS := podman runc debootstrap
 
 # Container images (docs/containers.md). The project containers.conf (runc, lower ulimits)
 # is used by every podman command started from here, tests included.
@@ -21,21 +22,30 @@ WHEELS := build/wheels
 IMAGE_INPUTS := pyproject.toml Containerfile.connector Containerfile.sender \
 	$(shell find fleet_connector vehicle_data_sender ankaios_emulator fleetctl -name '*.py' 2>/dev/null)
 
-.PHONY: setup apt venv test test-quick test-containers lint demo bench clean images base-image wheels
+.PHONY: setup setup-containers apt apt-containers venv test test-quick test-containers lint demo bench clean images base-image wheels
 
 setup: apt venv
 
-# Installs the broker and its clients when they are missing (needs root or sudo).
-# Also installs podman & co. for the container tests.
-apt:
-	@missing=; for c in $(APT_COMMANDS); do \
+setup-containers: setup apt-containers
+
+# Installs packages whose commands are missing (needs root or sudo).
+define apt_install
+	@missing=; for c in $(1); do \
 		PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing packages (missing:$$missing)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
-			$(APT_PACKAGES) $(CONTAINER_APT_PACKAGES); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(2); \
 	fi
+endef
+
+# The broker and its clients.
+apt:
+	$(call apt_install,$(APT_COMMANDS),$(APT_PACKAGES))
+
+# podman & co. for the images and the container tests.
+apt-containers:
+	$(call apt_install,$(CONTAINER_APT_COMMANDS),$(CONTAINER_APT_PACKAGES))
 
 venv: $(VENV)/.installed
 
@@ -46,14 +56,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Everything, the container tests included (they need the images: built here first).
-test: setup images
+test: setup-containers images
 	$(PY) -m pytest
 
 # Without podman: every test except the container tests.
 test-quick: setup
 	$(PY) -m pytest -m "not containers"
 
-test-containers: setup images
+test-containers: setup-containers images
 	$(PY) -m pytest -m containers
 
 lint: venv
@@ -93,7 +103,7 @@ bench: setup
 
 # localhost/fleet-connector and localhost/vehicle-data-sender, tagged $(VERSION) and latest.
 # Rebuilt when the sources change, or when an image has gone from podman's storage.
-images:
+images: setup-containers
 	@podman image exists $(CONNECTOR_IMAGE):$(VERSION) && podman image exists $(SENDER_IMAGE):$(VERSION) \
 		|| rm -f build/images.built
 	@$(MAKE) --no-print-directory build/images.built

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ankaios_sdk import ResponseType
+from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base
 
 from fleet_connector.control_interface import ControlInterface, Unavailable
@@ -32,38 +32,56 @@ class Ankaios:
         return self._update(Manifest.delete_state(), manifest.masks)
 
     def state(self, field_masks: list[str]) -> dict[str, Any]:
-        request = _ank_base.Request(
-            completeStateRequest=_ank_base.CompleteStateRequest(fieldMask=field_masks)
-        )
-        content = self._send(request, ResponseType.COMPLETE_STATE)
-        result: dict[str, Any] = content.to_dict()
+        result = self.states([field_masks])[0]
+        if isinstance(result, RequestError):
+            raise result
         return result
+
+    def states(self, masks_per_request: list[list[str]]) -> list[dict[str, Any] | RequestError]:
+        """Several state reads in one go: sent back to back, answers collected in order."""
+        requests = [
+            _ank_base.Request(completeStateRequest=_ank_base.CompleteStateRequest(fieldMask=m))
+            for m in masks_per_request
+        ]
+        results: list[dict[str, Any] | RequestError] = []
+        for answer in self._ci.requests(requests, self._timeout):
+            try:
+                results.append(self._content(answer, ResponseType.COMPLETE_STATE).to_dict())
+            except RequestError as e:
+                results.append(e)
+        return results
 
     def _update(self, state: _ank_base.CompleteState, masks: list[str]) -> dict[str, Any]:
         request = _ank_base.Request(
             updateStateRequest=_ank_base.UpdateStateRequest(newState=state, updateMask=masks)
         )
-        content = self._send(request, ResponseType.UPDATE_STATE_SUCCESS)
-        result: dict[str, Any] = content.to_dict()
+        answer: Response | Exception
+        try:
+            answer = self._ci.request(request, self._timeout)
+        except (Unavailable, TimeoutError) as e:
+            answer = e
+        result: dict[str, Any] = self._content(answer, ResponseType.UPDATE_STATE_SUCCESS).to_dict()
         return result
 
-    def _send(self, request: _ank_base.Request, expected: ResponseType) -> Any:
-        try:
-            response = self._ci.request(request, self._timeout)
-        except Unavailable as e:
-            raise RequestError(ErrorCode.UNAVAILABLE, str(e)) from None
-        except TimeoutError as e:
-            raise RequestError(ErrorCode.TIMEOUT, str(e)) from None
-        if response.content_type == ResponseType.ERROR:
-            message = str(response.content)
+    @staticmethod
+    def _content(answer: Response | Exception, expected: ResponseType) -> Any:
+        """The answer's content, or the RequestError a requester is told."""
+        if isinstance(answer, Unavailable):
+            raise RequestError(ErrorCode.UNAVAILABLE, str(answer))
+        if isinstance(answer, TimeoutError):
+            raise RequestError(ErrorCode.TIMEOUT, str(answer))
+        if isinstance(answer, Exception):
+            raise RequestError(ErrorCode.INTERNAL, f"{type(answer).__name__}: {answer}")
+        if answer.content_type == ResponseType.ERROR:
+            message = str(answer.content)
             if message == ACCESS_DENIED:
                 raise RequestError(
                     ErrorCode.ACCESS_DENIED,
                     "Access denied: the connector's controlInterfaceAccess does not allow this",
                 )
             raise RequestError(ErrorCode.REJECTED, message)
-        if response.content_type != expected:
+        if answer.content_type != expected:
             raise RequestError(
-                ErrorCode.INTERNAL, f"Ankaios answered with {response.content_type}, not {expected}"
+                ErrorCode.INTERNAL, f"Ankaios answered with {answer.content_type}, not {expected}"
             )
-        return response.content
+        return answer.content

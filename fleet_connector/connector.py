@@ -19,7 +19,7 @@ from fleet_connector.control_interface import ControlInterface
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Handler, Request
 from fleet_connector.mqtt import MqttLink
-from fleet_connector.topics import Topics
+from fleet_connector.topics import Operation, Topics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ def _version(distribution: str) -> str:
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
+
+# State requests sent to Ankaios at once (see _work).
+PIPELINED_READS = 16
 
 # Failures after which nothing was carried out: a retry with the same id runs again.
 _TRANSIENT = frozenset({ErrorCode.BUSY, ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT})
@@ -159,12 +162,36 @@ class Connector:
             self._finish(request, error.to_json(), error.code)
 
     def _work(self) -> None:
+        held: Request | None = None
         while True:
-            request = self._queue.get()
+            request = held if held is not None else self._queue.get()
+            held = None
             if request is None or self._stop.is_set():
                 return
-            reply, code = self._handler.handle(request)
-            self._finish(request, reply, code)
+            if request.operation is not Operation.STATE:
+                reply, code = self._handler.handle(request)
+                self._finish(request, reply, code)
+                continue
+            # Consecutive reads go to Ankaios back to back; a write ends the batch, so a
+            # read never overtakes a write sent before it.
+            batch = [request]
+            stopping = False
+            while len(batch) < PIPELINED_READS:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    stopping = True
+                    break
+                if following.operation is not Operation.STATE:
+                    held = following
+                    break
+                batch.append(following)
+            for done, (reply, code) in zip(batch, self._handler.handle_reads(batch), strict=True):
+                self._finish(done, reply, code)
+            if stopping:
+                return
 
     def _finish(self, request: Request, reply: str, code: ErrorCode | None) -> None:
         self._replies.done(request, reply, code)

@@ -144,27 +144,60 @@ class ControlInterface:
         Raises :class:`Unavailable` when not connected or when the connection is lost while
         waiting, and :class:`TimeoutError` when no answer comes within ``timeout``.
         """
-        if not request.requestId:
-            request.requestId = str(uuid.uuid4())
-        request_id = request.requestId
-        pending = _Pending()
-        with self._pending_lock:
-            self._pending[request_id] = pending
-        try:
-            if not self._connected.is_set():
-                raise Unavailable(self._unavailable_reason())
-            try:
-                self._write(_control_api.ToAnkaios(request=request).SerializeToString(), timeout)
-            except (OSError, _ConnectionLost) as e:
-                raise Unavailable(f"could not write to the control interface: {e}") from None
-            if not pending.done.wait(timeout):
-                raise TimeoutError(f"Ankaios did not answer within {timeout:g} s")
-            if pending.response is None:
-                raise Unavailable(pending.lost or "connection to the control interface lost")
-            return pending.response
-        finally:
+        answer = self.requests([request], timeout)[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def requests(
+        self, requests: list[_ank_base.Request], timeout: float
+    ) -> list[Response | Exception]:
+        """Sends several requests at once, then collects each answer (or its exception).
+
+        Ankaios answers requests of one connection in order, so reads can be pipelined;
+        each request still waits at most ``timeout`` from when it was sent.
+        """
+        sent: list[tuple[str, _Pending, float] | Exception] = []
+        for request in requests:
+            if not request.requestId:
+                request.requestId = str(uuid.uuid4())
+            pending = _Pending()
             with self._pending_lock:
-                self._pending.pop(request_id, None)
+                self._pending[request.requestId] = pending
+            try:
+                if not self._connected.is_set():
+                    raise Unavailable(self._unavailable_reason())
+                try:
+                    frame = _control_api.ToAnkaios(request=request).SerializeToString()
+                    self._write(frame, timeout)
+                except (OSError, _ConnectionLost) as e:
+                    raise Unavailable(f"could not write to the control interface: {e}") from None
+            except Unavailable as e:
+                self._forget(request.requestId)
+                sent.append(e)
+                continue
+            sent.append((request.requestId, pending, time.monotonic() + timeout))
+        results: list[Response | Exception] = []
+        for item in sent:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            request_id, pending, deadline = item
+            try:
+                if not pending.done.wait(max(0.0, deadline - time.monotonic())):
+                    results.append(TimeoutError(f"Ankaios did not answer within {timeout:g} s"))
+                elif pending.response is None:
+                    lost = pending.lost or "connection to the control interface lost"
+                    results.append(Unavailable(lost))
+                else:
+                    results.append(pending.response)
+            finally:
+                self._forget(request_id)
+        return results
+
+    def _forget(self, request_id: str) -> None:
+        with self._pending_lock:
+            self._pending.pop(request_id, None)
 
     # -- connection thread --------------------------------------------------------------
 

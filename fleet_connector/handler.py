@@ -60,6 +60,33 @@ class Handler:
             return error.to_json(), error.code
         return json.dumps(reply), None
 
+    def handle_reads(self, requests: list[Request]) -> list[tuple[str, ErrorCode | None]]:
+        """Like :meth:`handle` for several state requests, pipelined to Ankaios."""
+        replies: list[tuple[str, ErrorCode | None] | None] = []
+        valid: list[tuple[int, list[str]]] = []
+        for request in requests:
+            try:
+                self._check(request)
+                masks = parse_field_masks(request.payload)
+                self._policy.check_field_masks(masks)
+            except RequestError as e:
+                replies.append((e.to_json(), e.code))
+                continue
+            valid.append((len(replies), masks))
+            replies.append(None)
+        try:
+            results = self._ankaios.states([masks for _, masks in valid])
+        except Exception as e:
+            log.exception("state requests failed unexpectedly")
+            error = RequestError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+            results = [error] * len(valid)
+        for (index, _), result in zip(valid, results, strict=True):
+            if isinstance(result, RequestError):
+                replies[index] = (result.to_json(), result.code)
+            else:
+                replies[index] = (json.dumps(result), None)
+        return [reply for reply in replies if reply is not None]
+
     def _check(self, request: Request) -> None:
         if request.problem is not None:
             raise request.problem

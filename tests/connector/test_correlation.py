@@ -67,3 +67,23 @@ def test_foreign_response_topic_is_refused(
     assert error["code"] == "INVALID_REQUEST"
     assert "elsewhere/x" in error["message"]
     probe.expect_nothing(0.3)
+
+
+def test_a_read_never_overtakes_an_earlier_write(
+    connector: Connector, requester: Requester
+) -> None:
+    manifest = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
+    topics = requester.topics
+    for i in range(5):
+        requester.probe.publish(topics.request(Operation.STATE, f"before-{i}"), '["desiredState"]')
+    requester.probe.publish(topics.request(Operation.APPLY, "write"), manifest)
+    for i in range(5):
+        requester.probe.publish(topics.request(Operation.STATE, f"after-{i}"), '["desiredState"]')
+    replies = {}
+    for _ in range(11):
+        message = requester.probe.expect(timeout=10)
+        replies[message.topic.rsplit("/", 1)[1]] = json.loads(message.payload)
+    for i in range(5):
+        after = replies[f"after-{i}"]["desired_state"]["workloads"]
+        assert "vehicle-data-sender" in after
+    assert replies["write"]["added_workloads"]
