@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="like Ankaios 1.0.1: a client reopening the FIFOs gets no second "
         "ControlInterfaceAccepted",
     )
+    parser.add_argument(
+        "--no-pacing",
+        action="store_true",
+        help="write answers back to back like Ankaios, without waiting until the previous "
+        "one was read (which the SDK 1.0.1 reader needs)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -126,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_map=args.image_map,
             step_delay=args.step_delay,
             reaccept_on_reconnect=not args.strict_reconnect,
+            pace_frames=not args.no_pacing,
         )
     except EmulatorError as exc:
         return _fail(exc)

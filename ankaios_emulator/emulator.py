@@ -71,6 +71,7 @@ class Emulator:
         image_map: Mapping[str, Any] | str | Path | None = None,
         step_delay: float = 0.02,
         reaccept_on_reconnect: bool = True,
+        pace_frames: bool = True,
     ) -> None:
         self._ci_path = Path(control_interface) if control_interface is not None else None
         self._access = load_access(access) if access is not None else DEFAULT_ACCESS
@@ -80,6 +81,7 @@ class Emulator:
         self._runtime_name = runtime
         self._step_delay = step_delay
         self._reaccept = reaccept_on_reconnect
+        self._pace_frames = pace_frames
         self._image_map = load_image_map(image_map)
         self._desired = load_state(state)
         self._authorizer = Authorizer.from_tree(self._access)
@@ -302,6 +304,7 @@ class Emulator:
             faults=self.faults,
             record=self._record,
             reaccept_on_reconnect=self._reaccept,
+            pace_frames=self._pace_frames,
         )
         session.start()
         with self._lock:

@@ -148,6 +148,7 @@ class Session:
         faults: Faults,
         record: Callable[[Any], None],
         reaccept_on_reconnect: bool = True,
+        pace_frames: bool = True,
     ) -> None:
         self.directory = directory
         self.workload_name = workload_name
@@ -165,7 +166,7 @@ class Session:
         # Set while the FIFO ends are open; cleared by close_connection/restart_agent.
         self._open = threading.Event()
         self._reader: FrameReader | None = None
-        self._writer = FrameWriter(directory / INPUT_FIFO, self._stop)
+        self._writer = FrameWriter(directory / INPUT_FIFO, self._stop, pace=pace_frames)
         self._outgoing: queue.Queue[_Outgoing | object] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._generation = 0

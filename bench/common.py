@@ -158,7 +158,7 @@ def start_emulator(workdir: Path, name: str = "emulator") -> tuple[Proc, Path]:
     ci = workdir / f"{name}-ci"
     proc = spawn(
         name,
-        python_module("ankaios_emulator", "--control-interface", str(ci), "-q"),
+        python_module("ankaios_emulator", "--control-interface", str(ci), "--no-pacing", "-q"),
         workdir,
         stdout_pipe=True,
     )

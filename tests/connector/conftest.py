@@ -17,7 +17,8 @@ from fleet_connector.broker import BrokerSettings
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Emulator]:
-    with Emulator(control_interface=tmp_path / "control_interface") as emu:
+    # Answers back to back, as Ankaios writes them (our reader needs no pacing).
+    with Emulator(control_interface=tmp_path / "control_interface", pace_frames=False) as emu:
         yield emu
 
 
