@@ -99,14 +99,16 @@ def connector_round_trips(
     return Sample(operation.name.lower(), times)
 
 
-def ankaios_round_trips(workdir: Path, samples: int, warmup: int) -> Sample:
-    """A state request straight through the control interface to an emulator, no MQTT.
+def ankaios_round_trips(workdir: Path, samples: int, warmup: int) -> tuple[Sample, Sample]:
+    """State requests and applies straight through the control interface, no MQTT.
 
     The connector's own classes (ControlInterface, Ankaios) in this process against an
-    emulator process of its own: the Ankaios side's share of a connector round trip.
+    emulator process of its own, manifests parsed beforehand: the Ankaios side's share of a
+    connector round trip (for the emulator, a Python stand-in, most of it is its own work).
     """
     from fleet_connector.ankaios import Ankaios
     from fleet_connector.control_interface import ControlInterface
+    from fleet_connector.manifest import parse_manifest
 
     emulator, ci_path = start_emulator(workdir, "emulator-direct")
     ci = ControlInterface(ci_path)
@@ -121,7 +123,14 @@ def ankaios_round_trips(workdir: Path, samples: int, warmup: int) -> Sample:
             ankaios.state(["workloadStates"])
             if i >= warmup:
                 times.append(time.perf_counter() - started)
-        return Sample("ankaios", times)
+        manifests = [parse_manifest(p) for p in APPLY_PAYLOADS]
+        apply_times: list[float] = []
+        for i in range(warmup + samples // 2):
+            started = time.perf_counter()
+            ankaios.apply(manifests[i % 2])
+            if i >= warmup:
+                apply_times.append(time.perf_counter() - started)
+        return Sample("ankaios", times), Sample("ankaios-apply", apply_times)
     finally:
         ci.stop()
         emulator.stop()
@@ -162,10 +171,11 @@ def run(workdir: Path, samples: int, profile: bool) -> dict[str, object]:
         wait_online(client, topics)
         state = connector_round_trips(client, topics, Operation.STATE, samples, warmup)
         apply = connector_round_trips(client, topics, Operation.APPLY, samples // 2, warmup)
-        direct = ankaios_round_trips(workdir, samples, warmup)
+        direct, direct_apply = ankaios_round_trips(workdir, samples, warmup)
         result: dict[str, object] = {
             "echo": echo_sample.summary(),
             "ankaios_direct": direct.summary(),
+            "ankaios_direct_apply": direct_apply.summary(),
             "state": state.summary(),
             "apply": apply.summary(),
         }
