@@ -145,3 +145,13 @@ class Runtime(ABC):
             buffer = self._logs.pop(instance_name, None)
         if buffer is not None:
             buffer.close()
+
+
+def restart_wanted(policy: Any, exit_code: int) -> bool:
+    """Whether Ankaios restarts a workload that exited, by its restartPolicy."""
+    text = str(policy).upper()
+    if text in ("ALWAYS", "2"):
+        return True
+    if text in ("ON_FAILURE", "1"):
+        return exit_code != 0
+    return False

@@ -45,6 +45,7 @@ from ..runtime import (
     Runtime,
     StateSink,
     failed,
+    restart_wanted,
     starting_failed,
 )
 from ..scheduler import Scheduler
@@ -132,15 +133,6 @@ def exec_state(podman_state: str, exit_code: int) -> ExecState | None:
     if state == "exited":
         return SUCCEEDED if exit_code == 0 else failed(exit_code)
     return None
-
-
-def _restart_wanted(policy: Any, exit_code: int) -> bool:
-    text = str(policy).upper()
-    if text in ("ALWAYS", "2"):
-        return True
-    if text in ("ON_FAILURE", "1"):
-        return exit_code != 0
-    return False
 
 
 @dataclass
@@ -341,7 +333,7 @@ class PodmanRuntime(Runtime):
             ):
                 return
             instance.reported = state
-            restart = state.state != "Running" and _restart_wanted(
+            restart = state.state != "Running" and restart_wanted(
                 workload.restart_policy, exit_code
             )
             instance.restarting = restart

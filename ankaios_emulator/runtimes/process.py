@@ -28,6 +28,7 @@ from ..runtime import (
     Runtime,
     StateSink,
     failed,
+    restart_wanted,
     starting_failed,
 )
 from ..scheduler import Scheduler
@@ -105,15 +106,6 @@ def _string_list(value: Any, key: str) -> list[str]:
     if not isinstance(value, list):
         raise RuntimeConfigError(f"{key} must be a list")
     return [str(item) for item in value]
-
-
-def _restart_wanted(policy: Any, exit_code: int) -> bool:
-    text = str(policy).upper()
-    if text in ("ALWAYS", "2"):
-        return True
-    if text in ("ON_FAILURE", "1"):
-        return exit_code != 0
-    return False
 
 
 @dataclass
@@ -223,7 +215,7 @@ class ProcessRuntime(Runtime):
             self._report(workload, REMOVED)
             return
         self._report(workload, SUCCEEDED if code == 0 else failed(code))
-        if _restart_wanted(workload.restart_policy, code):
+        if restart_wanted(workload.restart_policy, code):
             self._scheduler.call_later(RESTART_DELAY_S, lambda: self._restart(instance))
 
     def _restart(self, instance: _Instance) -> None:
