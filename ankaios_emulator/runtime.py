@@ -7,6 +7,7 @@ it; a podman runtime would be a third implementation of the same four methods.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 if TYPE_CHECKING:
     from .state import RenderedWorkload
@@ -155,3 +158,48 @@ def restart_wanted(policy: Any, exit_code: int) -> bool:
     if text in ("ON_FAILURE", "1"):
         return exit_code != 0
     return False
+
+
+class RuntimeConfigError(ValueError):
+    """The rendered runtimeConfig cannot be run."""
+
+
+@dataclass(frozen=True)
+class PodmanRunConfig:
+    image: str
+    command_options: list[str]
+    command_args: list[str]
+
+
+def parse_runtime_config(runtime_config: str) -> PodmanRunConfig:
+    """The fields Ankaios's podman runtime reads from a rendered runtimeConfig."""
+    try:
+        config = yaml.safe_load(runtime_config) if runtime_config.strip() else {}
+    except yaml.YAMLError as exc:
+        raise RuntimeConfigError(f"runtimeConfig is not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise RuntimeConfigError("runtimeConfig is not a mapping")
+    image = config.get("image")
+    if not isinstance(image, str) or not image:
+        raise RuntimeConfigError("runtimeConfig has no image")
+    return PodmanRunConfig(
+        image=image,
+        command_options=_string_list(config.get("commandOptions"), "commandOptions"),
+        command_args=_string_list(config.get("commandArgs"), "commandArgs"),
+    )
+
+
+def _string_list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RuntimeConfigError(f"{key} must be a list")
+    return [str(item) for item in value]
+
+
+def pump_output(process: subprocess.Popen[bytes], buffer: LogBuffer) -> None:
+    """Copies a process's output into a log buffer, line by line, until it ends."""
+    assert process.stdout is not None
+    for raw in process.stdout:
+        buffer.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    process.stdout.close()

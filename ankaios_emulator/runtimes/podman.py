@@ -33,18 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ..runtime import (
     PENDING_STARTING,
     REMOVED,
     RUNNING,
     SUCCEEDED,
     ExecState,
-    LogBuffer,
+    PodmanRunConfig,
     Runtime,
+    RuntimeConfigError,
     StateSink,
     failed,
+    parse_runtime_config,
+    pump_output,
     restart_wanted,
     starting_failed,
 )
@@ -64,45 +65,8 @@ RESTART_DELAY_S = 0.2
 COMMAND_TIMEOUT_S = 120.0
 
 
-class RuntimeConfigError(ValueError):
-    """The runtimeConfig cannot be turned into a ``podman run``."""
-
-
 class PodmanError(RuntimeError):
     """A podman command failed."""
-
-
-@dataclass(frozen=True)
-class PodmanRunConfig:
-    image: str
-    command_options: list[str]
-    command_args: list[str]
-
-
-def parse_runtime_config(runtime_config: str) -> PodmanRunConfig:
-    """The fields Ankaios's podman runtime reads from a rendered runtimeConfig."""
-    try:
-        config = yaml.safe_load(runtime_config) if runtime_config.strip() else {}
-    except yaml.YAMLError as exc:
-        raise RuntimeConfigError(f"runtimeConfig is not valid YAML: {exc}") from exc
-    if not isinstance(config, dict):
-        raise RuntimeConfigError("runtimeConfig is not a mapping")
-    image = config.get("image")
-    if not isinstance(image, str) or not image:
-        raise RuntimeConfigError("runtimeConfig has no image")
-    return PodmanRunConfig(
-        image=image,
-        command_options=_string_list(config.get("commandOptions"), "commandOptions"),
-        command_args=_string_list(config.get("commandArgs"), "commandArgs"),
-    )
-
-
-def _string_list(value: Any, key: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise RuntimeConfigError(f"{key} must be a list")
-    return [str(item) for item in value]
 
 
 def run_arguments(
@@ -288,7 +252,7 @@ class PodmanRuntime(Runtime):
             return
         instance.follower = follower
         pump = threading.Thread(
-            target=_pump,
+            target=pump_output,
             args=(follower, buffer),
             name=f"logs-{instance.workload.name}",
             daemon=True,
@@ -477,13 +441,6 @@ class PodmanRuntime(Runtime):
                 for name, inst in self._instances.items()
                 if inst.container_id is not None
             }
-
-
-def _pump(process: subprocess.Popen[bytes], buffer: LogBuffer) -> None:
-    assert process.stdout is not None
-    for raw in process.stdout:
-        buffer.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
-    process.stdout.close()
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

@@ -16,9 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import TYPE_CHECKING
 
 from ..runtime import (
     PENDING_STARTING,
@@ -26,8 +24,11 @@ from ..runtime import (
     RUNNING,
     SUCCEEDED,
     Runtime,
+    RuntimeConfigError,
     StateSink,
     failed,
+    parse_runtime_config,
+    pump_output,
     restart_wanted,
     starting_failed,
 )
@@ -42,10 +43,6 @@ CONTROL_INTERFACE_ENV = "ANKAIOS_CONTROL_INTERFACE_PATH"
 STOP_GRACE_S = 3.0
 SHUTDOWN_GRACE_S = 0.5
 RESTART_DELAY_S = 0.2
-
-
-class RuntimeConfigError(ValueError):
-    """The runtimeConfig cannot be turned into a command."""
 
 
 @dataclass(frozen=True)
@@ -83,29 +80,13 @@ def env_from_options(options: Sequence[str]) -> dict[str, str]:
 
 
 def process_spec(runtime_config: str, image_map: dict[str, list[str]]) -> ProcessSpec:
-    try:
-        config = yaml.safe_load(runtime_config) if runtime_config.strip() else {}
-    except yaml.YAMLError as exc:
-        raise RuntimeConfigError(f"runtimeConfig is not valid YAML: {exc}") from exc
-    if not isinstance(config, dict):
-        raise RuntimeConfigError("runtimeConfig is not a mapping")
-    image = config.get("image")
-    if not isinstance(image, str) or not image:
-        raise RuntimeConfigError("runtimeConfig has no image")
-    command = image_map.get(image)
+    config = parse_runtime_config(runtime_config)
+    command = image_map.get(config.image)
     if command is None:
-        raise RuntimeConfigError(f"image '{image}' is not in the image map")
-    options = _string_list(config.get("commandOptions"), "commandOptions")
-    args = _string_list(config.get("commandArgs"), "commandArgs")
-    return ProcessSpec(command=[*command, *args], env=env_from_options(options))
-
-
-def _string_list(value: Any, key: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise RuntimeConfigError(f"{key} must be a list")
-    return [str(item) for item in value]
+        raise RuntimeConfigError(f"image '{config.image}' is not in the image map")
+    return ProcessSpec(
+        command=[*command, *config.command_args], env=env_from_options(config.command_options)
+    )
 
 
 @dataclass
@@ -178,7 +159,7 @@ class ProcessRuntime(Runtime):
         log.info("started %s (pid %d): %s", workload.instance_name, process.pid, spec.command)
         self._report(workload, RUNNING)
         pump = threading.Thread(
-            target=self._pump, args=(process, logs), name=f"logs-{workload.name}", daemon=True
+            target=pump_output, args=(process, logs), name=f"logs-{workload.name}", daemon=True
         )
         watcher = threading.Thread(
             target=self._watch, args=(instance, process), name=f"wait-{workload.name}", daemon=True
@@ -188,13 +169,6 @@ class ProcessRuntime(Runtime):
         watcher.start()
         if stop_now:
             self._terminate(process, self._stop_grace)
-
-    @staticmethod
-    def _pump(process: subprocess.Popen[bytes], logs: Any) -> None:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            logs.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
-        process.stdout.close()
 
     def _watch(self, instance: _Instance, process: subprocess.Popen[bytes]) -> None:
         code = process.wait()
