@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import signal
 import sys
 import threading
@@ -110,6 +111,19 @@ def _fail(exc: Exception) -> int:
     return EXIT_USAGE
 
 
+def _inject(emulator: Emulator, signum: int) -> None:
+    """SIGUSR1 restarts the agent, SIGUSR2 closes the connection, SIGHUP sends garbage."""
+    try:
+        if signum == signal.SIGUSR1:
+            emulator.restart_agent()
+        elif signum == signal.SIGUSR2:
+            emulator.close_connection("Connection closed on SIGUSR2")
+        else:
+            emulator.send_garbage(b"\x05\xff\xff\xff\xff\xff")
+    except Exception:  # a fault that cannot be injected now must not end the emulator
+        logging.getLogger(__name__).exception("fault injection failed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -140,12 +154,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     emulator.faults.drop = args.drop_responses
 
     done = threading.Event()
+    # Faults on demand for a client under test: handled on this thread, not in the handler.
+    faults: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         done.set()
 
+    def on_fault(signum: int, frame: FrameType | None) -> None:
+        faults.put(signum)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, on_fault)
+    signal.signal(signal.SIGUSR2, on_fault)
+    signal.signal(signal.SIGHUP, on_fault)
     try:
         emulator.start()
     except (EmulatorError, OSError) as exc:
@@ -156,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ready", flush=True)
         # Wake regularly so a signal is handled promptly on every Python version.
         while not done.wait(0.2):
-            pass
+            while not faults.empty():
+                _inject(emulator, faults.get())
     finally:
         emulator.stop()
     return 0

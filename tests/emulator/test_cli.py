@@ -228,3 +228,41 @@ def test_module_entry_point() -> None:
     )
     assert result.returncode == 0
     assert "--control-interface" in result.stdout
+
+
+def test_faults_on_signals(run: type[Running], tmp_path: Path) -> None:
+    """SIGUSR1 restarts the agent, SIGHUP sends garbage, SIGUSR2 closes the connection."""
+    import threading
+
+    from fleet_connector.control_interface import ControlInterface
+
+    ci = tmp_path / "ci"
+    emulator = run("--control-interface", str(ci), "-q")
+    emulator.wait_line("ready")
+    changes: list[bool] = []
+    changed = threading.Condition()
+
+    def on_change(connected: bool) -> None:
+        with changed:
+            changes.append(connected)
+            changed.notify_all()
+
+    def wait_changes(count: int) -> None:
+        with changed:
+            assert changed.wait_for(lambda: len(changes) >= count, timeout=15), changes
+
+    client = ControlInterface(ci, on_connection_change=on_change)
+    client.start()
+    try:
+        wait_changes(1)
+        emulator.proc.send_signal(signal.SIGUSR1)
+        wait_changes(3)
+        assert changes[:3] == [True, False, True]
+        emulator.proc.send_signal(signal.SIGHUP)
+        emulator.proc.send_signal(signal.SIGUSR2)
+        wait_changes(4)
+        assert changes[3] is False
+        assert "Connection closed on SIGUSR2" in (client.last_error or "")
+    finally:
+        client.stop()
+    assert emulator.terminate() == 0
