@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -19,6 +17,7 @@ from fleet_connector.control_interface import ControlInterface
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Handler, Request
 from fleet_connector.mqtt import MqttLink
+from fleet_connector.replies import ReplyCache
 from fleet_connector.topics import Operation, Topics
 
 log = logging.getLogger(__name__)
@@ -37,55 +36,6 @@ def _now() -> str:
 
 # State requests sent to Ankaios at once (see _work).
 PIPELINED_READS = 16
-
-# Failures after which nothing was carried out: a retry with the same id runs again.
-_TRANSIENT = frozenset({ErrorCode.BUSY, ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT})
-
-
-class ReplyCache:
-    """Replies to recent requests that carried an id, so a redelivery is answered, not re-run.
-
-    MQTT QoS 1 is at-least-once: after a reconnect the broker may deliver a request again.
-    """
-
-    def __init__(self, size: int = 1000) -> None:
-        self._size = size
-        self._replies: OrderedDict[tuple[str, bytes, bytes], str] = OrderedDict()
-        self._in_flight: set[tuple[str, bytes, bytes]] = set()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(request: Request) -> tuple[str, bytes, bytes] | None:
-        if not (request.has_topic_id or request.correlation_data):
-            return None
-        digest = hashlib.sha256(request.payload).digest()
-        return (request.topic, request.correlation_data or b"", digest)
-
-    def admit(self, request: Request) -> str | bool | None:
-        """A cached reply, ``True`` for a new request, ``False`` for one already running."""
-        key = self.key(request)
-        if key is None:
-            return True
-        with self._lock:
-            if key in self._replies:
-                self._replies.move_to_end(key)
-                return self._replies[key]
-            if key in self._in_flight:
-                return False
-            self._in_flight.add(key)
-            return True
-
-    def done(self, request: Request, reply: str, code: ErrorCode | None) -> None:
-        key = self.key(request)
-        if key is None:
-            return
-        with self._lock:
-            self._in_flight.discard(key)
-            if code in _TRANSIENT:
-                return
-            self._replies[key] = reply
-            while len(self._replies) > self._size:
-                self._replies.popitem(last=False)
 
 
 class Connector:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import time
@@ -38,6 +40,14 @@ class Request:
     """MQTT message id, acknowledged once the reply is out."""
     problem: RequestError | None = None
     """Set when the request is refused before it is carried out (e.g. a foreign reply topic)."""
+
+    @functools.cached_property
+    def dedupe_key(self) -> tuple[str, bytes, bytes] | None:
+        """What makes two deliveries the same request; None when the requester chose no id."""
+        if not (self.has_topic_id or self.correlation_data):
+            return None
+        digest = hashlib.sha256(self.payload).digest()
+        return (self.topic, self.correlation_data or b"", digest)
 
 
 class Handler:
