@@ -154,7 +154,6 @@ class BrokerSettings:
                 context.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
             client.tls_set_context(context)
         # Nagle's algorithm stalls small request/reply exchanges by ~40 ms on loopback.
-        client.on_pre_connect = None
         client.on_socket_open = _set_nodelay
         return client
 
