@@ -215,3 +215,36 @@ def test_connector_restarted_on_the_same_control_interface(
         first.stop()
         start_connector(emu.control_interface, client_id=client_id)
         assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "two")
+
+
+def test_mqtt_311_with_topic_suffix_correlation_and_offline_delivery(
+    emulator: Emulator, broker: Broker, requester: Requester, vin: str
+) -> None:
+    from fleet_connector import Config
+    from fleet_connector.broker import BrokerSettings
+
+    def start() -> Connector:
+        connector = Connector(
+            Config(
+                vin=vin,
+                broker=BrokerSettings(host=broker.host, port=broker.port, protocol="3.1.1"),
+                control_interface=emulator.control_interface,
+            )
+        )
+        connector.start()
+        assert connector.mqtt.wait_subscribed(10)
+        return connector
+
+    first = start()
+    try:
+        assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "v3-1")
+    finally:
+        first.stop()
+    # Clean session off: the broker keeps the subscription while the car is away.
+    requester.probe.publish(requester.topics.request(Operation.APPLY, "v3-2"), SENDER_MANIFEST)
+    second = start()
+    try:
+        reply = requester.probe.expect(requester.topics.response(Operation.APPLY, "v3-2"))
+        assert json.loads(reply.payload)["added_workloads"]
+    finally:
+        second.stop()
