@@ -127,10 +127,19 @@ def _matching_paths(full: Tree, first: Tree, masks: Sequence[str]) -> list[str]:
     if not masks:
         return leaf_paths(first)
     found: list[str] = []
+    stack: list[tuple[Mapping[str, Any], Mapping[str, Any], list[str], str]] = []
+
+    def step(child: Any, ext_child: Any, tail: list[str], here: str) -> None:
+        """One level down: into both trees, onto a leaf, or into ``full`` alone."""
+        if isinstance(child, Mapping) and isinstance(ext_child, Mapping):
+            stack.append((child, ext_child, tail, here))
+        elif child is None and not tail:
+            found.append(here)
+        elif child is None and isinstance(ext_child, Mapping):
+            stack.append(({}, ext_child, tail, here))
+
     for mask in masks:
-        stack: list[tuple[Mapping[str, Any], Mapping[str, Any], list[str], str]] = [
-            (first, full, mask.split("."), "")
-        ]
+        stack.append((first, full, mask.split("."), ""))
         while stack:
             node, ext, rest, path = stack.pop()
             if not rest:
@@ -139,27 +148,14 @@ def _matching_paths(full: Tree, first: Tree, masks: Sequence[str]) -> list[str]:
             head, tail = rest[0], rest[1:]
             if head == WILDCARD:
                 for key, ext_child in ext.items():
-                    child = node.get(key)
-                    here = _join(path, key)
-                    if isinstance(child, Mapping) and isinstance(ext_child, Mapping):
-                        stack.append((child, ext_child, tail, here))
-                    elif child is None and not tail:
-                        found.append(here)
-                    elif child is None and isinstance(ext_child, Mapping):
-                        stack.append(({}, ext_child, tail, here))
+                    step(node.get(key), ext_child, tail, _join(path, key))
                 continue
             if head not in ext:
                 continue
             ext_child = ext[head]
             here = _join(path, head)
             if head in node:
-                child = node[head]
-                if isinstance(child, Mapping) and isinstance(ext_child, Mapping):
-                    stack.append((child, ext_child, tail, here))
-                elif child is None and not tail:
-                    found.append(here)
-                elif child is None and isinstance(ext_child, Mapping):
-                    stack.append(({}, ext_child, tail, here))
+                step(node[head], ext_child, tail, here)
             elif isinstance(ext_child, Mapping):
                 stack.append(({}, ext_child, tail, here))
             elif ext_child is None and not tail:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from testkit import MANIFESTS, Requester
+from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
@@ -26,14 +27,6 @@ def denied(reply: Any, rule: str) -> str:
     assert rule in reply["error"]["message"]
     message: str = reply["error"]["message"]
     return message
-
-
-def updates(emulator: Emulator) -> int:
-    return sum(
-        1
-        for m in emulator.requests
-        if m.HasField("request") and m.request.HasField("updateStateRequest")
-    )
 
 
 @pytest.fixture
@@ -54,7 +47,7 @@ def test_the_connector_cannot_delete_or_replace_itself(
     assert "'fleetconnector' may not be deleted" in message
     message = denied(requester.apply(CONNECTOR_ITSELF), "protectedWorkloads")
     assert "may not be replaced" in message
-    assert updates(emulator) == 0
+    assert update_requests(emulator) == 0
     assert requester.apply(SENDER)["added_workloads"]
 
 
@@ -71,7 +64,7 @@ def test_allowed_agents(
     gated(Policy(allowed_agents=frozenset({"agent_B"})))
     message = denied(requester.apply(SENDER), "allowedAgents")
     assert "agent_A" in message
-    assert updates(emulator) == 0
+    assert update_requests(emulator) == 0
 
 
 def test_allowed_image_prefixes(gated: Callable[[Policy], Connector], requester: Requester) -> None:

@@ -16,20 +16,13 @@ from pathlib import Path
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, Broker, MqttProbe, Requester
+from testkit.observe import rss_kib, update_requests
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
 from fleet_connector.topics import Operation
 
 SENDER_MANIFEST = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
-
-
-def update_requests(emulator: Emulator) -> int:
-    return sum(
-        1
-        for message in emulator.requests
-        if message.HasField("request") and message.request.HasField("updateStateRequest")
-    )
 
 
 def hellos(emulator: Emulator) -> int:
@@ -153,13 +146,6 @@ def test_garbage_frames_are_skipped(
 ) -> None:
     emulator.send_garbage(b"\x05\xff\xff\xff\xff\xff")
     assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "g1")
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_burst_of_1000_requests_all_answered_memory_bounded(
