@@ -59,6 +59,8 @@ class Handler:
 
     def handle(self, request: Request) -> tuple[str, ErrorCode | None]:
         """The reply text and, for a failure, its error code."""
+        if request.operation is Operation.STATE:
+            return self.handle_reads([request])[0]
         try:
             self._check(request)
             reply = self._execute(request)
@@ -107,10 +109,6 @@ class Handler:
         self._policy.check_payload(request.payload)
 
     def _execute(self, request: Request) -> dict[str, Any]:
-        if request.operation is Operation.STATE:
-            masks = parse_field_masks(request.payload)
-            self._policy.check_field_masks(masks)
-            return self._ankaios.state(masks)
         manifest = parse_manifest(request.payload)
         self._policy.check_manifest(manifest, deleting=request.operation is Operation.DELETE)
         if request.operation is Operation.APPLY:
