@@ -120,7 +120,7 @@ def ankaios_round_trips(workdir: Path, samples: int, warmup: int) -> tuple[Sampl
         times: list[float] = []
         for i in range(warmup + samples):
             started = time.perf_counter()
-            ankaios.state(["workloadStates"])
+            ankaios.states([["workloadStates"]])  # the path the connector takes
             if i >= warmup:
                 times.append(time.perf_counter() - started)
         manifests = [parse_manifest(p) for p in APPLY_PAYLOADS]

@@ -31,12 +31,6 @@ class Ankaios:
     def delete(self, manifest: Manifest) -> dict[str, Any]:
         return self._update(Manifest.delete_state(), manifest.masks)
 
-    def state(self, field_masks: list[str]) -> dict[str, Any]:
-        result = self.states([field_masks])[0]
-        if isinstance(result, RequestError):
-            raise result
-        return result
-
     def states(self, masks_per_request: list[list[str]]) -> list[dict[str, Any] | RequestError]:
         """Several state reads in one go: sent back to back, answers collected in order."""
         requests = [
