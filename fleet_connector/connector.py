@@ -52,7 +52,9 @@ class Connector:
         self._replies = ReplyCache()
         self._worker: threading.Thread | None = None
         self.control_interface = ControlInterface(
-            config.control_interface, on_connection_change=self._control_interface_changed
+            config.control_interface,
+            on_connection_change=self._control_interface_changed,
+            first_connection_grace=config.request_timeout,
         )
         self._handler = Handler(
             Ankaios(self.control_interface, config.request_timeout), config.policy

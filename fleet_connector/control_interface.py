@@ -107,8 +107,12 @@ class ControlInterface:
         *,
         on_connection_change: Callable[[bool], None] | None = None,
         max_backoff: float = 5.0,
+        first_connection_grace: float = 0.0,
     ) -> None:
         self.path = path
+        self._first_connection_grace = first_connection_grace
+        self._first_connection_deadline = 0.0
+        self._ever_connected = threading.Event()
         self._on_connection_change = on_connection_change
         self._max_backoff = max_backoff
         self._stop = threading.Event()
@@ -127,6 +131,7 @@ class ControlInterface:
         return self._connected.is_set()
 
     def start(self) -> None:
+        self._first_connection_deadline = time.monotonic() + self._first_connection_grace
         self._thread = threading.Thread(target=self._run, name="control-interface", daemon=True)
         self._thread.start()
 
@@ -157,6 +162,11 @@ class ControlInterface:
         Ankaios answers requests of one connection in order, so reads can be pipelined;
         each request still waits at most ``timeout`` from when it was sent.
         """
+        if not self._ever_connected.is_set():
+            # On boot the broker hands over the requests it kept while the car was offline
+            # before the handshake with Ankaios is done; they wait for it instead of failing.
+            # Later gaps (an agent restart) fail at once: the sender learns and can retry.
+            self._connected.wait(max(0.0, self._first_connection_deadline - time.monotonic()))
         sent: list[tuple[str, _Pending, float] | Exception] = []
         for request in requests:
             if not request.requestId:
@@ -370,6 +380,7 @@ class ControlInterface:
         if connected:
             self.last_error = None
             self._connected.set()
+            self._ever_connected.set()
         else:
             self._connected.clear()
             with self._pending_lock:

@@ -111,7 +111,8 @@ def test_timeout_and_late_answer_is_not_mixed_up(
 def test_unavailable_without_control_interface(
     tmp_path: Path, start_connector: Callable[..., Connector], requester: Requester
 ) -> None:
-    start_connector(tmp_path / "nothing-here", wait_ankaios=False)
+    # After the grace for the first connection (the request timeout), not before.
+    start_connector(tmp_path / "nothing-here", wait_ankaios=False, request_timeout=0.5)
     code, message = error_of(requester.state(["workloadStates"]))
     assert code == "UNAVAILABLE"
     assert "not connected" in message

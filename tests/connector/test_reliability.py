@@ -41,6 +41,24 @@ def test_request_sent_while_offline_is_answered_when_back(
     assert json.loads(reply.payload)["added_workloads"][0]["workload_name"] == "vehicle-data-sender"
 
 
+def test_request_delivered_on_boot_waits_for_the_ankaios_handshake(
+    tmp_path: Path, start_connector: Callable[..., Connector], requester: Requester, vin: str
+) -> None:
+    # A car boots: the broker hands over what it kept before Ankaios has accepted the
+    # connector. Those requests wait for the handshake instead of failing UNAVAILABLE.
+    control_interface = tmp_path / "ci"
+    client_id = f"fleet-connector-{vin}"
+    start_connector(control_interface, wait_ankaios=False, client_id=client_id).stop()
+    requester.probe.publish(requester.topics.request(Operation.APPLY, "on-boot"), SENDER_MANIFEST)
+    start_connector(control_interface, wait_ankaios=False, client_id=client_id, request_timeout=10)
+    requester.probe.expect_nothing(0.5)  # the request is in; no UNAVAILABLE for it
+    with Emulator(control_interface=control_interface):
+        reply = requester.probe.expect(requester.topics.response(Operation.APPLY, "on-boot"))
+        assert json.loads(reply.payload)["added_workloads"][0]["workload_name"] == (
+            "vehicle-data-sender"
+        )
+
+
 def test_expired_request_is_not_executed(
     emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
 ) -> None:
