@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the replies of a wave, and for the broker (default: 10)",
     )
     group.add_argument(
+        "--expiry",
+        type=count,
+        metavar="SECONDS",
+        help="requests not delivered to a car within SECONDS are dropped by the broker, and "
+        "answered EXPIRED by a connector that had them queued that long (MQTT 5 only; "
+        "default: no expiry, an offline car gets them when it is back)",
+    )
+    group.add_argument(
         "-o",
         "--output",
         choices=output.FORMATS,
@@ -336,9 +344,14 @@ def run_requests(invocation: Invocation) -> int:
         wait_timeout=getattr(args, "wait_timeout", 120.0),
         poll_interval=getattr(args, "poll_interval", 0.5),
     )
-    engine = Engine(invocation.settings, auto_protocol=invocation.auto_protocol)
+    engine = Engine(invocation.settings, auto_protocol=invocation.auto_protocol, expiry=args.expiry)
     progress = Progress(len(invocation.vins), sys.stderr)
     engine.open(args.timeout)
+    if args.expiry is not None and engine.connection.protocol != "5":
+        print(
+            "fleetctl: warning: MQTT 3.1.1 has no message expiry; --expiry is ignored",
+            file=sys.stderr,
+        )
     try:
         result = rollout.run(engine, args.command, invocation.vins, plan, progress)
     finally:

@@ -17,10 +17,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from paho.mqtt.reasoncodes import ReasonCode
+
 from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Operation, Topics
 from fleetctl.connection import Connection
 from fleetctl.presence import Presence
+from fleetctl.results import BROKER_REFUSED, NOT_DELIVERED
+
+# MQTT 5 PUBACK reason "No matching subscribers": not an error for the broker, but for us
+# it means no car session holds the request, so no reply will ever come.
+_NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,24 @@ PER_CAR_FILTERS_UP_TO = 20
 class Engine:
     """Sends requests over one connection and routes the replies to their ``Pending``."""
 
-    def __init__(self, settings: BrokerSettings, *, auto_protocol: bool = True) -> None:
+    def __init__(
+        self, settings: BrokerSettings, *, auto_protocol: bool = True, expiry: int | None = None
+    ) -> None:
         self.run_id = f"fleetctl-{uuid.uuid4().hex[:8]}"
+        self.expiry = expiry
         self.connection = Connection(
-            settings, self._dispatch, auto_protocol=auto_protocol, client_id=self.run_id
+            settings,
+            self._dispatch,
+            auto_protocol=auto_protocol,
+            client_id=self.run_id,
+            on_ack=self._acknowledged,
         )
         self._lock = threading.Lock()
         self._pending: dict[str, Pending] = {}
+        # Requests by message id until the broker acknowledges them; an acknowledgement
+        # may come before publish() has returned the id, so it waits in _early_acks.
+        self._unacknowledged: dict[int, Pending] = {}
+        self._early_acks: dict[int, ReasonCode] = {}
         self._counter = 0
         self._presence: dict[str, Presence] = {}
         self._status_topics: dict[str, str] = {}
@@ -125,7 +143,15 @@ class Engine:
         pending = Pending(vin, operation, request_id, topics.response(operation, request_id))
         with self._lock:
             self._pending[pending.reply_topic] = pending
-        self.connection.publish(topics.request(operation, request_id), payload)
+        mid = self.connection.publish(
+            topics.request(operation, request_id), payload, expiry=self.expiry
+        )
+        with self._lock:
+            reason = self._early_acks.pop(mid, None)
+            if reason is None:
+                self._unacknowledged[mid] = pending
+            else:
+                self._settle_locked(pending, reason)
         return pending
 
     def send_many(
@@ -181,17 +207,42 @@ class Engine:
     def close(self) -> None:
         self.connection.close()
 
+    def _acknowledged(self, mid: int, reason: ReasonCode) -> None:
+        """paho's thread: the broker took a request; on MQTT 5 it says if anyone gets it."""
+        with self._lock:
+            pending = self._unacknowledged.pop(mid, None)
+            if pending is None:
+                self._early_acks[mid] = reason
+            else:
+                self._settle_locked(pending, reason)
+
+    def _settle_locked(self, pending: Pending, reason: ReasonCode) -> None:
+        if reason.is_failure:
+            message = f"the broker refused the request: {reason}"
+            self._complete_locked(pending, Reply(code=BROKER_REFUSED, message=message))
+        elif reason.value == _NO_MATCHING_SUBSCRIBERS:
+            message = (
+                "no connector is subscribed for this car on the broker (unknown VIN, or its "
+                "connector never connected), so nothing keeps the request"
+            )
+            self._complete_locked(pending, Reply(code=NOT_DELIVERED, message=message))
+
+    def _complete_locked(self, pending: Pending, reply: Reply) -> None:
+        if self._pending.pop(pending.reply_topic, None) is None:
+            return  # answered already, or given up by wait()
+        pending.reply = reply
+        pending.answered_at = time.monotonic()
+        pending.done.set()
+        if pending._notify is not None:
+            pending._notify.put(pending)
+
     def _dispatch(self, topic: str, payload: bytes, retained: bool) -> None:
         """paho's thread: a reply completes its request; presence is remembered."""
         with self._lock:
-            pending = self._pending.pop(topic, None)
+            pending = self._pending.get(topic)
             status_vin = self._status_topics.get(topic)
             if pending is not None:
-                pending.reply = Reply.parse(payload)
-                pending.answered_at = time.monotonic()
-                pending.done.set()
-                if pending._notify is not None:
-                    pending._notify.put(pending)
+                self._complete_locked(pending, Reply.parse(payload))
             elif status_vin is not None:
                 presence = Presence.parse(status_vin, payload)
                 if presence is not None:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -26,6 +28,9 @@ SUBSCRIBE_CHUNK = 200
 MAX_INFLIGHT = 500
 
 MessageHandler = Callable[[str, bytes, bool], None]
+# The broker's acknowledgement of a publish: its message id and reason code. On MQTT 5 the
+# reason says whether anyone will get it ("Not authorized", "No matching subscribers").
+AckHandler = Callable[[int, ReasonCode], None]
 
 
 class BrokerError(Exception):
@@ -42,9 +47,11 @@ class Connection:
         *,
         auto_protocol: bool = True,
         client_id: str | None = None,
+        on_ack: AckHandler | None = None,
     ) -> None:
         self.settings = settings
         self._on_message = on_message
+        self._on_ack = on_ack
         self._auto_protocol = auto_protocol
         self._client_id = client_id or f"fleetctl-{uuid.uuid4().hex[:12]}"
         self._client: mqtt.Client | None = None
@@ -85,6 +92,7 @@ class Connection:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_subscribe = self._handle_subscribe
+        client.on_publish = self._handle_publish
         self._client = client
         try:
             client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
@@ -126,11 +134,20 @@ class Connection:
                 raise BrokerError(f"the broker did not confirm subscriptions within {timeout}s")
             return self._subacks.pop(mid)
 
-    def publish(self, topic: str, payload: bytes | str) -> None:
-        info = self._require().publish(topic, payload, qos=QOS)
+    def publish(self, topic: str, payload: bytes | str, *, expiry: int | None = None) -> int:
+        """Publishes with QoS 1 and returns the message id its acknowledgement will carry.
+
+        ``expiry`` (seconds) becomes the MQTT 5 Message Expiry Interval; MQTT 3.1.1 has none.
+        """
+        properties = None
+        if expiry is not None and self.settings.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = expiry
+        info = self._require().publish(topic, payload, qos=QOS, properties=properties)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             # NO_CONN: paho queues the message and sends it after reconnecting.
             raise BrokerError(f"publishing to {topic} failed: {mqtt.error_string(info.rc)}")
+        return info.mid
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -175,6 +192,12 @@ class Connection:
         with self._lock:
             self._subacks[mid] = list(reasons)
             self._lock.notify_all()
+
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        if self._on_ack is not None:
+            self._on_ack(mid, reason)
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._on_message(msg.topic, bytes(msg.payload), bool(msg.retain))

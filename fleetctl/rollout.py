@@ -131,9 +131,10 @@ def _no_reply(engine: Engine, vin: str, timeout: float) -> str:
             "never connected), so the request is lost"
         )
     if presence.status == "offline":
+        within = "" if engine.expiry is None else f" within {engine.expiry} s (--expiry)"
         return (
             f"{message}; {presence.describe()}: the broker keeps the request and the car "
-            "carries it out when it reconnects"
+            f"carries it out when it reconnects{within}"
         )
     return f"{message}; {presence.describe()}; it may still carry out the request"
 

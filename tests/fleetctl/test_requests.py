@@ -51,8 +51,8 @@ def test_denied_offline_and_unknown_cars(fleet: Any, fleetctl: Any, manifest: An
     assert result["summary"] == {
         "total": 22,
         "ok": 19,
-        "failed": 1,
-        "timeout": 2,
+        "failed": 2,
+        "timeout": 1,
         "not_attempted": 0,
     }
     cars = cars_by_vin(result)
@@ -61,7 +61,10 @@ def test_denied_offline_and_unknown_cars(fleet: Any, fleetctl: Any, manifest: An
     assert cars[fleet.offline]["status"] == "timeout"
     assert cars[fleet.offline]["error"]["code"] == "NO_REPLY"
     assert "offline since" in cars[fleet.offline]["error"]["message"]
-    assert "no presence" in cars[fleet.unknown]["error"]["message"]
+    # Nobody holds requests for a car that never connected: the broker's PUBACK says so.
+    assert cars[fleet.unknown]["status"] == "failed"
+    assert cars[fleet.unknown]["error"]["code"] == "NOT_DELIVERED"
+    assert "never connected" in cars[fleet.unknown]["error"]["message"]
     added = cars["CAR03"]["reply"]["added_workloads"]
     assert [(w["agent_name"], w["workload_name"]) for w in added] == [("agent_A", name)]
     assert len({car["request_id"] for car in result["cars"]}) == 22
