@@ -7,6 +7,7 @@ options (address, port, protocol, TLS, credentials) and build their paho client 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import ssl
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet_connector.options import ConfigError, Option, port_number, positive_int
 
@@ -36,8 +38,9 @@ BROKER_OPTIONS = [
         "mqtt_protocol",
         "--mqtt-protocol",
         "MQTT_PROTOCOL",
-        "MQTT version: 5 or 3.1.1",
-        "5",
+        "MQTT version: 5 or 3.1.1 (default: 5, falling back to 3.1.1 for a broker "
+        "that does not speak 5)",
+        None,
         _protocol,
     ),
     Option(
@@ -89,6 +92,9 @@ class BrokerSettings:
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    fallback: bool = True
+    """Whether a broker that refuses MQTT 5 as an unsupported version is tried with 3.1.1;
+    off when a protocol was configured."""
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> BrokerSettings:
@@ -118,7 +124,8 @@ class BrokerSettings:
         return cls(
             host=host,
             port=values["broker_port"],
-            protocol=values["mqtt_protocol"],
+            protocol=values["mqtt_protocol"] or "5",
+            fallback=values["mqtt_protocol"] is None,
             keepalive=values["keepalive"],
             username=values["username"],
             password=password,
@@ -127,6 +134,14 @@ class BrokerSettings:
             tls_cert_file=cert,
             tls_key_file=key,
         )
+
+    def falls_back(self, refusal: ReasonCode) -> BrokerSettings | None:
+        """The 3.1.1 settings to try after ``refusal`` of an MQTT 5 connection, if any."""
+        if not (self.fallback and self.protocol == "5"):
+            return None
+        if refusal.getName() != "Unsupported protocol version":
+            return None
+        return dataclasses.replace(self, protocol="3.1.1", fallback=False)
 
     def describe(self) -> str:
         """For the start-up log line; never includes the password."""

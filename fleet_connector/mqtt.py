@@ -58,14 +58,20 @@ class MqttLink:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._stopping = False
-        self._client = settings.make_client(client_id, clean=False)
-        self._client.manual_ack_set(True)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self._client.will_set(topics.status, self._status_payload("offline"), qos=QOS, retain=True)
-        self._client.on_connect = self._handle_connect
-        self._client.on_disconnect = self._handle_disconnect
-        self._client.on_message = self._handle_message
-        self._client.on_subscribe = self._handle_subscribe
+        self._client_id = client_id
+        self._client = self._new_client()
+
+    def _new_client(self) -> mqtt.Client:
+        client = self._settings.make_client(self._client_id, clean=False)
+        client.manual_ack_set(True)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        status = self._status_payload("offline")
+        client.will_set(self._topics.status, status, qos=QOS, retain=True)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
+        return client
 
     @property
     def connected(self) -> bool:
@@ -128,7 +134,11 @@ class MqttLink:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("MQTT broker refused the connection: %s", reason)
+            fallback = self._settings.falls_back(reason)
+            if fallback is not None and not self._stopping:
+                self._fall_back(client, fallback)
+            else:
+                log.warning("MQTT broker refused the connection: %s", reason)
             return
         self._connected.set()
         log.info(
@@ -143,6 +153,19 @@ class MqttLink:
         else:
             client.subscribe([(f, QOS) for f in self._topics.subscriptions()])
         self.publish_status("online")
+
+    def _fall_back(self, refused: mqtt.Client, settings: BrokerSettings) -> None:
+        """A broker without MQTT 5: the same session, spoken in 3.1.1 by a new client.
+
+        paho fixes a client's protocol when it is made, so the refused client ends (its
+        loop stops after this callback) and a 3.1.1 client takes over.
+        """
+        log.warning("MQTT broker %s does not speak MQTT 5; using 3.1.1", settings.describe())
+        self._settings = settings
+        self._v5 = False
+        self._client = self._new_client()
+        refused.loop_stop()  # called on its own thread: only asks the loop to end
+        self.start()
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

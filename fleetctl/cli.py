@@ -8,7 +8,6 @@ before anything is sent.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import queue
@@ -44,14 +43,6 @@ CONNECT_TIMEOUT = 10.0
 
 # --mqtt-protocol without a default, so we can tell "not given" (try 5, fall back to 3.1.1)
 # from an explicit choice (use exactly that).
-FLEETCTL_BROKER_OPTIONS = [
-    dataclasses.replace(
-        o, default=None, help="MQTT version: 5 or 3.1.1 (default: 5, falling back to 3.1.1)"
-    )
-    if o.name == "mqtt_protocol"
-    else o
-    for o in BROKER_OPTIONS
-]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     count = _checked(positive_int, "a whole number greater than 0")
 
     broker = _Parser(add_help=False)
-    add_options(broker.add_argument_group("broker"), FLEETCTL_BROKER_OPTIONS)
+    add_options(broker.add_argument_group("broker"), BROKER_OPTIONS)
 
     cars = _Parser(add_help=False)
     group = cars.add_argument_group("cars")
@@ -256,7 +247,6 @@ class Invocation:
 
     args: argparse.Namespace
     settings: BrokerSettings
-    auto_protocol: bool
     vins: list[str]
     payload: bytes = b""
 
@@ -265,11 +255,8 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invoc
     parser = build_parser()
     # options.parse applies flags, environment and defaults to the broker options only;
     # the namespace for everything else comes from a plain parse of the same line.
-    values = parse(parser, FLEETCTL_BROKER_OPTIONS, argv, environ)
+    values = parse(parser, BROKER_OPTIONS, argv, environ)
     args = parser.parse_args(list(argv))
-    auto_protocol = values["mqtt_protocol"] is None
-    if auto_protocol:
-        values["mqtt_protocol"] = "5"
     settings = BrokerSettings.from_values(values)
     vins = fleet.select(args.vin, args.vins, args.vins_file)
     payload = b""
@@ -281,7 +268,7 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invoc
         if any(not mask.strip() for mask in args.masks):
             raise ConfigError("a field mask must not be empty")
         payload = _json_list(args.masks)
-    return Invocation(args, settings, auto_protocol, vins, payload)
+    return Invocation(args, settings, vins, payload)
 
 
 def _json_list(items: Sequence[str]) -> bytes:
@@ -344,7 +331,7 @@ def run_requests(invocation: Invocation) -> int:
         wait_timeout=getattr(args, "wait_timeout", 120.0),
         poll_interval=getattr(args, "poll_interval", 0.5),
     )
-    engine = Engine(invocation.settings, auto_protocol=invocation.auto_protocol, expiry=args.expiry)
+    engine = Engine(invocation.settings, expiry=args.expiry)
     progress = Progress(len(invocation.vins), sys.stderr)
     engine.open(args.timeout)
     if args.expiry is not None and engine.connection.protocol != "5":
@@ -370,7 +357,6 @@ def run_status(invocation: Invocation) -> int:
     args = invocation.args
     found = presence.collect(
         invocation.settings,
-        auto_protocol=invocation.auto_protocol,
         vins=invocation.vins,
         listen=args.listen,
         timeout=args.timeout,
@@ -394,7 +380,6 @@ def run_watch(invocation: Invocation) -> int:
     connection = Connection(
         invocation.settings,
         lambda topic, payload, retained: arrived.put((topic, payload)),
-        auto_protocol=invocation.auto_protocol,
     )
     vins = invocation.vins or ["+"]
     filters = [f"{Topics(vin).base}/#" for vin in vins]

@@ -79,15 +79,12 @@ PER_CAR_FILTERS_UP_TO = 20
 class Engine:
     """Sends requests over one connection and routes the replies to their ``Pending``."""
 
-    def __init__(
-        self, settings: BrokerSettings, *, auto_protocol: bool = True, expiry: int | None = None
-    ) -> None:
+    def __init__(self, settings: BrokerSettings, *, expiry: int | None = None) -> None:
         self.run_id = f"fleetctl-{uuid.uuid4().hex[:8]}"
         self.expiry = expiry
         self.connection = Connection(
             settings,
             self._dispatch,
-            auto_protocol=auto_protocol,
             client_id=self.run_id,
             on_ack=self._acknowledged,
         )

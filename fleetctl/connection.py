@@ -6,7 +6,6 @@ callers turn it into per-request events or queue it for the main thread.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,14 +44,12 @@ class Connection:
         settings: BrokerSettings,
         on_message: MessageHandler,
         *,
-        auto_protocol: bool = True,
         client_id: str | None = None,
         on_ack: AckHandler | None = None,
     ) -> None:
         self.settings = settings
         self._on_message = on_message
         self._on_ack = on_ack
-        self._auto_protocol = auto_protocol
         self._client_id = client_id or f"fleetctl-{uuid.uuid4().hex[:12]}"
         self._client: mqtt.Client | None = None
         self._lock = threading.Condition()
@@ -68,14 +65,10 @@ class Connection:
     def open(self, timeout: float) -> None:
         """Connects; falls back to MQTT 3.1.1 if the broker does not speak 5 (and we may)."""
         reason = self._connect(timeout)
-        if (
-            reason is not None
-            and reason.getName() == "Unsupported protocol version"
-            and self._auto_protocol
-            and self.settings.protocol == "5"
-        ):
+        fallback = None if reason is None else self.settings.falls_back(reason)
+        if fallback is not None:
             self.close()
-            self.settings = dataclasses.replace(self.settings, protocol="3.1.1")
+            self.settings = fallback
             reason = self._connect(timeout)
         if reason is not None:
             self.close()

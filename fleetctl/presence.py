@@ -91,7 +91,6 @@ def vin_of_status_topic(topic: str) -> str | None:
 def collect(
     settings: BrokerSettings,
     *,
-    auto_protocol: bool,
     vins: Sequence[str] = (),
     listen: float,
     timeout: float,
@@ -106,7 +105,6 @@ def collect(
     connection = Connection(
         settings,
         lambda topic, payload, retained: arrived.put((topic, payload)),
-        auto_protocol=auto_protocol,
     )
     filters = [Topics(vin).status for vin in vins] if vins else [_ANY_CAR.status]
     found: dict[str, Presence] = {}

@@ -17,6 +17,7 @@ have been sent is sent on the next tick after the reconnect (the sequence has no
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -85,15 +86,18 @@ class Sender:
         """Starts connecting (in the background) and the publisher thread; returns at once."""
         if self._publisher is not None:
             raise RuntimeError("Sender.start() may only be called once")
+        self._connect()
+        self._publisher = threading.Thread(
+            target=self._run, name="vehicle-data-sender-publisher", daemon=True
+        )
+        self._publisher.start()
+
+    def _connect(self) -> None:
         # connect_async never raises for an unreachable broker: the network thread retries.
         self._client.connect_async(
             self._config.broker.host, self._config.broker.port, self._config.broker.keepalive
         )
         self._client.loop_start()
-        self._publisher = threading.Thread(
-            target=self._run, name="vehicle-data-sender-publisher", daemon=True
-        )
-        self._publisher.start()
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
         """Stops publishing, sends DISCONNECT if connected, and ends the network thread.
@@ -184,6 +188,15 @@ class Sender:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
+            fallback = self._config.broker.falls_back(reason_code)
+            if fallback is not None and not self._stopping.is_set():
+                # paho fixes a client's protocol when it is made: a 3.1.1 client takes over.
+                logger.warning("broker %s does not speak MQTT 5; using 3.1.1", fallback.describe())
+                self._config = dataclasses.replace(self._config, broker=fallback)
+                self._client = self._make_client()
+                client.loop_stop()  # called on its own thread: only asks the loop to end
+                self._connect()
+                return
             logger.warning(
                 "broker %s:%d refused the connection: %s",
                 self._config.broker.host,

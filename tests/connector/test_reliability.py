@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, Broker, MqttProbe, Requester
 from testkit.observe import rss_kib, update_requests
+from testkit.proxy import Mqtt311OnlyProxy
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
@@ -252,3 +253,62 @@ def test_mqtt_311_with_topic_suffix_correlation_and_offline_delivery(
         assert json.loads(reply.payload)["added_workloads"]
     finally:
         second.stop()
+
+
+def test_broker_without_mqtt5_gets_311_and_keeps_the_session(
+    emulator: Emulator, broker: Broker, requester: Requester, vin: str
+) -> None:
+    from fleet_connector.config import load
+
+    proxy = Mqtt311OnlyProxy(broker)
+    environ = {
+        "VIN": vin,
+        "MQTT_BROKER_ADDR": "127.0.0.1",
+        "MQTT_BROKER_PORT": str(proxy.port),
+        "ANKAIOS_CONTROL_INTERFACE_PATH": str(emulator.control_interface),
+    }
+
+    def start() -> Connector:
+        connector = Connector(load([], environ))
+        connector.start()
+        assert connector.mqtt.wait_subscribed(10)
+        return connector
+
+    try:
+        first = start()
+        try:
+            assert proxy.refused == 1
+            assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "f1")
+        finally:
+            first.stop()
+        # The 3.1.1 session (clean session off) kept the subscription while the car was away.
+        requester.probe.publish(requester.topics.request(Operation.APPLY, "f2"), SENDER_MANIFEST)
+        second = start()
+        try:
+            reply = requester.probe.expect(requester.topics.response(Operation.APPLY, "f2"))
+            assert json.loads(reply.payload)["added_workloads"]
+        finally:
+            second.stop()
+    finally:
+        proxy.close()
+
+
+def test_no_fallback_when_mqtt5_is_configured(emulator: Emulator, broker: Broker, vin: str) -> None:
+    from fleet_connector.config import load
+
+    proxy = Mqtt311OnlyProxy(broker)
+    environ = {
+        "VIN": vin,
+        "MQTT_BROKER_ADDR": "127.0.0.1",
+        "MQTT_BROKER_PORT": str(proxy.port),
+        "MQTT_PROTOCOL": "5",
+        "ANKAIOS_CONTROL_INTERFACE_PATH": str(emulator.control_interface),
+    }
+    connector = Connector(load([], environ))
+    connector.start()
+    try:
+        assert proxy.wait_refused(2)  # asked again in MQTT 5, as configured
+        assert not connector.mqtt.connected
+    finally:
+        connector.stop()
+        proxy.close()

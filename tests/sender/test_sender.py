@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from testkit import Broker, Message, MqttProbe, free_port
+from testkit.proxy import Mqtt311OnlyProxy
 
 SENDER_ENV_VARS = ("MQTT_BROKER_ADDR", "MQTT_BROKER_PORT", "TOPIC", "INTERVAL")
 PROG = "vehicle-data-sender"
@@ -434,3 +435,43 @@ def test_starts_while_broker_is_down_and_publishes_once_it_is_up(
 
     assert [a.value for a in arrivals] == [1, 2, 3]  # nothing was lost while it was down
     sender.wait_for_log(rf"connected to 127\.0\.0\.1:{port}")
+
+
+# -- protocol -------------------------------------------------------------------------
+
+
+def test_broker_without_mqtt5_gets_311(
+    broker: Broker, probe: MqttProbe, vin: str, run_sender: RunSender
+) -> None:
+    proxy = Mqtt311OnlyProxy(broker)
+    try:
+        topic = speed_topic(vin)
+        probe.subscribe(topic)
+        env = {**sender_env(broker, topic, interval="0.05"), "MQTT_BROKER_PORT": str(proxy.port)}
+        sender = run_sender(env)
+        assert [next_arrival(probe, topic).value for _ in range(3)] == [1, 2, 3]
+        assert proxy.refused == 1
+        sender.wait_for_log(r"does not speak MQTT 5; using 3\.1\.1")
+    finally:
+        proxy.close()
+
+
+def test_no_fallback_when_mqtt5_is_configured(
+    broker: Broker, probe: MqttProbe, vin: str, run_sender: RunSender
+) -> None:
+    proxy = Mqtt311OnlyProxy(broker)
+    try:
+        topic = speed_topic(vin)
+        probe.subscribe(topic)
+        env = {
+            **sender_env(broker, topic, interval="0.05"),
+            "MQTT_BROKER_PORT": str(proxy.port),
+            "MQTT_PROTOCOL": "5",
+        }
+        sender = run_sender(env)
+        # It keeps asking in MQTT 5, as configured, and so never gets to publish.
+        assert proxy.wait_refused(2)
+        sender.wait_for_log(r"refused the connection: Unsupported protocol version")
+        probe.expect_nothing(0.3)
+    finally:
+        proxy.close()
