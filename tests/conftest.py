@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from testkit import Broker, MqttProbe
+from testkit.proxy import Mqtt311OnlyProxy
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +55,11 @@ def probe(broker: Broker) -> Iterator[MqttProbe]:
 def vin() -> str:
     """A VIN of the test's own, so tests sharing the session broker never see each other."""
     return f"TEST{uuid.uuid4().hex[:10].upper()}"
+
+
+@pytest.fixture
+def proxy_311(broker: Broker) -> Iterator[Mqtt311OnlyProxy]:
+    """The session's broker as a broker that refuses MQTT 5 (as NATS does)."""
+    proxy = Mqtt311OnlyProxy(broker)
+    yield proxy
+    proxy.close()

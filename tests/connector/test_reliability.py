@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, Broker, MqttProbe, Requester
@@ -222,26 +223,31 @@ def test_connector_restarted_on_the_same_control_interface(
         assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "two")
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "fallback"])
 def test_mqtt_311_with_topic_suffix_correlation_and_offline_delivery(
-    emulator: Emulator, broker: Broker, requester: Requester, vin: str
+    emulator: Emulator, proxy_311: Mqtt311OnlyProxy, requester: Requester, vin: str, protocol: str
 ) -> None:
-    from fleet_connector import Config
-    from fleet_connector.broker import BrokerSettings
+    from fleet_connector.config import load
+
+    environ = {
+        "VIN": vin,
+        "MQTT_BROKER_ADDR": "127.0.0.1",
+        "ANKAIOS_CONTROL_INTERFACE_PATH": str(emulator.control_interface),
+    }
+    if protocol == "3.1.1":
+        environ.update(MQTT_BROKER_PORT=str(proxy_311.upstream.port), MQTT_PROTOCOL="3.1.1")
+    else:  # nothing configured, and the broker refuses MQTT 5
+        environ.update(MQTT_BROKER_PORT=str(proxy_311.port))
 
     def start() -> Connector:
-        connector = Connector(
-            Config(
-                vin=vin,
-                broker=BrokerSettings(host=broker.host, port=broker.port, protocol="3.1.1"),
-                control_interface=emulator.control_interface,
-            )
-        )
+        connector = Connector(load([], environ))
         connector.start()
         assert connector.mqtt.wait_subscribed(10)
         return connector
 
     first = start()
     try:
+        assert proxy_311.refused == (1 if protocol == "fallback" else 0)
         assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "v3-1")
     finally:
         first.stop()
@@ -255,60 +261,22 @@ def test_mqtt_311_with_topic_suffix_correlation_and_offline_delivery(
         second.stop()
 
 
-def test_broker_without_mqtt5_gets_311_and_keeps_the_session(
-    emulator: Emulator, broker: Broker, requester: Requester, vin: str
+def test_no_fallback_when_mqtt5_is_configured(
+    emulator: Emulator, proxy_311: Mqtt311OnlyProxy, vin: str
 ) -> None:
     from fleet_connector.config import load
 
-    proxy = Mqtt311OnlyProxy(broker)
     environ = {
         "VIN": vin,
         "MQTT_BROKER_ADDR": "127.0.0.1",
-        "MQTT_BROKER_PORT": str(proxy.port),
-        "ANKAIOS_CONTROL_INTERFACE_PATH": str(emulator.control_interface),
-    }
-
-    def start() -> Connector:
-        connector = Connector(load([], environ))
-        connector.start()
-        assert connector.mqtt.wait_subscribed(10)
-        return connector
-
-    try:
-        first = start()
-        try:
-            assert proxy.refused == 1
-            assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "f1")
-        finally:
-            first.stop()
-        # The 3.1.1 session (clean session off) kept the subscription while the car was away.
-        requester.probe.publish(requester.topics.request(Operation.APPLY, "f2"), SENDER_MANIFEST)
-        second = start()
-        try:
-            reply = requester.probe.expect(requester.topics.response(Operation.APPLY, "f2"))
-            assert json.loads(reply.payload)["added_workloads"]
-        finally:
-            second.stop()
-    finally:
-        proxy.close()
-
-
-def test_no_fallback_when_mqtt5_is_configured(emulator: Emulator, broker: Broker, vin: str) -> None:
-    from fleet_connector.config import load
-
-    proxy = Mqtt311OnlyProxy(broker)
-    environ = {
-        "VIN": vin,
-        "MQTT_BROKER_ADDR": "127.0.0.1",
-        "MQTT_BROKER_PORT": str(proxy.port),
+        "MQTT_BROKER_PORT": str(proxy_311.port),
         "MQTT_PROTOCOL": "5",
         "ANKAIOS_CONTROL_INTERFACE_PATH": str(emulator.control_interface),
     }
     connector = Connector(load([], environ))
     connector.start()
     try:
-        assert proxy.wait_refused(2)  # asked again in MQTT 5, as configured
+        assert proxy_311.wait_refused(2)  # asked again in MQTT 5, as configured
         assert not connector.mqtt.connected
     finally:
         connector.stop()
-        proxy.close()

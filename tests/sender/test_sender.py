@@ -440,38 +440,29 @@ def test_starts_while_broker_is_down_and_publishes_once_it_is_up(
 # -- protocol -------------------------------------------------------------------------
 
 
-def test_broker_without_mqtt5_gets_311(
-    broker: Broker, probe: MqttProbe, vin: str, run_sender: RunSender
+@pytest.mark.parametrize("configured", [None, "5"])
+def test_broker_without_mqtt5(
+    proxy_311: Mqtt311OnlyProxy,
+    probe: MqttProbe,
+    vin: str,
+    run_sender: RunSender,
+    configured: str | None,
 ) -> None:
-    proxy = Mqtt311OnlyProxy(broker)
-    try:
-        topic = speed_topic(vin)
-        probe.subscribe(topic)
-        env = {**sender_env(broker, topic, interval="0.05"), "MQTT_BROKER_PORT": str(proxy.port)}
-        sender = run_sender(env)
+    topic = speed_topic(vin)
+    probe.subscribe(topic)
+    env = {
+        **sender_env(proxy_311.upstream, topic, interval="0.05"),
+        "MQTT_BROKER_PORT": str(proxy_311.port),
+    }
+    if configured is not None:
+        env["MQTT_PROTOCOL"] = configured
+    sender = run_sender(env)
+    if configured is None:
         assert [next_arrival(probe, topic).value for _ in range(3)] == [1, 2, 3]
-        assert proxy.refused == 1
+        assert proxy_311.refused == 1
         sender.wait_for_log(r"does not speak MQTT 5; using 3\.1\.1")
-    finally:
-        proxy.close()
-
-
-def test_no_fallback_when_mqtt5_is_configured(
-    broker: Broker, probe: MqttProbe, vin: str, run_sender: RunSender
-) -> None:
-    proxy = Mqtt311OnlyProxy(broker)
-    try:
-        topic = speed_topic(vin)
-        probe.subscribe(topic)
-        env = {
-            **sender_env(broker, topic, interval="0.05"),
-            "MQTT_BROKER_PORT": str(proxy.port),
-            "MQTT_PROTOCOL": "5",
-        }
-        sender = run_sender(env)
+    else:
         # It keeps asking in MQTT 5, as configured, and so never gets to publish.
-        assert proxy.wait_refused(2)
+        assert proxy_311.wait_refused(2)
         sender.wait_for_log(r"refused the connection: Unsupported protocol version")
         probe.expect_nothing(0.3)
-    finally:
-        proxy.close()
