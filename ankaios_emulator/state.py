@@ -36,12 +36,14 @@ CONSTRAINT_FIELD_DESCRIPTION = (
     "Only a-z, A-Z, 0-9 chars, underscore (_), and hyphen (-) allowed. "
     "Maximum length is 63 characters."
 )
-_FIELD_RE = re.compile(r"^[a-zA-Z0-9_-]*$")
-_NON_EMPTY_FIELD_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
-_FILTER_MASK_RE = re.compile(r"^(?:\*|[a-zA-Z0-9_-]+)(?:\.(?:\*|[a-zA-Z0-9_-]+))*$")
-_STATE_FILTER_PREFIX = r"^workloadStates(\.(?:[a-zA-Z0-9_-]+|\*)){3}"
-_STATE_FILTER_RE = re.compile(_STATE_FILTER_PREFIX + r"\.state$")
-_SUBSTATE_FILTER_RE = re.compile(_STATE_FILTER_PREFIX + r"\.subState$")
+# Always used with fullmatch(): Rust's regex `$` matches only at the very end, while
+# Python's re.match(...$) would also accept a trailing newline ("nginx\n").
+_FIELD_RE = re.compile(r"[a-zA-Z0-9_-]*")
+_NON_EMPTY_FIELD_RE = re.compile(r"[a-zA-Z0-9_-]+")
+_FILTER_MASK_RE = re.compile(r"(?:\*|[a-zA-Z0-9_-]+)(?:\.(?:\*|[a-zA-Z0-9_-]+))*")
+_STATE_FILTER_PREFIX = r"workloadStates(\.(?:[a-zA-Z0-9_-]+|\*)){3}"
+_STATE_FILTER_RE = re.compile(_STATE_FILTER_PREFIX + r"\.state")
+_SUBSTATE_FILTER_RE = re.compile(_STATE_FILTER_PREFIX + r"\.subState")
 
 __all__ = [
     "DesiredState",
@@ -216,9 +218,9 @@ def filter_tree(tree: Mapping[str, Any], field_masks: Sequence[str]) -> dict[str
     if any(f.startswith("desiredState") for f in filters):
         filters.append("desiredState.apiVersion")
     for f in list(filters):
-        if _STATE_FILTER_RE.match(f):
+        if _STATE_FILTER_RE.fullmatch(f):
             partner = f[: -len(".state")] + ".subState"
-        elif _SUBSTATE_FILTER_RE.match(f):
+        elif _SUBSTATE_FILTER_RE.fullmatch(f):
             partner = f[: -len(".subState")] + ".state"
         else:
             continue
@@ -326,7 +328,7 @@ def _convert_complete_state_proto(new_state: Any) -> tuple[Tree, dict[str, dict[
 
 def _validate_config_map(configs: Mapping[str, Any]) -> None:
     for key, value in configs.items():
-        if len(key) > MAX_FIELD_LENGTH or not _NON_EMPTY_FIELD_RE.match(key):
+        if len(key) > MAX_FIELD_LENGTH or not _NON_EMPTY_FIELD_RE.fullmatch(key):
             raise UpdateError(
                 f"Unsupported config item key '{key}'. {CONSTRAINT_FIELD_DESCRIPTION}"
             )
@@ -339,7 +341,7 @@ def _validate_config_map(configs: Mapping[str, Any]) -> None:
 
 
 def _field_ok(value: str) -> bool:
-    return bool(value) and len(value) <= MAX_FIELD_LENGTH and bool(_FIELD_RE.match(value))
+    return bool(value) and len(value) <= MAX_FIELD_LENGTH and bool(_FIELD_RE.fullmatch(value))
 
 
 def validate_pre_rendering(state: Mapping[str, Any]) -> None:
@@ -362,10 +364,15 @@ def validate_pre_rendering(state: Mapping[str, Any]) -> None:
                 )
 
 
+def _byte_len(value: str) -> int:
+    """Rust's ``str::len()``: the UTF-8 length, which the length messages report."""
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
 def _field_error(value: str) -> str | None:
     if not value:
         return "Is empty."
-    if not _FIELD_RE.match(value):
+    if not _FIELD_RE.fullmatch(value):
         return "Expected to have characters in [a-zA-Z0-9_-]."
     if len(value) > MAX_FIELD_LENGTH:
         return f"Length {len(value)} exceeds the maximum limit of {MAX_FIELD_LENGTH} characters."
@@ -378,18 +385,21 @@ def _workload_name_error(name: str) -> str | None:
 
 
 def _log_rule_name_error(pattern: str) -> str | None:
+    """``validate_log_rule_workload_name_pattern_format`` (control_interface_access.rs)."""
     stars = pattern.count("*")
     if stars > 1:
-        err: str | None = "Expected at most one '*' symbol."
-    elif stars == 1:
+        # Ankaios returns this one early, so it lacks the "Log rule validation filed" prefix.
+        return "Expected at most one '*' symbol."
+    if stars == 1:
         pos = pattern.index("*")
         prefix, suffix = pattern[:pos], pattern[pos + 1 :]
-        if len(pattern) > MAX_FIELD_LENGTH + 1:
+        length = _byte_len(pattern)
+        if length > MAX_FIELD_LENGTH + 1:
             inner: str | None = (
-                f"Filter length {len(pattern)} exceeds the maximum limit of "
+                f"Filter length {length} exceeds the maximum limit of "
                 f"{MAX_FIELD_LENGTH + 1} characters."
             )
-        elif not _FIELD_RE.match(prefix) or not _FIELD_RE.match(suffix):
+        elif not _FIELD_RE.fullmatch(prefix) or not _FIELD_RE.fullmatch(suffix):
             inner = "Expected to have characters in [a-zA-Z0-9_-]."
         else:
             inner = None
@@ -411,7 +421,7 @@ def validate_access_rules(access: Mapping[str, Any]) -> str | None:
             for mask in rule.get("filterMasks", []):
                 if mask == "":
                     return "Empty filter masks are not allowed in Control Interface access rules"
-                if not _FILTER_MASK_RE.match(mask):
+                if not _FILTER_MASK_RE.fullmatch(mask):
                     return (
                         f"Unsupported filter mask '{mask}'. Only \".\" separated sequences "
                         'allowed where each part is either a wildcard "*" or chars in '
@@ -429,7 +439,7 @@ def _validate_rendered(wl: RenderedWorkload) -> str | None:
     err = _workload_name_error(wl.name)
     if err is not None:
         return err
-    if not _FIELD_RE.match(wl.agent):
+    if not _FIELD_RE.fullmatch(wl.agent):
         return f"Unsupported agent name '{wl.agent}'. {CONSTRAINT_FIELD_DESCRIPTION}"
     return validate_access_rules(wl.control_interface_access)
 

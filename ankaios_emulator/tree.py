@@ -32,6 +32,19 @@ PREVIOUS_API_VERSION = "v0.1"
 RESTART_POLICIES = ("NEVER", "ON_FAILURE", "ALWAYS")
 ADD_CONDITIONS = ("ADD_COND_RUNNING", "ADD_COND_SUCCEEDED", "ADD_COND_FAILED")
 # proto number -> serialised name (serde renames of ReadWriteEnum in Ankaios).
+# Unicode White_Space, what Rust's str::trim() removes. Python's str.strip() also removes
+# U+001C..U+001F (isspace() counts them), which Rust keeps.
+RUST_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def rust_trim(text: str) -> str:
+    """``str::trim()`` of Rust, e.g. serde's ``trim_string`` on runtimeConfig."""
+    return text.strip(RUST_WHITESPACE)
+
+
 _RW_TO_NAME = {0: "Nothing", 1: "Read", 2: "Write", 5: "ReadWrite"}
 _RW_FROM_NAME = {v: k for k, v in _RW_TO_NAME.items()}
 OPERATIONS = tuple(_RW_FROM_NAME)
@@ -494,7 +507,7 @@ def parse_workload(value: Any, path: str, *, trim_runtime_config: bool = True) -
     runtime = _expect_str(_required(wl, "runtime", path), f"{path}.runtime")
     runtime_config = _expect_str(_required(wl, "runtimeConfig", path), f"{path}.runtimeConfig")
     if trim_runtime_config:
-        runtime_config = runtime_config.strip()
+        runtime_config = rust_trim(runtime_config)
     restart = wl.get("restartPolicy")
     deps = wl.get("dependencies")
     return {

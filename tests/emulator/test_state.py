@@ -285,7 +285,59 @@ def test_atomic_on_error() -> None:
                     }
                 )
             },
-            "Log rule validation filed: Expected at most one '*' symbol.",
+            # Returned early in Ankaios, so without the "Log rule validation filed" prefix.
+            "Expected at most one '*' symbol.",
+        ),
+        (
+            {
+                "a": workload(
+                    controlInterfaceAccess={
+                        "allowRules": [{"type": "LogRule", "workloadNames": ["\u00e9" * 32 + "*"]}]
+                    }
+                )
+            },
+            # Rust measures the UTF-8 length: 65 bytes, though only 33 characters.
+            "Log rule validation filed: Unsupported workload name filter with wildcard '"
+            + "\u00e9" * 32
+            + "*'. Filter length 65 exceeds the maximum limit of 64 characters.",
+        ),
+        # Rust's regex `$` does not match before a trailing newline (Python's re.match does).
+        (
+            {"nginx\n": workload()},
+            "Unsupported workload name 'nginx\n'. Expected to have characters in [a-zA-Z0-9_-].",
+        ),
+        (
+            {"a": workload(agent="agent_A\n")},
+            "Unsupported agent name 'agent_A\n'. Only a-z, A-Z, 0-9 chars, underscore (_), "
+            "and hyphen (-) allowed. Maximum length is 63 characters.",
+        ),
+        (
+            {
+                "a": workload(
+                    controlInterfaceAccess={
+                        "allowRules": [
+                            {
+                                "type": "StateRule",
+                                "operation": "Read",
+                                "filterMasks": ["desiredState\n"],
+                            }
+                        ]
+                    }
+                )
+            },
+            "Unsupported filter mask 'desiredState\n'. Only \".\" separated sequences allowed "
+            'where each part is either a wildcard "*" or chars in [a-zA-Z0-9_-]',
+        ),
+        (
+            {
+                "a": workload(
+                    controlInterfaceAccess={
+                        "allowRules": [{"type": "LogRule", "workloadNames": ["a*b\n"]}]
+                    }
+                )
+            },
+            "Log rule validation filed: Unsupported workload name filter with wildcard "
+            "'a*b\n'. Expected to have characters in [a-zA-Z0-9_-].",
         ),
         (
             {"a": workload(runtimeConfig="{{c.x}}", configs={"c": "nope"})},
@@ -303,6 +355,27 @@ def test_resulting_state_invalid(workloads: dict[str, Any], reason: str | None) 
     with pytest.raises(UpdateError) as err:
         ds.update(state_with(workloads), masks)
     assert str(err.value) == f"Update rejected: 'Resulting State is invalid, reason: '{reason}''"
+
+
+def test_config_key_with_trailing_newline_is_rejected() -> None:
+    ds = DesiredState()
+    with pytest.raises(UpdateError) as err:
+        ds.update(state_with({}, configs={"k\n": "v"}), ["desiredState.configs.k\n"])
+    # validate_pre_rendering: no "Update rejected" prefix.
+    assert str(err.value) == (
+        "Unsupported config item key 'k\n'. Only a-z, A-Z, 0-9 chars, underscore (_), "
+        "and hyphen (-) allowed. Maximum length is 63 characters."
+    )
+
+
+def test_runtime_config_is_trimmed_like_rust() -> None:
+    """serde's trim_string uses Rust's trim(): Unicode White_Space only."""
+    ds = DesiredState()
+    out = apply(ds, {"a": workload(runtimeConfig=" \u3000\x1cimage: x\x1f\n\t")})
+    [wl] = out.added
+    # U+001C..U+001F are not White_Space for Rust (Python's strip() would remove them).
+    assert wl.runtime_config == "\x1cimage: x\x1f"
+    assert wl.instance_id == hashlib.sha256(b"\x1cimage: x\x1f").hexdigest()
 
 
 def test_invalid_workload_name_with_empty_mask() -> None:
