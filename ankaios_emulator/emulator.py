@@ -37,7 +37,7 @@ from .runtime import (
 from .runtimes import ProcessRuntime, SimulateRuntime, create_runtime
 from .scheduler import Scheduler
 from .session import Session
-from .state import RenderedWorkload, UpdateError, filter_tree
+from .state import RenderedWorkload, UpdateError, UpdateOutcome, filter_tree
 from .tree import tree_to_proto
 
 log = logging.getLogger(__name__)
@@ -414,6 +414,12 @@ class Emulator:
                     for agent, tags in outcome.agent_tags.items():
                         if agent in self._agents:
                             self._agents[agent]["tags"] = dict(tags)
+                    changes_workloads = bool(outcome.added or outcome.deleted)
+                    if not changes_workloads:
+                        # Ankaios answers an update that changes no workload (e.g. only a
+                        # config) first and sends its events afterwards; with workload
+                        # changes the events come first (handle_post_update_steps).
+                        session.send_response(_update_success(rid, outcome))
                     self._set_initial_states(outcome.added)
                     self._forget_unstarted(outcome.deleted)
             except UpdateError as exc:
@@ -421,16 +427,10 @@ class Emulator:
                     ank_base.Response(requestId=rid, error=ank_base.Error(message=str(exc)))
                 )
                 return
+            if not changes_workloads:
+                return
             self._cancel_campaigns_of(outcome.deleted)
-            session.send_response(
-                ank_base.Response(
-                    requestId=rid,
-                    UpdateStateSuccess=ank_base.UpdateStateSuccess(
-                        addedWorkloads=[w.instance_name for w in outcome.added],
-                        deletedWorkloads=[w.instance_name for w in outcome.deleted],
-                    ),
-                )
-            )
+            session.send_response(_update_success(rid, outcome))
             mine_deleted = [w for w in outcome.deleted if w.agent == self._agent]
             mine_added = [w for w in outcome.added if w.agent == self._agent]
         # The agent's part: deletions first, so an updated workload's old instance is
@@ -694,6 +694,16 @@ class Emulator:
         runtime = self._external if external else self._runtime
         assert runtime is not None
         runtime.stop(workload)
+
+
+def _update_success(rid: str, outcome: UpdateOutcome) -> Any:
+    return ank_base.Response(
+        requestId=rid,
+        UpdateStateSuccess=ank_base.UpdateStateSuccess(
+            addedWorkloads=[w.instance_name for w in outcome.added],
+            deletedWorkloads=[w.instance_name for w in outcome.deleted],
+        ),
+    )
 
 
 def _free_memory() -> int:

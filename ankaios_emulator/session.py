@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -43,13 +44,36 @@ DECODE_ERROR = "Could not decode protobuf data"
 ACCESS_DENIED = "Access denied"
 
 
+# semver::Version::parse (the semver crate, strict SemVer 2.0): numbers without leading
+# zeros; pre-release identifiers of ASCII alphanumerics and "-", numeric ones without
+# leading zeros; build identifiers likewise but leading zeros allowed; none empty.
+_NUMBER = r"(0|[1-9][0-9]*)"
+_PRE_IDENTIFIER = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_BUILD_IDENTIFIER = r"[0-9A-Za-z-]+"
+_SEMVER_RE = re.compile(
+    rf"{_NUMBER}\.{_NUMBER}\.{_NUMBER}"
+    rf"(?:-{_PRE_IDENTIFIER}(?:\.{_PRE_IDENTIFIER})*)?"
+    rf"(?:\+{_BUILD_IDENTIFIER}(?:\.{_BUILD_IDENTIFIER})*)?"
+)
+_U64_MAX = 2**64 - 1
+
+
+def parse_semver_major(version: str) -> int | None:
+    """The major of ``version`` as ``semver::Version::parse`` reads it; None if it fails."""
+    # fullmatch: no trailing newline, no surrounding spaces, ASCII digits only ([0-9]).
+    match = _SEMVER_RE.fullmatch(version)
+    if match is None:
+        return None
+    numbers = [int(group) for group in match.groups()]
+    # The crate parses each number into a u64 and fails on overflow.
+    if any(number > _U64_MAX for number in numbers):
+        return None
+    return numbers[0]
+
+
 def version_error(version: str) -> str | None:
-    """Ankaios 1.x's ``check_version_compatibility``: semver, same major."""
-    parts = version.split("-", 1)[0].split("+", 1)[0].split(".")
-    valid = len(parts) == 3 and all(
-        p.isdigit() and (p == "0" or not p.startswith("0")) for p in parts
-    )
-    if valid and int(parts[0]) == SUPPORTED_MAJOR:
+    """Ankaios 1.x's ``check_version_compatibility`` (common/src/helpers.rs): same major."""
+    if parse_semver_major(version) == SUPPORTED_MAJOR:
         return None
     return f"Unsupported protocol version '{version}'. Currently supported '{SUPPORTED_MAJOR}'"
 

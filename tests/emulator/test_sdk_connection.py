@@ -41,7 +41,9 @@ def request(rid: str, **content: object) -> control_api.ToAnkaios:
 # -- handshake -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["1.0.0", "1.0.1", "1.7.3"])
+@pytest.mark.parametrize(
+    "version", ["1.0.0", "1.0.1", "1.7.3", "1.0.0-rc.1+build.007", "1.0.0-0a.x-y", "1.0.0--"]
+)
 def test_hello_with_major_1_is_accepted(emu: Emulator, raw_client: Connect, version: str) -> None:
     client = raw_client(emu.control_interface)
     client.hello(version)
@@ -49,7 +51,26 @@ def test_hello_with_major_1_is_accepted(emu: Emulator, raw_client: Connect, vers
     emu.wait_for(lambda e: e.connected)
 
 
-@pytest.mark.parametrize("version", ["0.7.0", "2.0.0", "1.0", "one"])
+@pytest.mark.parametrize(
+    "version",
+    [
+        "0.7.0",
+        "2.0.0",
+        "1.0",
+        "one",
+        # semver::Version::parse is strict SemVer 2.0:
+        "1.0.0-",  # empty pre-release
+        "1.0.0-rc.01",  # leading zero in a numeric pre-release identifier
+        "1.0.0-rc..1",  # empty identifier
+        "1.0.0+",  # empty build metadata
+        "1.0.0-a_b",  # only ASCII alphanumerics and hyphen
+        "1.0.0-\u03b1",
+        "\uff11.0.0",  # full-width digit
+        "01.0.0",
+        "1.0.0\n",
+        "1.18446744073709551616.0",  # minor overflows u64
+    ],
+)
 def test_wrong_hello_version_closes_with_reason(
     emu: Emulator, raw_client: Connect, version: str
 ) -> None:

@@ -173,3 +173,35 @@ def test_altered_fields_follow_the_masks() -> None:
 
     removed = diff(new, {"workloadStates": {}})
     assert altered_fields(removed, ["workloadStates"]).removed == ["workloadStates.agent_A"]
+
+
+def test_update_without_workload_changes_answers_before_its_event(
+    emu: Emulator, raw_client: Callable[[Path], RawClient]
+) -> None:
+    client = raw_client(emu.control_interface)
+    client.hello()
+    client.read()
+    subscribe = ank_base.CompleteStateRequest(
+        fieldMask=["desiredState.configs"], subscribeForEvents=True
+    )
+    client.send(
+        control_api.ToAnkaios(
+            request=ank_base.Request(requestId="ev", completeStateRequest=subscribe)
+        )
+    )
+    assert client.read().response.requestId == "ev"
+
+    new_state = ank_base.CompleteState(desiredState=ank_base.State(apiVersion="v1"))
+    new_state.desiredState.configs.configs["c"].String = "v"
+    update = ank_base.UpdateStateRequest(newState=new_state, updateMask=["desiredState.configs.c"])
+    client.send(
+        control_api.ToAnkaios(request=ank_base.Request(requestId="up", updateStateRequest=update))
+    )
+    # Ankaios' Ok(None) branch (no workload added or deleted): UpdateStateSuccess, then events.
+    answer = client.read().response
+    assert (answer.requestId, answer.WhichOneof("ResponseContent")) == ("up", "UpdateStateSuccess")
+    assert list(answer.UpdateStateSuccess.addedWorkloads) == []
+    event = client.read().response
+    assert event.requestId == "ev"
+    # The configs map itself is new (an empty map is omitted).
+    assert list(event.completeStateResponse.alteredFields.addedFields) == ["desiredState.configs"]
