@@ -34,7 +34,13 @@ from .runtime import (
     ExecState,
     Runtime,
 )
-from .runtimes import ProcessRuntime, SimulateRuntime, create_runtime
+from .runtimes import (
+    ProcessRuntime,
+    SimulateRuntime,
+    UnsupportedRuntime,
+    create_runtime,
+    is_supported,
+)
 from .scheduler import Scheduler
 from .session import Session
 from .state import RenderedWorkload, UpdateError, UpdateOutcome, filter_tree
@@ -109,6 +115,7 @@ class Emulator:
         self._scheduler: Scheduler | None = None
         self._runtime: Runtime | None = None
         self._external: SimulateRuntime | None = None
+        self._unsupported: UnsupportedRuntime | None = None
         self._temp_run_dir: Path | None = None
         self._started = False
 
@@ -134,6 +141,7 @@ class Emulator:
             self._external = SimulateRuntime(
                 self._on_runtime_state, self._scheduler, self._step_delay
             )
+            self._unsupported = UnsupportedRuntime(self._on_runtime_state)
             if self._ci_path is not None:
                 self._main_session = self._new_session(
                     self._ci_path, self._workload_name, self._authorizer
@@ -661,16 +669,28 @@ class Emulator:
                 return False
         return True
 
+    def _is_external(self, workload: RenderedWorkload) -> bool:
+        """The client under test: it runs outside, only its states are simulated."""
+        return self._ci_path is not None and workload.name == self._workload_name
+
+    def _runtime_for(self, workload: RenderedWorkload) -> Runtime:
+        """The connector the agent picks by the workload's ``runtime`` name."""
+        runtime: Runtime | None
+        if not is_supported(workload.runtime):
+            runtime = self._unsupported
+        elif self._is_external(workload):
+            runtime = self._external
+        else:
+            runtime = self._runtime
+        assert runtime is not None
+        return runtime
+
     def _launch(self, workload: RenderedWorkload) -> None:
-        external = self._ci_path is not None and workload.name == self._workload_name
-        if external:
-            # The client under test runs outside; only its states are simulated.
-            assert self._external is not None
-            self._external.start(workload, self._ci_path)
-            return
-        directory = self._ensure_session(workload)
-        assert self._runtime is not None
-        self._runtime.start(workload, directory)
+        # Ankaios sets up the control interface before the runtime connector runs, so a
+        # workload with an unknown runtime still gets its FIFOs.
+        external = self._is_external(workload)
+        directory = self._ci_path if external else self._ensure_session(workload)
+        self._runtime_for(workload).start(workload, directory)
 
     def _stop_instance(self, workload: RenderedWorkload, replaced: bool) -> None:
         with self._lock:
@@ -690,10 +710,7 @@ class Emulator:
                 self._drop_session(workload.name)
             self._start_ready()
             return
-        external = self._ci_path is not None and workload.name == self._workload_name
-        runtime = self._external if external else self._runtime
-        assert runtime is not None
-        runtime.stop(workload)
+        self._runtime_for(workload).stop(workload)
 
 
 def _update_success(rid: str, outcome: UpdateOutcome) -> Any:

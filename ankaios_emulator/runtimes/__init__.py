@@ -9,6 +9,7 @@ from ..scheduler import Scheduler
 from .podman import PodmanRuntime
 from .process import ProcessRuntime
 from .simulate import SimulateRuntime
+from .unsupported import SUPPORTED_RUNTIMES, UnsupportedRuntime, is_supported
 
 RUNTIME_NAMES = ("simulate", "process", "podman")
 
@@ -31,4 +32,13 @@ def create_runtime(
     raise ValueError(f"unknown runtime '{name}' (choose from {', '.join(RUNTIME_NAMES)})")
 
 
-__all__ = ["RUNTIME_NAMES", "PodmanRuntime", "ProcessRuntime", "SimulateRuntime", "create_runtime"]
+__all__ = [
+    "RUNTIME_NAMES",
+    "SUPPORTED_RUNTIMES",
+    "PodmanRuntime",
+    "ProcessRuntime",
+    "SimulateRuntime",
+    "UnsupportedRuntime",
+    "create_runtime",
+    "is_supported",
+]

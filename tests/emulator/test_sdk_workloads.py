@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from ankaios_sdk import Ankaios, AnkaiosResponseError, Manifest
+from emulator.ci_client import MakeEmulator
+from emulator.state_log import REMOVED, StateLog
 
 from ankaios_emulator import Emulator
 
@@ -221,3 +223,49 @@ workloads:
         ank.apply_manifest(Manifest.from_string(cyclic))
     assert "is part of a cycle." in str(error.value)
     assert str(error.value).startswith("Received error: Update rejected: 'workload dependency '")
+
+
+UNKNOWN_RUNTIME = """\
+apiVersion: v1
+workloads:
+  odd:
+    runtime: {runtime}
+    agent: agent_A
+    restartPolicy: ALWAYS
+    runtimeConfig: |
+      image: docker.io/nginx:latest
+"""
+
+
+@pytest.mark.parametrize(
+    ("runtime", "emulator_runtime"),
+    [
+        ("nosuchruntime", "simulate"),
+        ("Podman", "simulate"),  # names are case-sensitive
+        ("docker", "simulate"),
+        ("nosuchruntime", "process"),
+        ("nosuchruntime", "podman"),
+    ],
+)
+def test_unknown_runtime_fails_to_start_without_retry(
+    make_emulator: MakeEmulator, emulator_runtime: str, runtime: str
+) -> None:
+    # Not even podman is asked: the agent has no connector for the name.
+    emu = make_emulator(runtime=emulator_runtime, step_delay=0.01)
+    manifest = Manifest.from_string(UNKNOWN_RUNTIME.format(runtime=runtime))
+    with Ankaios() as ank:
+        log = StateLog(ank.register_event(["workloadStates"]))
+        [added] = ank.apply_manifest(manifest).added_workloads
+        log.wait_for(lambda s: s.last("odd", added.workload_id) == "PENDING_STARTING_FAILED")
+        assert log.of("odd") == [
+            ("PENDING_INITIAL", ""),
+            ("PENDING_STARTING", "Triggered at runtime."),
+            ("PENDING_STARTING_FAILED", "Unsupported Runtime"),
+        ]
+        # A failed start is no exit: restartPolicy ALWAYS does not retry it.
+        with pytest.raises(TimeoutError):
+            log.wait_for(lambda s: len(s.of("odd")) > 3, timeout=0.3)
+        assert emu.start_count("odd") == 1
+        ank.delete_manifest(manifest)
+        log.wait_for(lambda s: s.last("odd", added.workload_id) == REMOVED)
+        assert log.of("odd")[3:] == [("STOPPING_REQUESTED_AT_RUNTIME", ""), (REMOVED, "")]
