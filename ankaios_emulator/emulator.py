@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ankaios_sdk._protos import _ank_base as ank_base
 
 from .authorizer import Authorizer
 from .config import DEFAULT_ACCESS, EmulatorError, load_access, load_image_map, load_state
+from .dependencies import DeleteGraph, StateTree, add_condition_met, delete_condition_met
 from .events import altered_fields, diff
 from .faults import Faults
 from .logs import LogCampaign, LogOptions
@@ -31,6 +33,7 @@ from .runtime import (
     PENDING_WAITING_TO_START,
     REMOVED,
     STOPPING_REQUESTED,
+    STOPPING_WAITING_TO_STOP,
     ExecState,
     Runtime,
 )
@@ -54,11 +57,15 @@ NO_CONTENT = "The Request does not contain any content"
 # Stopping substates that later runtime reports must not overwrite
 # (ExecutionStateSpec::transition in ankaios_api/src/ank_base/workload_state.rs).
 _STICKY_STOPPING = {"RequestedAtRuntime", "WaitingToStop"}
-_CONDITION_STATES = {
-    "ADD_COND_RUNNING": ("Running", "Ok"),
-    "ADD_COND_SUCCEEDED": ("Succeeded", "Ok"),
-    "ADD_COND_FAILED": ("Failed", "ExecFailed"),
-}
+
+
+@dataclass(frozen=True)
+class _PendingDelete:
+    """A deleted instance (or the old one of an update) waiting for its delete conditions."""
+
+    workload: RenderedWorkload
+    # dependent workload name -> delete condition, from the server's delete graph
+    conditions: dict[str, str]
 
 
 class Emulator:
@@ -111,6 +118,11 @@ class Emulator:
         self._active: dict[str, RenderedWorkload] = {}
         self._waiting: dict[str, RenderedWorkload] = {}
         self._stopping: dict[str, RenderedWorkload] = {}
+        self._pending_deletes: dict[str, _PendingDelete] = {}
+        # the server's delete graph (delete conditions of ADD_COND_RUNNING dependencies)
+        self._delete_graph = DeleteGraph()
+        # instances of other agents whose states our agent received at its hello
+        self._known_at_hello: set[str] = set()
         self._starts: dict[str, int] = {}
         self._scheduler: Scheduler | None = None
         self._runtime: Runtime | None = None
@@ -150,9 +162,13 @@ class Emulator:
             with self._mutation():
                 added = sorted(self._desired.rendered().values(), key=lambda w: w.name)
                 self._set_initial_states(added)
-            for workload in added:
-                if workload.agent == self._agent:
-                    self._schedule(workload)
+            with self._lock:
+                # The server's start() runs the startup state through its update.
+                self._delete_graph.insert(added)
+                # Our agent connects after the server started; its hello brings it the
+                # states of every other agent's workloads (Pending(Initial) ones included).
+                self._known_at_hello = {w.instance_name for w in added if w.agent != self._agent}
+            self._agent_update([w for w in added if w.agent == self._agent], [])
         except BaseException:
             self.stop()
             raise
@@ -437,16 +453,18 @@ class Emulator:
                 return
             if not changes_workloads:
                 return
+            # server_state.update: the added workloads' delete conditions go into the
+            # graph first, then every deleted instance takes its workload's conditions.
+            self._delete_graph.insert(outcome.added)
+            mine_deleted = [
+                _PendingDelete(w, self._delete_graph.conditions_for(w.name))
+                for w in outcome.deleted
+                if w.agent == self._agent
+            ]
+            mine_added = [w for w in outcome.added if w.agent == self._agent]
             self._cancel_campaigns_of(outcome.deleted)
             session.send_response(_update_success(rid, outcome))
-            mine_deleted = [w for w in outcome.deleted if w.agent == self._agent]
-            mine_added = [w for w in outcome.added if w.agent == self._agent]
-        # The agent's part: deletions first, so an updated workload's old instance is
-        # stopped before the new one starts.
-        for workload in mine_deleted:
-            self._stop_instance(workload, replaced=any(w.name == workload.name for w in mine_added))
-        for workload in mine_added:
-            self._schedule(workload)
+        self._agent_update(mine_added, mine_deleted)
 
     def _on_logs(self, session: Session, rid: str, request: Any) -> None:
         with self._lock:
@@ -613,9 +631,11 @@ class Emulator:
                 self._stopping.pop(workload.instance_name, None)
                 self._active.pop(workload.instance_name, None)
                 self._drop_subscriptions_of(workload)
+                self._delete_graph.removed(workload.name)
         if state == REMOVED:
             self._after_removal(workload)
-        self._start_ready()
+        # Every state the agent stores may fulfil queued add or delete conditions.
+        self._run_ready()
 
     def _drop_subscriptions_of(self, workload: RenderedWorkload) -> None:
         for key in [k for k in self._subscriptions if k[0].workload_name == workload.name]:
@@ -629,45 +649,116 @@ class Emulator:
 
     # -- the agent ---------------------------------------------------------------------
 
-    def _schedule(self, workload: RenderedWorkload) -> None:
-        with self._lock:
-            self._waiting[workload.instance_name] = workload
-        self._start_ready()
+    def _agent_update(
+        self, added: Sequence[RenderedWorkload], deleted: Sequence[_PendingDelete]
+    ) -> None:
+        """The agent receives added and deleted instances (``handle_update_workload``).
 
-    def _start_ready(self) -> None:
-        """Start waiting instances whose predecessor is gone and whose dependencies hold."""
-        to_start: list[RenderedWorkload] = []
+        Deletions whose delete conditions do not hold yet are reported
+        ``Stopping(WaitingToStop)`` and queued; the new instance of an updated workload
+        waits behind its old one (delete, then add). All conditions of one update are
+        checked against the states from before any of its operations ran, as the agent's
+        scheduler checks a whole batch against one state store
+        (``agent/src/workload_scheduler/scheduler.rs``).
+        """
         with self._lock:
             if not self._started:
                 return
-            for name, workload in list(self._waiting.items()):
-                if any(w.name == workload.name for w in self._stopping.values()):
+            for pending in deleted:
+                if not self._delete_conditions_met(pending.conditions):
+                    with self._mutation():
+                        self._write_state(pending.workload, STOPPING_WAITING_TO_STOP)
+            for pending in deleted:
+                self._pending_deletes[pending.workload.instance_name] = pending
+            for workload in added:
+                self._waiting[workload.instance_name] = workload
+        self._run_ready()
+
+    def _run_ready(self) -> None:
+        """Run every queued deletion and start whose conditions hold now.
+
+        Repeats until nothing more is ready: a deletion writes ``Stopping`` at once, which
+        may fulfil the delete conditions of another one (chains of dependencies).
+        """
+        while True:
+            with self._lock:
+                if not self._started:
+                    return
+                deletions = self._release_deletions()
+                starts = self._ready_starts(deletions)
+            if not deletions and not starts:
+                return
+            for workload in deletions:
+                self._stop_instance(workload)
+            for workload in starts:
+                self._launch(workload)
+
+    def _release_deletions(self) -> list[RenderedWorkload]:
+        ready = [
+            p.workload
+            for p in self._pending_deletes.values()
+            if self._delete_conditions_met(p.conditions)
+        ]
+        for workload in ready:
+            del self._pending_deletes[workload.instance_name]
+        return ready
+
+    def _ready_starts(self, deleting: Sequence[RenderedWorkload]) -> list[RenderedWorkload]:
+        """Waiting instances to start now; ``WaitingToStart`` for those whose add
+        conditions do not hold."""
+        deleting_names = {w.instance_name for w in deleting}
+        # An update waits as a whole while its old instance's deletion is held back:
+        # the new instance stays Pending(Initial) (UpdateDelete entries in the scheduler).
+        held_back = {p.workload.name for p in self._pending_deletes.values()}
+        # At most one instance per workload: the old one must be gone first. (A released
+        # deletion stays in _active until _stop_instance runs, perhaps in another thread.)
+        busy = {w.name for w in (*self._active.values(), *self._stopping.values(), *deleting)}
+        ready: list[RenderedWorkload] = []
+        for name, workload in list(self._waiting.items()):
+            if name in deleting_names or name in self._pending_deletes:
+                continue
+            if workload.name in held_back:
+                continue
+            if not self._dependencies_met(workload):
+                state = self._state_of(workload)
+                if state is not None and state.get("subState") != "WaitingToStart":
+                    with self._mutation():
+                        self._write_state(workload, PENDING_WAITING_TO_START)
+                continue
+            if workload.name in busy:
+                continue
+            del self._waiting[name]
+            self._active[name] = workload
+            ready.append(workload)
+        return ready
+
+    def _agent_states(self, workload_name: str) -> list[StateTree]:
+        """The states of ``workload_name``'s instances as our agent knows them.
+
+        The server's ``Pending(Initial)`` of a new instance never reaches the agent (it
+        learns states from its own reports and from other agents); only the ones present
+        when it said hello were sent to it.
+        """
+        known: list[StateTree] = []
+        for agent, per_agent in self._states.items():
+            for iid, state in per_agent.get(workload_name, {}).items():
+                initial = (state.get("state"), state.get("subState")) == ("Pending", "Initial")
+                if initial and f"{workload_name}.{iid}.{agent}" not in self._known_at_hello:
                     continue
-                if not self._dependencies_met(workload):
-                    state = self._state_of(workload)
-                    if state is not None and state.get("subState") != "WaitingToStart":
-                        with self._mutation():
-                            self._write_state(workload, PENDING_WAITING_TO_START)
-                    continue
-                del self._waiting[name]
-                self._active[name] = workload
-                to_start.append(workload)
-        for workload in to_start:
-            self._launch(workload)
+                known.append(state)
+        return known
 
     def _dependencies_met(self, workload: RenderedWorkload) -> bool:
-        for dependency, condition in workload.dependencies.items():
-            wanted = _CONDITION_STATES.get(str(condition))
-            if wanted is None:
-                continue
-            states = [
-                (s.get("state"), s.get("subState"))
-                for per_agent in self._states.values()
-                for s in per_agent.get(dependency, {}).values()
-            ]
-            if wanted not in states:
-                return False
-        return True
+        return all(
+            add_condition_met(str(condition), self._agent_states(dependency))
+            for dependency, condition in workload.dependencies.items()
+        )
+
+    def _delete_conditions_met(self, conditions: Mapping[str, str]) -> bool:
+        return all(
+            delete_condition_met(condition, self._agent_states(dependent))
+            for dependent, condition in conditions.items()
+        )
 
     def _is_external(self, workload: RenderedWorkload) -> bool:
         """The client under test: it runs outside, only its states are simulated."""
@@ -692,13 +783,15 @@ class Emulator:
         directory = self._ci_path if external else self._ensure_session(workload)
         self._runtime_for(workload).start(workload, directory)
 
-    def _stop_instance(self, workload: RenderedWorkload, replaced: bool) -> None:
+    def _stop_instance(self, workload: RenderedWorkload) -> None:
         with self._lock:
             waiting = self._waiting.pop(workload.instance_name, None)
             active = self._active.pop(workload.instance_name, None)
             if waiting is not None or active is None:
+                # Never started: the agent reports it Removed at once.
                 with self._mutation():
                     self._remove_state(workload)
+                self._delete_graph.removed(workload.name)
                 removed_now = True
             else:
                 self._stopping[workload.instance_name] = workload
@@ -706,9 +799,7 @@ class Emulator:
                     self._write_state(workload, STOPPING_REQUESTED)
                 removed_now = False
         if removed_now:
-            if not replaced:
-                self._drop_session(workload.name)
-            self._start_ready()
+            self._after_removal(workload)
             return
         self._runtime_for(workload).stop(workload)
 
