@@ -233,7 +233,7 @@ workloads:
     agent: agent_A
     restartPolicy: ALWAYS
     runtimeConfig: |
-      image: docker.io/nginx:latest
+      image: odd:1
 """
 
 
