@@ -93,8 +93,8 @@ class BrokerSettings:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     fallback: bool = True
-    """Whether a broker that refuses MQTT 5 as an unsupported version is tried with 3.1.1;
-    off when a protocol was configured."""
+    """Whether a broker that refuses MQTT 5 as an unsupported version is tried with 3.1.1.
+    ``from_values`` turns it off when MQTT_PROTOCOL is given."""
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> BrokerSettings:

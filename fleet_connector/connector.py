@@ -52,9 +52,7 @@ class Connector:
         self._replies = ReplyCache()
         self._worker: threading.Thread | None = None
         self.control_interface = ControlInterface(
-            config.control_interface,
-            on_connection_change=self._control_interface_changed,
-            first_connection_grace=config.request_timeout,
+            config.control_interface, on_connection_change=self._control_interface_changed
         )
         self._handler = Handler(
             Ankaios(self.control_interface, config.request_timeout), config.policy
@@ -118,6 +116,8 @@ class Connector:
         while True:
             request = held if held is not None else self._queue.get()
             held = None
+            if request is not None:
+                self.control_interface.wait_first_connection(self.config.request_timeout)
             if request is None or self._stop.is_set():
                 return
             if request.operation is not Operation.STATE:

@@ -38,6 +38,8 @@ HANDSHAKE_TIMEOUT = 5.0
 # How long to wait for ControlInterfaceAccepted before probing (see _handshake).
 PROBE_AFTER = 0.5
 _POLL_INTERVAL = 0.2
+# Reconnect backoff ceiling before the first connection (after it: max_backoff).
+BOOT_MAX_BACKOFF = 0.5
 
 
 class Unavailable(Exception):
@@ -107,12 +109,12 @@ class ControlInterface:
         *,
         on_connection_change: Callable[[bool], None] | None = None,
         max_backoff: float = 5.0,
-        first_connection_grace: float = 0.0,
     ) -> None:
         self.path = path
-        self._first_connection_grace = first_connection_grace
-        self._first_connection_deadline = 0.0
         self._ever_connected = threading.Event()
+        # Set once waiting for the first connection makes no sense any more: Ankaios
+        # accepted us, the wait timed out once, or we are stopping.
+        self._boot_wait_over = threading.Event()
         self._on_connection_change = on_connection_change
         self._max_backoff = max_backoff
         self._stop = threading.Event()
@@ -131,17 +133,28 @@ class ControlInterface:
         return self._connected.is_set()
 
     def start(self) -> None:
-        self._first_connection_deadline = time.monotonic() + self._first_connection_grace
         self._thread = threading.Thread(target=self._run, name="control-interface", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._boot_wait_over.set()
         if self._thread:
             self._thread.join(timeout=2)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    def wait_first_connection(self, timeout: float) -> None:
+        """Until Ankaios has accepted us once, waits up to ``timeout`` for that.
+
+        On boot the broker hands over the requests it kept while the car was offline
+        before the handshake with Ankaios is done; they wait for it instead of failing.
+        Once the wait has timed out (say, a wrong path) nothing waits any more, and later
+        gaps (an agent restart) fail at once: the sender learns and can retry.
+        """
+        if not self._boot_wait_over.wait(timeout):
+            self._boot_wait_over.set()
 
     def request(self, request: _ank_base.Request, timeout: float) -> Response:
         """Sends one request and returns Ankaios's answer to it.
@@ -162,11 +175,6 @@ class ControlInterface:
         Ankaios answers requests of one connection in order, so reads can be pipelined;
         each request still waits at most ``timeout`` from when it was sent.
         """
-        if not self._ever_connected.is_set():
-            # On boot the broker hands over the requests it kept while the car was offline
-            # before the handshake with Ankaios is done; they wait for it instead of failing.
-            # Later gaps (an agent restart) fail at once: the sender learns and can retry.
-            self._connected.wait(max(0.0, self._first_connection_deadline - time.monotonic()))
         sent: list[tuple[str, _Pending, float] | Exception] = []
         for request in requests:
             if not request.requestId:
@@ -234,7 +242,10 @@ class ControlInterface:
                 self._set_connected(False)
             if self._stop.wait(backoff):
                 break
-            backoff = min(backoff * 2, self._max_backoff)
+            # Until the first connection the agent is still setting up the FIFOs, and
+            # requests may be waiting for it: keep trying often.
+            ceiling = self._max_backoff if self._ever_connected.is_set() else BOOT_MAX_BACKOFF
+            backoff = min(backoff * 2, ceiling)
 
     def _open(self) -> int:
         # Input first, non-blocking: the agent opens its writing end only when it has
@@ -381,6 +392,7 @@ class ControlInterface:
             self.last_error = None
             self._connected.set()
             self._ever_connected.set()
+            self._boot_wait_over.set()
         else:
             self._connected.clear()
             with self._pending_lock:

@@ -58,6 +58,10 @@ class MqttLink:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._stopping = False
+        # Set by a refused CONNACK, so the disconnect that follows is not logged twice.
+        self._refused = False
+        # Guards the swap to a 3.1.1 client against a concurrent stop().
+        self._swap = threading.Lock()
         self._client_id = client_id
         self._client = self._new_client()
 
@@ -98,13 +102,15 @@ class MqttLink:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Says offline (retained), then disconnects without the will."""
-        self._stopping = True
+        with self._swap:
+            self._stopping = True  # from here on the client is not swapped any more
+            client = self._client
         if self._connected.is_set():
             info = self.publish_status("offline")
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
+        client.disconnect()
+        client.loop_stop()
 
     def reply(self, request: Request, payload: str) -> None:
         """Publishes the reply, then acknowledges the request to the broker."""
@@ -133,6 +139,9 @@ class MqttLink:
     def _handle_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        if client is not self._client:
+            return  # a client replaced by the 3.1.1 fallback
+        self._refused = reason.is_failure
         if reason.is_failure:
             fallback = self._settings.falls_back(reason)
             if fallback is not None and not self._stopping:
@@ -160,24 +169,39 @@ class MqttLink:
         paho fixes a client's protocol when it is made, so the refused client ends (its
         loop stops after this callback) and a 3.1.1 client takes over.
         """
-        log.warning("MQTT broker %s does not speak MQTT 5; using 3.1.1", settings.describe())
-        self._settings = settings
-        self._v5 = False
-        self._client = self._new_client()
-        refused.loop_stop()  # called on its own thread: only asks the loop to end
-        self.start()
+        with self._swap:
+            if self._stopping:
+                return
+            log.warning("MQTT broker %s does not speak MQTT 5; using 3.1.1", settings.describe())
+            self._settings = settings
+            self._v5 = False
+            self._client = self._new_client()
+            refused.loop_stop()  # called on its own thread: only asks the loop to end
+            self.start()
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        if self._connected.is_set() and not self._stopping:
-            log.warning("MQTT connection lost: %s; reconnecting", reason)
+        if client is not self._client:
+            return
+        if not self._stopping:
+            if self._connected.is_set():
+                log.warning("MQTT connection lost: %s; reconnecting", reason)
+            elif not self._refused:
+                log.warning(
+                    "MQTT broker %s closed the connection before accepting it: %s",
+                    self._settings.describe(),
+                    reason,
+                )
+        self._refused = False
         self._connected.clear()
         self._subscribed.clear()
 
     def _handle_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
     ) -> None:
+        if client is not self._client:
+            return
         refused = [r for r in reasons if r.is_failure]
         if refused:
             log.error("MQTT broker refused subscriptions: %s", ", ".join(map(str, refused)))

@@ -68,9 +68,21 @@ def _checked(convert: Callable[[str], Any], expected: str) -> Callable[[str], An
     return checked
 
 
+# MQTT 5's Message Expiry Interval is a four-byte integer.
+MAX_EXPIRY = 2**32 - 1
+
+
+def _expiry_seconds(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_EXPIRY:
+        raise ValueError("too large")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     seconds = _checked(positive_float, "a number of seconds greater than 0")
     count = _checked(positive_int, "a whole number greater than 0")
+    expiry = _checked(_expiry_seconds, f"a whole number of seconds from 1 to {MAX_EXPIRY}")
 
     broker = _Parser(add_help=False)
     add_options(broker.add_argument_group("broker"), BROKER_OPTIONS)
@@ -107,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--expiry",
-        type=count,
+        type=expiry,
         metavar="SECONDS",
         help="requests not delivered to a car within SECONDS are dropped by the broker, and "
         "answered EXPIRED by a connector that had them queued that long (MQTT 5 only; "

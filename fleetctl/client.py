@@ -219,8 +219,9 @@ class Engine:
             self._complete_locked(pending, Reply(code=BROKER_REFUSED, message=message))
         elif reason.value == _NO_MATCHING_SUBSCRIBERS:
             message = (
-                "no connector is subscribed for this car on the broker (unknown VIN, or its "
-                "connector never connected), so nothing keeps the request"
+                "no connector is subscribed for this car on the broker (unknown VIN, a "
+                "connector that never connected, or one whose session expired), so nothing "
+                "keeps the request"
             )
             self._complete_locked(pending, Reply(code=NOT_DELIVERED, message=message))
 

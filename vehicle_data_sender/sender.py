@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from fleet_connector.broker import BrokerSettings
 from vehicle_data_sender.config import Config
 from vehicle_data_sender.wave import TriangleWave
 
@@ -54,6 +55,8 @@ class Sender:
         self._publisher: threading.Thread | None = None
         self._failure: BaseException | None = None
         self.published = 0  # values handed to the socket, for tests and diagnostics
+        # Guards the swap to a 3.1.1 client against a concurrent stop().
+        self._swap = threading.Lock()
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -107,17 +110,19 @@ class Sender:
         Both are daemon threads, so neither can keep the process alive.
         """
         deadline = self._clock() + timeout
-        self._stopping.set()
+        with self._swap:
+            self._stopping.set()  # from here on the client is not swapped any more
+            client = self._client
         self._wake.set()
         if self._publisher is not None and self._publisher is not threading.current_thread():
             self._publisher.join(max(0.0, deadline - self._clock()))
         # Queues DISCONNECT if there is a connection; otherwise only stops reconnecting.
-        sent_disconnect = self._client.disconnect() == mqtt.MQTT_ERR_SUCCESS
+        sent_disconnect = client.disconnect() == mqtt.MQTT_ERR_SUCCESS
         # loop_stop() joins paho's thread without a timeout, and while paho waits out a
         # reconnect backoff that takes up to 1 s; so join in a helper thread with a bound,
         # and only wait at all if there is a DISCONNECT to flush.
         stopper = threading.Thread(
-            target=self._client.loop_stop, name="vehicle-data-sender-stopper", daemon=True
+            target=client.loop_stop, name="vehicle-data-sender-stopper", daemon=True
         )
         stopper.start()
         if sent_disconnect:
@@ -187,15 +192,12 @@ class Sender:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if client is not self._client:
+            return  # a client replaced by the 3.1.1 fallback
         if reason_code.is_failure:
             fallback = self._config.broker.falls_back(reason_code)
-            if fallback is not None and not self._stopping.is_set():
-                # paho fixes a client's protocol when it is made: a 3.1.1 client takes over.
-                logger.warning("broker %s does not speak MQTT 5; using 3.1.1", fallback.describe())
-                self._config = dataclasses.replace(self._config, broker=fallback)
-                self._client = self._make_client()
-                client.loop_stop()  # called on its own thread: only asks the loop to end
-                self._connect()
+            if fallback is not None:
+                self._fall_back(client, fallback)
                 return
             logger.warning(
                 "broker %s:%d refused the connection: %s",
@@ -209,6 +211,17 @@ class Sender:
         self._connected.set()
         self._wake.set()
 
+    def _fall_back(self, refused: mqtt.Client, broker: BrokerSettings) -> None:
+        # paho fixes a client's protocol when it is made: a 3.1.1 client takes over.
+        with self._swap:
+            if self._stopping.is_set():
+                return
+            logger.warning("broker %s does not speak MQTT 5; using 3.1.1", broker.describe())
+            self._config = dataclasses.replace(self._config, broker=broker)
+            self._client = self._make_client()
+            refused.loop_stop()  # called on its own thread: only asks the loop to end
+            self._connect()
+
     def _on_disconnect(
         self,
         client: mqtt.Client,
@@ -217,6 +230,8 @@ class Sender:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if client is not self._client:
+            return
         was_connected = self._connected.is_set()
         self._connected.clear()
         if not was_connected:

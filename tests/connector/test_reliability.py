@@ -61,6 +61,23 @@ def test_request_delivered_on_boot_waits_for_the_ankaios_handshake(
         )
 
 
+def test_request_that_expires_while_waiting_for_ankaios_on_boot_is_not_executed(
+    tmp_path: Path, start_connector: Callable[..., Connector], requester: Requester, vin: str
+) -> None:
+    control_interface = tmp_path / "ci"
+    client_id = f"fleet-connector-{vin}"
+    start_connector(control_interface, wait_ankaios=False, client_id=client_id).stop()
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 2
+    requester.probe.publish(
+        requester.topics.request(Operation.APPLY, "boot-expiry"), SENDER_MANIFEST, properties=props
+    )
+    # No Ankaios comes: the request waits out the boot wait (4 s), by then it has expired.
+    start_connector(control_interface, wait_ankaios=False, client_id=client_id, request_timeout=4)
+    reply = requester.probe.expect(requester.topics.response(Operation.APPLY, "boot-expiry"))
+    assert json.loads(reply.payload)["error"]["code"] == "EXPIRED"
+
+
 def test_expired_request_is_not_executed(
     emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
 ) -> None:
@@ -248,6 +265,12 @@ def test_mqtt_311_with_topic_suffix_correlation_and_offline_delivery(
     first = start()
     try:
         assert proxy_311.refused == (1 if protocol == "fallback" else 0)
+        # The refused MQTT 5 client's network thread has ended; only the 3.1.1 one runs.
+        current = first.mqtt._client._thread  # observe only
+        for thread in threading.enumerate():
+            if thread.name == f"paho-mqtt-client-fleet-connector-{vin}" and thread is not current:
+                thread.join(5)
+                assert not thread.is_alive()
         assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "v3-1")
     finally:
         first.stop()

@@ -47,6 +47,10 @@ USAGE_ERRORS: list[tuple[list[str], str]] = [
         "'x' is not a whole number greater than 0",
     ),
     (["apply", SENDER, "--vin", "A", "-o", "xml"], "invalid choice: 'xml'"),
+    (
+        ["state", "--vin", "A", "--expiry", "4294967296"],
+        "'4294967296' is not a whole number of seconds from 1 to 4294967295",
+    ),
     (["delete", SENDER, "--vin", "A", "--wait", "running"], "unrecognized arguments: --wait"),
     (["state", "--vin", "A", ""], "a field mask must not be empty"),
     (["state", "--vin", "A", "--broker-port", "0"], "invalid value for --broker-port"),
