@@ -85,6 +85,7 @@ class Connector:
         when the connector is back.
         """
         self._stop.set()
+        self.control_interface.end_boot_wait()
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)  # wakes the worker; a full queue wakes it anyway
         if self._worker:

@@ -138,7 +138,7 @@ class ControlInterface:
 
     def stop(self) -> None:
         self._stop.set()
-        self._boot_wait_over.set()
+        self.end_boot_wait()
         if self._thread:
             self._thread.join(timeout=2)
 
@@ -155,6 +155,10 @@ class ControlInterface:
         """
         if not self._boot_wait_over.wait(timeout):
             self._boot_wait_over.set()
+
+    def end_boot_wait(self) -> None:
+        """Lets :meth:`wait_first_connection` return now, e.g. because we are stopping."""
+        self._boot_wait_over.set()
 
     def request(self, request: _ank_base.Request, timeout: float) -> Response:
         """Sends one request and returns Ankaios's answer to it.

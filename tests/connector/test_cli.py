@@ -180,3 +180,29 @@ def test_starts_before_the_broker_and_connects_when_it_comes_up(
             finally:
                 probe.close()
             assert proc.poll() is None
+
+
+def test_sigterm_while_a_request_waits_for_ankaios_on_boot(
+    broker: Broker, probe: MqttProbe, vin: str, tmp_path: Path
+) -> None:
+    control_interface = tmp_path / "ci"
+    env = {
+        **broker.env(),
+        "VIN": vin,
+        "ANKAIOS_CONTROL_INTERFACE_PATH": str(control_interface),
+        "REQUEST_TIMEOUT": "30",
+    }
+    requester = Requester(probe, vin)
+    probe.subscribe(requester.topics.status)
+    with connector_process(env) as proc:
+        requester.wait_status("online")
+        probe.publish(requester.topics.request(Operation.STATE, "waits"), '["workloadStates"]')
+        probe.expect_nothing(0.5)  # waiting for Ankaios, which is not there
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - started < 2.0
+    # Not answered, so not acknowledged: the next start, with Ankaios there, answers it.
+    with Emulator(control_interface=control_interface), connector_process(env):
+        reply = probe.expect(requester.topics.response(Operation.STATE, "waits"))
+        assert "workload_states" in json.loads(reply.payload)
