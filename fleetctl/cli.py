@@ -41,9 +41,6 @@ from fleetctl.progress import Progress
 OK, FAILED, USAGE = 0, 1, 2
 CONNECT_TIMEOUT = 10.0
 
-# --mqtt-protocol without a default, so we can tell "not given" (try 5, fall back to 3.1.1)
-# from an explicit choice (use exactly that).
-
 
 class _Parser(argparse.ArgumentParser):
     """Raises instead of exiting, so main() decides the exit code and tests can call it."""
