@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import socket
 import ssl
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet_connector.options import ConfigError, Option, port_number, positive_int
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 
@@ -171,6 +176,59 @@ class BrokerSettings:
         # Nagle's algorithm stalls small request/reply exchanges by ~40 ms on loopback.
         client.on_socket_open = _set_nodelay
         return client
+
+
+class FallbackClient:
+    """A program's paho client, replaced by a 3.1.1 one when the broker refuses MQTT 5.
+
+    paho fixes a client's protocol when it is made, so on a refusal the refused client ends
+    (its loop stops after the callback it was refused in) and a new one takes over. The
+    swap is safe against a concurrent :meth:`close`; callbacks must ignore clients for
+    which :meth:`is_current` is false.
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        make: Callable[[BrokerSettings], mqtt.Client],
+        connect: Callable[[mqtt.Client, BrokerSettings], None],
+    ) -> None:
+        self.settings = settings
+        self._make = make
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._closing = False
+        self.client = make(settings)
+
+    def connect(self) -> None:
+        self._connect(self.client, self.settings)
+
+    def is_current(self, client: mqtt.Client) -> bool:
+        return client is self.client
+
+    def fall_back(self, refused: mqtt.Client, refusal: ReasonCode) -> bool:
+        """Whether ``refusal`` is handled: a 3.1.1 client took over (or we are closing).
+
+        Call from the refused client's on_connect.
+        """
+        fallback = self.settings.falls_back(refusal)
+        if fallback is None:
+            return False
+        with self._lock:
+            if self._closing:
+                return True
+            log.warning("MQTT broker %s does not speak MQTT 5; using 3.1.1", fallback.describe())
+            self.settings = fallback
+            self.client = self._make(fallback)
+            refused.loop_stop()  # called on its own thread: only asks the loop to end
+            self._connect(self.client, fallback)
+        return True
+
+    def close(self) -> mqtt.Client:
+        """Ends swapping; returns the client to disconnect."""
+        with self._lock:
+            self._closing = True
+            return self.client
 
 
 def _set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:

@@ -20,7 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.broker import BrokerSettings, FallbackClient
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Request
 from fleet_connector.topics import Topics
@@ -49,24 +49,32 @@ class MqttLink:
         on_request: Callable[[Request], None],
         presence: Callable[[str], dict[str, Any]],
     ) -> None:
-        self._settings = settings
         self._topics = topics
         self._session_expiry = session_expiry
         self._on_request = on_request
         self._presence = presence
-        self._v5 = settings.protocol == "5"
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._stopping = False
         # Set by a refused CONNACK, so the disconnect that follows is not logged twice.
         self._refused = False
-        # Guards the swap to a 3.1.1 client against a concurrent stop().
-        self._swap = threading.Lock()
         self._client_id = client_id
-        self._client = self._new_client()
+        self._mqtt = FallbackClient(settings, self._new_client, self._connect)
 
-    def _new_client(self) -> mqtt.Client:
-        client = self._settings.make_client(self._client_id, clean=False)
+    @property
+    def _client(self) -> mqtt.Client:
+        return self._mqtt.client
+
+    @property
+    def _settings(self) -> BrokerSettings:
+        return self._mqtt.settings
+
+    @property
+    def _v5(self) -> bool:
+        return self._settings.protocol == "5"
+
+    def _new_client(self, settings: BrokerSettings) -> mqtt.Client:
+        client = settings.make_client(self._client_id, clean=False)
         client.manual_ack_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         status = self._status_payload("offline")
@@ -87,24 +95,27 @@ class MqttLink:
 
     def start(self) -> None:
         """Connects in the background; retries until the broker is there."""
+        self._mqtt.connect()
+
+    def _connect(self, client: mqtt.Client, settings: BrokerSettings) -> None:
+        v5 = settings.protocol == "5"
         properties = None
-        if self._v5:
+        if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self._session_expiry
-        self._client.connect_async(
-            self._settings.host,
-            self._settings.port,
-            keepalive=self._settings.keepalive,
-            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        client.connect_async(
+            settings.host,
+            settings.port,
+            keepalive=settings.keepalive,
+            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )
-        self._client.loop_start()
+        client.loop_start()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Says offline (retained), then disconnects without the will."""
-        with self._swap:
-            self._stopping = True  # from here on the client is not swapped any more
-            client = self._client
+        self._stopping = True
+        client = self._mqtt.close()
         if self._connected.is_set():
             info = self.publish_status("offline")
             with contextlib.suppress(RuntimeError, ValueError):
@@ -139,14 +150,11 @@ class MqttLink:
     def _handle_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        if client is not self._client:
+        if not self._mqtt.is_current(client):
             return  # a client replaced by the 3.1.1 fallback
         self._refused = reason.is_failure
         if reason.is_failure:
-            fallback = self._settings.falls_back(reason)
-            if fallback is not None and not self._stopping:
-                self._fall_back(client, fallback)
-            else:
+            if not self._mqtt.fall_back(client, reason):
                 log.warning("MQTT broker refused the connection: %s", reason)
             return
         self._connected.set()
@@ -163,26 +171,10 @@ class MqttLink:
             client.subscribe([(f, QOS) for f in self._topics.subscriptions()])
         self.publish_status("online")
 
-    def _fall_back(self, refused: mqtt.Client, settings: BrokerSettings) -> None:
-        """A broker without MQTT 5: the same session, spoken in 3.1.1 by a new client.
-
-        paho fixes a client's protocol when it is made, so the refused client ends (its
-        loop stops after this callback) and a 3.1.1 client takes over.
-        """
-        with self._swap:
-            if self._stopping:
-                return
-            log.warning("MQTT broker %s does not speak MQTT 5; using 3.1.1", settings.describe())
-            self._settings = settings
-            self._v5 = False
-            self._client = self._new_client()
-            refused.loop_stop()  # called on its own thread: only asks the loop to end
-            self.start()
-
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        if client is not self._client:
+        if not self._mqtt.is_current(client):
             return
         if not self._stopping:
             if self._connected.is_set():
@@ -200,7 +192,7 @@ class MqttLink:
     def _handle_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
     ) -> None:
-        if client is not self._client:
+        if not self._mqtt.is_current(client):
             return
         refused = [r for r in reasons if r.is_failure]
         if refused:

@@ -17,7 +17,6 @@ have been sent is sent on the next tick after the reconnect (the sequence has no
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
@@ -29,7 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.broker import BrokerSettings, FallbackClient
 from vehicle_data_sender.config import Config
 from vehicle_data_sender.wave import TriangleWave
 
@@ -55,12 +54,14 @@ class Sender:
         self._publisher: threading.Thread | None = None
         self._failure: BaseException | None = None
         self.published = 0  # values handed to the socket, for tests and diagnostics
-        # Guards the swap to a 3.1.1 client against a concurrent stop().
-        self._swap = threading.Lock()
-        self._client = self._make_client()
+        self._mqtt = FallbackClient(config.broker, self._make_client, self._connect)
 
-    def _make_client(self) -> mqtt.Client:
-        client = self._config.broker.make_client(client_id="")
+    @property
+    def _client(self) -> mqtt.Client:
+        return self._mqtt.client
+
+    def _make_client(self, broker: BrokerSettings) -> mqtt.Client:
+        client = broker.make_client(client_id="")
         client.reconnect_delay_set(
             min_delay=self._config.reconnect_min_delay,
             max_delay=self._config.reconnect_max_delay,
@@ -89,18 +90,17 @@ class Sender:
         """Starts connecting (in the background) and the publisher thread; returns at once."""
         if self._publisher is not None:
             raise RuntimeError("Sender.start() may only be called once")
-        self._connect()
+        self._mqtt.connect()
         self._publisher = threading.Thread(
             target=self._run, name="vehicle-data-sender-publisher", daemon=True
         )
         self._publisher.start()
 
-    def _connect(self) -> None:
+    @staticmethod
+    def _connect(client: mqtt.Client, broker: BrokerSettings) -> None:
         # connect_async never raises for an unreachable broker: the network thread retries.
-        self._client.connect_async(
-            self._config.broker.host, self._config.broker.port, self._config.broker.keepalive
-        )
-        self._client.loop_start()
+        client.connect_async(broker.host, broker.port, broker.keepalive)
+        client.loop_start()
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
         """Stops publishing, sends DISCONNECT if connected, and ends the network thread.
@@ -110,9 +110,8 @@ class Sender:
         Both are daemon threads, so neither can keep the process alive.
         """
         deadline = self._clock() + timeout
-        with self._swap:
-            self._stopping.set()  # from here on the client is not swapped any more
-            client = self._client
+        self._stopping.set()
+        client = self._mqtt.close()
         self._wake.set()
         if self._publisher is not None and self._publisher is not threading.current_thread():
             self._publisher.join(max(0.0, deadline - self._clock()))
@@ -192,12 +191,10 @@ class Sender:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if client is not self._client:
+        if not self._mqtt.is_current(client):
             return  # a client replaced by the 3.1.1 fallback
         if reason_code.is_failure:
-            fallback = self._config.broker.falls_back(reason_code)
-            if fallback is not None:
-                self._fall_back(client, fallback)
+            if self._mqtt.fall_back(client, reason_code):
                 return
             logger.warning(
                 "broker %s:%d refused the connection: %s",
@@ -211,17 +208,6 @@ class Sender:
         self._connected.set()
         self._wake.set()
 
-    def _fall_back(self, refused: mqtt.Client, broker: BrokerSettings) -> None:
-        # paho fixes a client's protocol when it is made: a 3.1.1 client takes over.
-        with self._swap:
-            if self._stopping.is_set():
-                return
-            logger.warning("broker %s does not speak MQTT 5; using 3.1.1", broker.describe())
-            self._config = dataclasses.replace(self._config, broker=broker)
-            self._client = self._make_client()
-            refused.loop_stop()  # called on its own thread: only asks the loop to end
-            self._connect()
-
     def _on_disconnect(
         self,
         client: mqtt.Client,
@@ -230,7 +216,7 @@ class Sender:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if client is not self._client:
+        if not self._mqtt.is_current(client):
             return
         was_connected = self._connected.is_set()
         self._connected.clear()
