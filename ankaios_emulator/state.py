@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .templating import RenderError, render
+from fleet_connector.templating import RenderError, render
+
 from .tree import (
     API_VERSION,
     PREVIOUS_API_VERSION,

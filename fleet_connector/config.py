@@ -79,6 +79,13 @@ CONNECTOR_OPTIONS = [
         "fleetconnector",
     ),
     Option("policy_file", "--policy", "POLICY_FILE", "YAML policy file (see README)"),
+    Option(
+        "state_dir",
+        "--state-dir",
+        "STATE_DIR",
+        "directory for the connector's persistent state (journal, signature counters); "
+        "unset: nothing is kept across restarts",
+    ),
     Option("log_level", "--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 ]
 
@@ -98,6 +105,7 @@ class Config:
     request_timeout: float = 5.0
     queue_size: int = 1000
     policy: Policy = field(default_factory=Policy)
+    state_dir: Path | None = None
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -146,5 +154,6 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             protected=[values["workload_name"]] if values["workload_name"] else [],
             max_payload=values["max_payload"],
         ),
+        state_dir=Path(values["state_dir"]) if values["state_dir"] else None,
         log_level=level,
     )

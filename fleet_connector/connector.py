@@ -18,6 +18,7 @@ from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Handler, Request
 from fleet_connector.mqtt import MqttLink
 from fleet_connector.replies import ReplyCache
+from fleet_connector.store import Store
 from fleet_connector.topics import Operation, Topics
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Connector:
         self._queue: queue.Queue[Request | None] = queue.Queue(maxsize=config.queue_size)
         self._stop = threading.Event()
         self._replies = ReplyCache()
+        self.store = Store(config.state_dir) if config.state_dir else None
         self._worker: threading.Thread | None = None
         self.control_interface = ControlInterface(
             config.control_interface, on_connection_change=self._control_interface_changed
@@ -92,6 +94,8 @@ class Connector:
             self._worker.join(grace)
         self.control_interface.stop()
         self.mqtt.stop()
+        if self.store:
+            self.store.close()
         log.info("fleet connector for VIN %s stopped", self.config.vin)
 
     def _enqueue(self, request: Request) -> None:

@@ -1,5 +1,8 @@
 """Handlebars rendering as the Ankaios server configures handlebars-rust.
 
+Shared by the emulator (which renders like the server) and the connector (which must know
+what a workload will look like once rendered, e.g. to check the image it will run).
+
 Ankaios (``server/src/ankaios_server/config_renderer.rs``) uses handlebars-rust 6 in strict
 mode, with HTML escaping switched off and one partial ``indent`` registered as
 ``{{content}}``. pybars3 follows Handlebars.js instead: it has no strict mode and
