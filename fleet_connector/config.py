@@ -86,6 +86,14 @@ CONNECTOR_OPTIONS = [
         "directory for the connector's persistent state (journal, signature counters); "
         "unset: nothing is kept across restarts",
     ),
+    Option(
+        "strict",
+        "--strict",
+        "STRICT",
+        "refuse manifests with warnings (unknown keys) as INVALID_REQUEST instead of applying them",
+        False,
+        is_switch=True,
+    ),
     Option("log_level", "--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 ]
 
@@ -106,6 +114,7 @@ class Config:
     queue_size: int = 1000
     policy: Policy = field(default_factory=Policy)
     state_dir: Path | None = None
+    strict: bool = False
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -155,5 +164,6 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             max_payload=values["max_payload"],
         ),
         state_dir=Path(values["state_dir"]) if values["state_dir"] else None,
+        strict=values["strict"],
         log_level=level,
     )

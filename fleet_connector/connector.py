@@ -57,7 +57,9 @@ class Connector:
             config.control_interface, on_connection_change=self._control_interface_changed
         )
         self._handler = Handler(
-            Ankaios(self.control_interface, config.request_timeout), config.policy
+            Ankaios(self.control_interface, config.request_timeout),
+            config.policy,
+            strict=config.strict,
         )
         self.mqtt = MqttLink(
             config.broker,

@@ -53,9 +53,10 @@ class Request:
 class Handler:
     """Carries out requests against Ankaios; one call at a time (the SDK is not concurrent)."""
 
-    def __init__(self, ankaios: Ankaios, policy: Policy) -> None:
+    def __init__(self, ankaios: Ankaios, policy: Policy, *, strict: bool = False) -> None:
         self._ankaios = ankaios
         self._policy = policy
+        self._strict = strict
 
     def handle(self, request: Request) -> tuple[str, ErrorCode | None]:
         """The reply text and, for a failure, its error code."""
@@ -110,10 +111,20 @@ class Handler:
 
     def _execute(self, request: Request) -> dict[str, Any]:
         manifest = parse_manifest(request.payload)
+        if self._strict and manifest.warnings:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"STRICT is on and the manifest has warnings: {'; '.join(manifest.warnings)}",
+            )
         self._policy.check_manifest(manifest, deleting=request.operation is Operation.DELETE)
         if request.operation is Operation.APPLY:
-            return self._ankaios.apply(manifest)
-        return self._ankaios.delete(manifest)
+            reply = self._ankaios.apply(manifest)
+        else:
+            reply = self._ankaios.delete(manifest)
+        # Only when there are any, so that replies without warnings stay as they were.
+        if manifest.warnings:
+            reply["warnings"] = list(manifest.warnings)
+        return reply
 
 
 def parse_field_masks(payload: bytes) -> list[str]:

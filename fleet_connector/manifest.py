@@ -8,6 +8,7 @@ with a message that names the offending field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 from ankaios_sdk._protos import _ank_base
 
+from fleet_connector import validation
 from fleet_connector.errors import ErrorCode, RequestError
 
 API_VERSIONS = ("v0.1", "v1")
@@ -46,6 +48,8 @@ class Manifest:
     api_version: str
     workloads: dict[str, _ank_base.Workload]
     configs: dict[str, _ank_base.ConfigItem]
+    warnings: tuple[str, ...] = ()
+    """Keys Ankaios would ignore (see :mod:`fleet_connector.validation`)."""
 
     @property
     def masks(self) -> list[str]:
@@ -85,7 +89,18 @@ def parse_manifest(payload: bytes) -> Manifest:
         raise _invalid(f"the manifest is not valid YAML: {_one_line(str(e))}") from None
     except RecursionError:
         raise _invalid("the manifest is nested too deeply") from None
-    return _Reader().manifest(document)
+    # The reader's messages are the more helpful ones ("quote it"), so it goes first; the
+    # schema then adds what only it checks (patterns, lengths) and the unknown keys.
+    try:
+        manifest = _Reader().manifest(document)
+    except RequestError as e:
+        if isinstance(document, dict) and (warnings := validation.check(document).warnings):
+            raise _invalid(f"{e.message} ({'; '.join(warnings)})") from None
+        raise
+    findings = validation.check(document)
+    if findings.errors:
+        raise _invalid(f"Manifest schema validation failed: {'; '.join(findings.errors)}")
+    return dataclasses.replace(manifest, warnings=findings.warnings)
 
 
 def _load(text: str) -> Any:
@@ -186,11 +201,11 @@ class _Reader:
         return choices[text]
 
     def fields(self, value: Any, path: str, readers: dict[str, Callable[[Any, str], None]]) -> None:
+        # Unknown keys are left to the schema, which turns them into warnings.
         for key, item in self.mapping(value, path).items():
             reader = readers.get(key)
-            if reader is None:
-                raise _invalid(f"{path} has an unknown field {key!r}; known: {', '.join(readers)}")
-            reader(item, f"{path}.{key}")
+            if reader is not None:
+                reader(item, f"{path}.{key}")
 
     def name(self, value: str, path: str, what: str) -> str:
         if not _NAME.fullmatch(value):
@@ -277,8 +292,8 @@ class _Reader:
             # v0.1 wrote tags as a list of key/value pairs; v1 as a mapping.
             for i, entry in enumerate(self.sequence(value, path)):
                 item = self.mapping(entry, f"{path}[{i}]")
-                if set(item) != {"key", "value"}:
-                    raise _invalid(f"{path}[{i}] must have exactly the fields key and value")
+                if not {"key", "value"} <= set(item):
+                    raise _invalid(f"{path}[{i}] must have the fields key and value")
                 key = self.string(item["key"], f"{path}[{i}].key")
                 w.tags.tags[key] = self.string(item["value"], f"{path}[{i}].value")
             return
@@ -326,8 +341,6 @@ class _Reader:
                     proto.logRule.workloadNames.append(self.string(name, f"{p}.workloadNames[{j}]"))
             else:
                 raise _invalid(f"{p}.type must be StateRule or LogRule, not {kind!r}")
-            if rule:
-                raise _invalid(f"{p} has an unknown field {next(iter(rule))!r}")
 
     def config_mappings(self, value: Any, path: str, w: _ank_base.Workload) -> None:
         w.configs.SetInParent()
@@ -345,8 +358,6 @@ class _Reader:
             if len(contents) != 1:
                 raise _invalid(f"{p} needs exactly one of data or binaryData")
             setattr(proto, contents[0], self.string(spec.pop(contents[0]), f"{p}.{contents[0]}"))
-            if spec:
-                raise _invalid(f"{p} has an unknown field {next(iter(spec))!r}")
 
     def config_item(self, value: Any, path: str, depth: int) -> _ank_base.ConfigItem:
         if depth > MAX_DEPTH:

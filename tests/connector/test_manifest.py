@@ -120,11 +120,18 @@ workloads:
         ("apiVersion: 1\nworkloads: {a: {}}", "apiVersion must be a string"),
         ("apiVersion: v1", "neither workloads nor configs"),
         ("apiVersion: v1\nworkloads: {}", "neither workloads nor configs"),
-        ("apiVersion: v1\nworkload: {a: {}}", "unknown field 'workload'"),
+        (
+            "apiVersion: v1\nworkload: {a: {}}",
+            "neither workloads nor configs (unknown key 'workload' at the top level is ignored "
+            "by Ankaios; did you mean 'workloads'?)",
+        ),
         ("apiVersion: v1\nworkloads: [a]", "workloads must be a mapping, not a list"),
         ("apiVersion: v1\nworkloads: {a.b: {}}", "may only contain"),
         ("apiVersion: v1\nworkloads: {a: {agent: 7}}", "workloads.a.agent must be a string"),
-        ("apiVersion: v1\nworkloads: {a: {runtimeconfig: x}}", "unknown field 'runtimeconfig'"),
+        (
+            "apiVersion: v1\nworkloads: {a: {runtime: p, runtimeconfig: x}}",
+            "'runtimeConfig' is a required property",
+        ),
         ("apiVersion: v1\nworkloads: {a: {restartPolicy: SOMETIMES}}", "must be one of NEVER"),
         ("apiVersion: v1\nworkloads: {a: {tags: [{key: a, value: b}]}}", "must be a mapping"),
         ("apiVersion: v0.1\nworkloads: {a: {tags: {a: b}}}", "must be a list"),
