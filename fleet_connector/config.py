@@ -94,6 +94,15 @@ CONNECTOR_OPTIONS = [
         False,
         is_switch=True,
     ),
+    Option(
+        "agent_interval",
+        "--agent-interval",
+        "AGENT_INTERVAL",
+        "seconds between reads of the agents' load for vehicle/<VIN>/agents/<agent> "
+        "(Ankaios sends no events for it)",
+        10.0,
+        positive_float,
+    ),
     Option("log_level", "--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 ]
 
@@ -115,6 +124,7 @@ class Config:
     policy: Policy = field(default_factory=Policy)
     state_dir: Path | None = None
     strict: bool = False
+    agent_interval: float = 10.0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -165,5 +175,6 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         ),
         state_dir=Path(values["state_dir"]) if values["state_dir"] else None,
         strict=values["strict"],
+        agent_interval=values["agent_interval"],
         log_level=level,
     )

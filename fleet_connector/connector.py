@@ -20,6 +20,7 @@ from fleet_connector.mqtt import MqttLink
 from fleet_connector.replies import ReplyCache
 from fleet_connector.store import Store
 from fleet_connector.topics import Operation, Topics
+from fleet_connector.workload_states import WorkloadStates
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,17 @@ class Connector:
             session_expiry=config.session_expiry,
             on_request=self._enqueue,
             presence=self._presence,
+            watch=[self.topics.workloads_filter, self.topics.agents_filter],
+            on_watched=self._watched,
+            on_connected=self._broker_connected,
+        )
+        self.live = WorkloadStates(
+            self.control_interface,
+            self.topics,
+            lambda topic, payload: self.mqtt.publish(topic, payload, retain=True),
+            lambda: self.mqtt.connected,
+            request_timeout=config.request_timeout,
+            agent_interval=config.agent_interval,
         )
 
     def start(self) -> None:
@@ -77,6 +89,7 @@ class Connector:
             self.config.broker.describe(),
             self.config.control_interface,
         )
+        self.live.start()
         self.control_interface.start()
         self._worker = threading.Thread(target=self._work, name="requests", daemon=True)
         self._worker.start()
@@ -95,6 +108,7 @@ class Connector:
         if self._worker:
             self._worker.join(grace)
         self.control_interface.stop()
+        self.live.stop()
         self.mqtt.stop()
         if self.store:
             self.store.close()
@@ -163,7 +177,14 @@ class Connector:
             (time.monotonic() - request.received) * 1000,
         )
 
+    def _watched(self, message: Any) -> None:
+        self.live.watched(message)
+
+    def _broker_connected(self) -> None:
+        self.live.broker_connected()
+
     def _control_interface_changed(self, connected: bool) -> None:
+        self.live.control_interface_changed(connected)
         self._status_since = _now()
         if self.mqtt.connected:
             self.mqtt.publish_status("online")

@@ -121,6 +121,10 @@ class ControlInterface:
         self._connected = threading.Event()
         self._write_lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
+        # Request ids of campaigns (event subscriptions, log streams): every response with
+        # such an id goes to its route, in the order Ankaios sent it. Routes must not block:
+        # they run on the reading thread.
+        self._streams: dict[str, Callable[[Response], None]] = {}
         self._pending_lock = threading.Lock()
         self._out_fd: int | None = None
         self._thread: threading.Thread | None = None
@@ -216,6 +220,38 @@ class ControlInterface:
             finally:
                 self._forget(request_id)
         return results
+
+    def open_stream(
+        self, request: _ank_base.Request, route: Callable[[Response], None], timeout: float
+    ) -> str:
+        """Sends a request that starts a campaign; all its responses, first included, go to
+        ``route``. Returns the request id; raises :class:`Unavailable` when not sent."""
+        if not request.requestId:
+            request.requestId = str(uuid.uuid4())
+        request_id: str = request.requestId
+        with self._pending_lock:
+            self._streams[request_id] = route
+        try:
+            self.send(request, timeout)
+        except Unavailable:
+            self.close_stream(request_id)
+            raise
+        return request_id
+
+    def close_stream(self, request_id: str) -> None:
+        """Responses with this id are dropped from now on."""
+        with self._pending_lock:
+            self._streams.pop(request_id, None)
+
+    def send(self, request: _ank_base.Request, timeout: float) -> None:
+        """Sends a request whose answer nobody waits for (e.g. a campaign's cancel, whose
+        answer comes with the campaign's id to its route)."""
+        if not self._connected.is_set():
+            raise Unavailable(self._unavailable_reason())
+        try:
+            self._write(_control_api.ToAnkaios(request=request).SerializeToString(), timeout)
+        except (OSError, _ConnectionLost) as e:
+            raise Unavailable(f"could not write to the control interface: {e}") from None
 
     def _forget(self, request_id: str) -> None:
         with self._pending_lock:
@@ -340,6 +376,10 @@ class ControlInterface:
         request_id = response.get_request_id()
         with self._pending_lock:
             pending = self._pending.get(request_id)
+            route = self._streams.get(request_id) if pending is None else None
+        if route is not None:
+            route(response)
+            return
         if pending is None:
             log.info(
                 "control interface: dropped answer to unknown or expired request %s", request_id

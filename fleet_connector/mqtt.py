@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -48,8 +48,16 @@ class MqttLink:
         session_expiry: int,
         on_request: Callable[[Request], None],
         presence: Callable[[str], dict[str, Any]],
+        watch: Sequence[str] = (),
+        on_watched: Callable[[mqtt.MQTTMessage], None] | None = None,
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         self._topics = topics
+        # Filters of topics the connector itself publishes (live states), read back to find
+        # retained messages left by an earlier run; handed to on_watched off the request path.
+        self._watch = list(watch)
+        self._on_watched = on_watched
+        self._on_connected = on_connected
         self._session_expiry = session_expiry
         self._on_request = on_request
         self._presence = presence
@@ -137,6 +145,23 @@ class MqttLink:
         if request.mid is not None:
             self._client.ack(request.mid, QOS)
 
+    def publish(
+        self,
+        topic: str,
+        payload: str | bytes,
+        *,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:
+        """Publishes with QoS 1; MQTT 5 properties are dropped on a 3.1.1 connection."""
+        return self._client.publish(
+            topic, payload, qos=QOS, retain=retain, properties=properties if self._v5 else None
+        )
+
+    @property
+    def v5(self) -> bool:
+        return self._v5
+
     def publish_status(self, status: str) -> mqtt.MQTTMessageInfo:
         return self._client.publish(
             self._topics.status, self._status_payload(status), qos=QOS, retain=True
@@ -166,10 +191,17 @@ class MqttLink:
         # Subscribe on every connect: a broker that lost the session lost the subscriptions.
         if self._v5:
             options = SubscribeOptions(qos=QOS)
-            client.subscribe([(f, options) for f in self._topics.subscriptions()])
+            # Our own live-state publications need not come back; retained ones still do.
+            own = SubscribeOptions(qos=QOS, noLocal=True)
+            client.subscribe(
+                [(f, options) for f in self._topics.subscriptions()]
+                + [(f, own) for f in self._watch]
+            )
         else:
-            client.subscribe([(f, QOS) for f in self._topics.subscriptions()])
+            client.subscribe([(f, QOS) for f in [*self._topics.subscriptions(), *self._watch]])
         self.publish_status("online")
+        if self._on_connected is not None:
+            self._on_connected()
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -205,6 +237,8 @@ class MqttLink:
         if parsed is None:
             # Only our subscriptions deliver here; anything else is acknowledged and ignored.
             client.ack(msg.mid, msg.qos)
+            if self._on_watched is not None:
+                self._on_watched(msg)
             return
         props = msg.properties if self._v5 else None
         correlation = getattr(props, "CorrelationData", None)

@@ -6,6 +6,8 @@ Layout, with ``<base>`` = ``vehicle/<VIN>``::
     <base>/manifest/delete/req[/<request-id>]  ->  <base>/manifest/delete/resp[/<request-id>]
     <base>/state/req[/<request-id>]            ->  <base>/state/resp[/<request-id>]
     <base>/status                                  retained presence of the connector
+    <base>/workloads/<workload name>               retained live state of a workload
+    <base>/agents/<agent name>                     retained live state of an agent
 """
 
 from __future__ import annotations
@@ -43,6 +45,30 @@ class Topics:
     @property
     def status(self) -> str:
         return f"{self.base}/status"
+
+    @property
+    def workloads_filter(self) -> str:
+        return f"{self.base}/workloads/+"
+
+    @property
+    def agents_filter(self) -> str:
+        return f"{self.base}/agents/+"
+
+    def workload(self, name: str) -> str:
+        return f"{self.base}/workloads/{name}"
+
+    def agent(self, name: str) -> str:
+        return f"{self.base}/agents/{name}"
+
+    def parse_live(self, topic: str) -> tuple[str, str] | None:
+        """("workloads" or "agents", name) for a live-state topic of this car, else None."""
+        for kind in ("workloads", "agents"):
+            prefix = f"{self.base}/{kind}/"
+            if topic.startswith(prefix):
+                name = topic[len(prefix) :]
+                if name and not FORBIDDEN_TOPIC_CHARS.intersection(name):
+                    return kind, name
+        return None
 
     def request(self, operation: Operation, request_id: str | None = None) -> str:
         topic = f"{self.base}/{operation.value}/req"

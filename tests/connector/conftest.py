@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,7 +42,10 @@ def start_connector(broker: Broker, vin: str) -> Iterator[Callable[..., Connecto
 
     def start(control_interface: Path, *, wait_ankaios: bool = True, **overrides: Any) -> Connector:
         overrides.setdefault("vin", vin)
+        settings = overrides.pop("mqtt_settings", None)
         config = connector_config(broker, control_interface=control_interface, **overrides)
+        if settings is not None:
+            config = dataclasses.replace(config, broker=settings)
         connector = Connector(config)
         connector.start()
         started.append(connector)
