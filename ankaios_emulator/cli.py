@@ -111,10 +111,17 @@ def _fail(exc: Exception) -> int:
     return EXIT_USAGE
 
 
+# Free for us: USR1, USR2 and HUP are taken, QUIT is Ctrl-\ in a terminal.
+SERVER_RESTART_SIGNAL = signal.SIGRTMIN
+
+
 def _inject(emulator: Emulator, signum: int) -> None:
-    """SIGUSR1 restarts the agent, SIGUSR2 closes the connection, SIGHUP sends garbage."""
+    """SIGUSR1 restarts the agent, SIGUSR2 closes the connection, SIGHUP sends garbage,
+    SIGRTMIN restarts the server."""
     try:
-        if signum == signal.SIGUSR1:
+        if signum == SERVER_RESTART_SIGNAL:
+            emulator.restart_server()
+        elif signum == signal.SIGUSR1:
             emulator.restart_agent()
         elif signum == signal.SIGUSR2:
             emulator.close_connection("Connection closed on SIGUSR2")
@@ -168,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, on_fault)
     signal.signal(signal.SIGUSR2, on_fault)
     signal.signal(signal.SIGHUP, on_fault)
+    signal.signal(SERVER_RESTART_SIGNAL, on_fault)
     try:
         emulator.start()
     except (EmulatorError, OSError) as exc:

@@ -7,6 +7,7 @@ assigned to its agent name through a runtime and serves the control interfaces.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
@@ -32,6 +33,7 @@ from .runtime import (
     PENDING_INITIAL,
     PENDING_WAITING_TO_START,
     REMOVED,
+    RUNNING,
     STOPPING_REQUESTED,
     STOPPING_WAITING_TO_STOP,
     ExecState,
@@ -45,6 +47,7 @@ from .runtimes import (
     is_supported,
 )
 from .scheduler import Scheduler
+from .server_restart import plan_restart
 from .session import Session
 from .state import RenderedWorkload, UpdateError, UpdateOutcome, filter_tree
 from .tree import tree_to_proto
@@ -97,6 +100,8 @@ class Emulator:
         self._pace_frames = pace_frames
         self._image_map = load_image_map(image_map)
         self._desired = load_state(state)
+        # A restarted server starts again from the startup manifest (it persists nothing).
+        self._startup = copy.deepcopy(self._desired)
         self._authorizer = Authorizer.from_tree(self._access)
         if self._ci_path is None and self._run_dir is None:
             raise EmulatorError("give a control interface directory or a run directory")
@@ -108,6 +113,14 @@ class Emulator:
         self._agents: dict[str, dict[str, Any]] = {
             agent: {"status": {"cpuUsage": 0, "freeMemory": _free_memory()}}
         }
+        # What each agent's AgentHello says about it (tags set at runtime are lost when
+        # the server restarts).
+        self._agents_at_hello = copy.deepcopy(self._agents)
+        # Set while the emulated server is down (restart_server): requests wait in the
+        # agent's channel to the server and reach the new one.
+        self._server_down = False
+        self._queued_requests: list[tuple[str, Any]] = []
+        self._stopped = threading.Event()
         self._requests: list[Any] = []
         self._sessions: dict[str, Session] = {}
         self._main_session: Session | None = None
@@ -119,6 +132,8 @@ class Emulator:
         self._waiting: dict[str, RenderedWorkload] = {}
         self._stopping: dict[str, RenderedWorkload] = {}
         self._pending_deletes: dict[str, _PendingDelete] = {}
+        # old instance name -> the instance that starts once the old one is removed
+        self._replacements: dict[str, RenderedWorkload] = {}
         # the server's delete graph (delete conditions of ADD_COND_RUNNING dependencies)
         self._delete_graph = DeleteGraph()
         # instances of other agents whose states our agent received at its hello
@@ -137,6 +152,7 @@ class Emulator:
         """Create the FIFOs, open them for reading and run the startup manifest."""
         if self._started:
             return self
+        self._stopped.clear()
         self._scheduler = Scheduler()
         if self._run_dir is None and self._runtime_name in ("process", "podman"):
             # Process workloads with controlInterfaceAccess need a directory of their own.
@@ -176,6 +192,7 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop everything promptly: sessions, workloads, timers; remove the FIFOs."""
+        self._stopped.set()
         with self._lock:
             sessions = list(self._sessions.values())
             self._sessions.clear()
@@ -230,6 +247,12 @@ class Emulator:
     @property
     def agent(self) -> str:
         return self._agent
+
+    @property
+    def server_up(self) -> bool:
+        """False while ``restart_server`` has the server down."""
+        with self._lock:
+            return not self._server_down
 
     @property
     def connected(self) -> bool:
@@ -314,13 +337,126 @@ class Emulator:
     def send_garbage(self, data: bytes) -> None:
         self.session().send_garbage(data)
 
+    def restart_server(self, downtime: float = 1.0) -> None:
+        """Restart the emulated Ankaios server; returns once the agent is reconnected.
+
+        As with Ankaios 1.0.1 (details in docs/emulator-semantics.md, section 6): the
+        server comes back with the startup manifest and nothing else (workloads and
+        configs applied at runtime are gone, workload states start again, event
+        subscriptions and log campaigns end, runtime agent tags are lost). ``downtime``
+        stands for the restart plus the agent's 1 s reconnect interval; requests sent
+        meanwhile reach the new server. The agent then resumes its running workloads
+        whose startup instance is unchanged (same process, a new control-interface
+        instance that needs a new Hello, FIFO files removed), replaces the others by their
+        startup version (new process), deletes the ones applied at runtime and creates
+        the missing startup ones.
+        """
+        with self._lock:
+            if not self._started:
+                raise EmulatorError("the emulator is not running")
+            self._server_down = True
+            self._subscriptions.clear()
+            campaigns = list(self._campaigns.values())
+            self._campaigns.clear()
+        log.info("server restart: the server is gone")
+        for campaign in campaigns:
+            campaign.cancel()
+        if self._stopped.wait(downtime):
+            return
+        self._server_hello()
+
+    def _server_hello(self) -> None:
+        """The new server has started; the agent reconnects and gets its ServerHello."""
+        startup = copy.deepcopy(self._startup)
+        with self._lock:
+            if not self._started:
+                return
+            own_startup = {n: w for n, w in startup.rendered().items() if w.agent == self._agent}
+            running = [(w, self._state_of(w)) for w in self._active.values()]
+            plan = plan_restart(running, own_startup)
+            with self._mutation():
+                self._desired = startup
+                self._states = {}
+                added = sorted(startup.rendered().values(), key=lambda w: w.name)
+                self._set_initial_states(added)
+                for name, attributes in self._agents_at_hello.items():
+                    if name in self._agents:
+                        self._agents[name]["tags"] = copy.deepcopy(attributes.get("tags", {}))
+                        if not self._agents[name]["tags"]:
+                            del self._agents[name]["tags"]
+                # The resumed workloads' state checkers report them running again.
+                for workload in plan.resumed:
+                    self._write_state(workload, RUNNING)
+            self._delete_graph = DeleteGraph()
+            self._delete_graph.insert(added)
+            self._known_at_hello = {w.instance_name for w in added if w.agent != self._agent}
+            # Queued operations of the old server are void; what still runs is in the plan.
+            self._waiting.clear()
+            self._pending_deletes.clear()
+            self._replacements.clear()
+            for old, new in plan.replaced:
+                self._replacements[old.instance_name] = new
+            self._waiting.update({w.instance_name: w for w in plan.created})
+            renew = {w.name for w in plan.resumed}
+            if self._ci_path is not None and self._workload_name not in own_startup:
+                # The client under test runs outside the emulator, so it is never replaced.
+                renew.add(self._workload_name)
+            sessions = [s for n, s in self._sessions.items() if n in renew]
+        log.info(
+            "server restart: resumed %s, replaced %s, deleted %s, created %s",
+            [w.name for w in plan.resumed],
+            [old.name for old, _ in plan.replaced],
+            [w.name for w in plan.deleted],
+            [w.name for w in plan.created],
+        )
+        for session in sessions:
+            self._renew_session(session)
+        # Deleted at once, without delete conditions (the agent has none after a restart).
+        for old, _ in plan.replaced:
+            self._stop_instance(old)
+        for workload in plan.deleted:
+            self._stop_instance(workload)
+        with self._lock:
+            self._server_down = False
+            queued = self._queued_requests
+            self._queued_requests = []
+        self._run_ready()
+        for workload_name, request in queued:
+            with self._lock:
+                current = self._sessions.get(workload_name)
+            if current is not None:
+                self.handle_request(current, request)
+
+    def _renew_session(self, old: Session) -> None:
+        """A new control-interface instance on the same FIFOs, as the agent makes for a
+        resumed workload; dropping the old instance removes the FIFO files."""
+        new = self._make_session(
+            old.directory, old.workload_name, old.authorizer, hold_until_hello=True
+        )
+        new.authorizer_source = old.authorizer_source
+        # Opened before the old instance lets go, so the client never sees end of file.
+        new.start(open_writer=True)
+        with self._lock:
+            is_main = old is self._main_session
+            self._sessions[old.workload_name] = new
+            if is_main:
+                self._main_session = new
+        old.stop(remove=True)
+        if not is_main:
+            # Directory::drop of the old instance (the main directory is the user's).
+            with contextlib.suppress(OSError):
+                old.directory.rmdir()
+        log.info("[%s] new control-interface instance, waiting for Hello", old.workload_name)
+
     def send_frame(self, message: Any) -> None:
         self.session().send_frame(message)
 
     # -- sessions ----------------------------------------------------------------------
 
-    def _new_session(self, directory: Path, name: str, authorizer: Any) -> Session:
-        session = Session(
+    def _make_session(
+        self, directory: Path, name: str, authorizer: Any, hold_until_hello: bool = False
+    ) -> Session:
+        return Session(
             directory,
             name,
             authorizer,
@@ -329,7 +465,11 @@ class Emulator:
             record=self._record,
             reaccept_on_reconnect=self._reaccept,
             pace_frames=self._pace_frames,
+            hold_until_hello=hold_until_hello,
         )
+
+    def _new_session(self, directory: Path, name: str, authorizer: Any) -> Session:
+        session = self._make_session(directory, name, authorizer)
         session.start()
         with self._lock:
             self._sessions[name] = session
@@ -386,6 +526,10 @@ class Emulator:
     # -- request handling (the server) -------------------------------------------------
 
     def handle_request(self, session: Session, request: Any) -> None:
+        with self._lock:
+            if self._server_down:
+                self._queued_requests.append((session.workload_name, request))
+                return
         kind = request.WhichOneof("RequestContent")
         rid = request.requestId
         if kind == "completeStateRequest":
@@ -632,10 +776,16 @@ class Emulator:
                 self._active.pop(workload.instance_name, None)
                 self._drop_subscriptions_of(workload)
                 self._delete_graph.removed(workload.name)
+                self._release_replacement(workload)
         if state == REMOVED:
             self._after_removal(workload)
         # Every state the agent stores may fulfil queued add or delete conditions.
         self._run_ready()
+
+    def _release_replacement(self, workload: RenderedWorkload) -> None:
+        replacement = self._replacements.pop(workload.instance_name, None)
+        if replacement is not None:
+            self._waiting[replacement.instance_name] = replacement
 
     def _drop_subscriptions_of(self, workload: RenderedWorkload) -> None:
         for key in [k for k in self._subscriptions if k[0].workload_name == workload.name]:
@@ -792,6 +942,7 @@ class Emulator:
                 with self._mutation():
                     self._remove_state(workload)
                 self._delete_graph.removed(workload.name)
+                self._release_replacement(workload)
                 removed_now = True
             else:
                 self._stopping[workload.instance_name] = workload

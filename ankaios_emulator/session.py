@@ -173,6 +173,7 @@ class Session:
         record: Callable[[Any], None],
         reaccept_on_reconnect: bool = True,
         pace_frames: bool = True,
+        hold_until_hello: bool = False,
     ) -> None:
         self.directory = directory
         self.workload_name = workload_name
@@ -194,12 +195,23 @@ class Session:
         self._outgoing: queue.Queue[_Outgoing | object] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._generation = 0
+        # A control-interface task forwards the server's answers only after the
+        # handshake; until then they wait in its channel (control_interface_task.rs).
+        self._hold_until_hello = hold_until_hello
+        self._held: list[tuple[Any, Callable[[], None] | None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, open_writer: bool = False) -> None:
+        """Create (or reuse) the FIFOs and serve them.
+
+        ``open_writer`` opens ``input`` at once when a client reads it, as the agent's
+        output pipe does, instead of on the first frame.
+        """
         make_fifos(self.directory)
         self._reader = FrameReader(self.directory / OUTPUT_FIFO, self._stop)
+        if open_writer:
+            self._writer.try_open()
         self._open.set()
         for target, name in ((self._read_loop, "reader"), (self._write_loop, "writer")):
             thread = threading.Thread(
@@ -304,6 +316,10 @@ class Session:
         self, response: Any, on_undeliverable: Callable[[], None] | None = None
     ) -> None:
         """Answer through the fault switches (delay/drop)."""
+        with self._state_lock:
+            if self._hold_until_hello and self._state is SessionState.WAITING_FOR_HELLO:
+                self._held.append((response, on_undeliverable))
+                return
         message = control_api.FromAnkaios(response=response)
         delay, drop = self._faults.snapshot()
         summary = describe_from_ankaios(message)
@@ -388,6 +404,7 @@ class Session:
         with self._state_changed:
             self._generation += 1
             self._state = SessionState.CLOSED
+            self._held.clear()
             self._state_changed.notify_all()
         self._handler.session_reset(self)
         # Like the ended agent task, drop both ends once the reason is out.
@@ -484,6 +501,10 @@ class Session:
             control_api.FromAnkaios(controlInterfaceAccepted=control_api.ControlInterfaceAccepted())
         )
         self._set_state(SessionState.CONNECTED)
+        with self._state_lock:
+            held, self._held = self._held, []
+        for response, on_undeliverable in held:
+            self.send_response(response, on_undeliverable)
 
     def _on_request(self, request: Any) -> None:
         log.info("[%s] <- %s", self.workload_name, describe_request(request))

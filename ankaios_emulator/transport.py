@@ -144,7 +144,11 @@ class FrameReader:
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
-                self._fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
+                self._fd = None
+                # Fails when the FIFO was removed (a replaced control-interface
+                # instance): nothing can reach this reader any more.
+                with contextlib.suppress(OSError):
+                    self._fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
             self._buf.clear()
 
     def _take_frame(self) -> bytes | None:
@@ -210,7 +214,8 @@ class FrameWriter:
         try:
             self._fd = os.open(self._path, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as exc:
-            if exc.errno == errno.ENXIO:
+            # ENXIO: nobody reads yet; ENOENT: the FIFO was removed meanwhile.
+            if exc.errno in (errno.ENXIO, errno.ENOENT):
                 return False
             raise
         return True

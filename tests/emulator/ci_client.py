@@ -9,12 +9,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ankaios_sdk._protos import _ank_base as ank_base
 from ankaios_sdk._protos import _control_api as control_api
 
 from ankaios_emulator import Emulator
 from ankaios_emulator.transport import encode_frame
 
 MakeEmulator = Callable[..., Emulator]
+
+
+def add_workload(request_id: str, name: str) -> Any:
+    """A ``ToAnkaios`` update request that adds a minimal workload ``name`` on agent_A."""
+    workload = ank_base.Workload(agent="agent_A", runtime="podman", runtimeConfig="image: x")
+    new_state = ank_base.CompleteState(
+        desiredState=ank_base.State(
+            apiVersion="v1", workloads=ank_base.WorkloadMap(workloads={name: workload})
+        )
+    )
+    return control_api.ToAnkaios(
+        request=ank_base.Request(
+            requestId=request_id,
+            updateStateRequest=ank_base.UpdateStateRequest(
+                newState=new_state, updateMask=[f"desiredState.workloads.{name}"]
+            ),
+        )
+    )
 
 
 class RawClient:

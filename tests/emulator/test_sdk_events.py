@@ -10,7 +10,7 @@ from typing import Any
 from ankaios_sdk import Ankaios, Manifest
 from ankaios_sdk._protos import _ank_base as ank_base
 from ankaios_sdk._protos import _control_api as control_api
-from emulator.ci_client import MakeEmulator, RawClient
+from emulator.ci_client import MakeEmulator, RawClient, add_workload
 
 from ankaios_emulator import Emulator
 from ankaios_emulator.events import altered_fields, diff
@@ -96,28 +96,7 @@ def test_event_frames_on_the_wire(emu: Emulator, raw_client: Callable[[Path], Ra
     assert first.requestId == "ev"
     assert not first.completeStateResponse.HasField("alteredFields")
 
-    client.send(
-        control_api.ToAnkaios(
-            request=ank_base.Request(
-                requestId="up",
-                updateStateRequest=ank_base.UpdateStateRequest(
-                    newState=ank_base.CompleteState(
-                        desiredState=ank_base.State(
-                            apiVersion="v1",
-                            workloads=ank_base.WorkloadMap(
-                                workloads={
-                                    "nginx": ank_base.Workload(
-                                        agent="agent_A", runtime="podman", runtimeConfig="image: x"
-                                    )
-                                }
-                            ),
-                        )
-                    ),
-                    updateMask=["desiredState.workloads.nginx"],
-                ),
-            )
-        )
-    )
+    client.send(add_workload("up", "nginx"))
     # Ankaios sends the event before UpdateStateSuccess.
     event = client.read().response
     assert event.requestId == "ev"
