@@ -6,6 +6,9 @@ APT_PACKAGES := mosquitto mosquitto-clients
 # debootstrap makes their base image where no image registry can be reached.
 CONTAINER_APT_PACKAGES := podman runc debootstrap uidmap fuse-overlayfs slirp4netns
 APT_COMMANDS := mosquitto mosquitto_pub
+# Debian's chromium and its chromedriver: the dashboard's browser tests and bench drive them.
+BROWSER_APT_PACKAGES := chromium chromium-driver
+BROWSER_APT_COMMANDS := chromium chromedriver
 CONTAINER_APT_COMMANDS := podman runc debootstrap
 
 # Container images (docs/containers.md). The project containers.conf (runc, lower ulimits)
@@ -22,7 +25,7 @@ WHEELS := build/wheels
 IMAGE_INPUTS := pyproject.toml Containerfile.connector Containerfile.sender \
 	$(shell find fleet_connector vehicle_data_sender ankaios_emulator fleetctl -name '*.py' 2>/dev/null)
 
-.PHONY: setup setup-containers apt apt-containers venv test test-quick test-containers lint demo bench clean images base-image wheels
+.PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-containers lint demo bench clean images base-image wheels
 
 setup: apt venv
 
@@ -47,6 +50,10 @@ apt:
 apt-containers:
 	$(call apt_install,$(CONTAINER_APT_COMMANDS),$(CONTAINER_APT_PACKAGES))
 
+# chromium for the dashboard's browser tests (tests/dashboard) and its bench.
+apt-browser:
+	$(call apt_install,$(BROWSER_APT_COMMANDS),$(BROWSER_APT_PACKAGES))
+
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -56,11 +63,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Everything, the container tests included (they need the images: built here first).
-test: setup-containers images
+test: setup-containers apt-browser images
 	$(PY) -m pytest
 
 # Without podman: every test except the container tests.
-test-quick: setup
+test-quick: setup apt-browser
 	$(PY) -m pytest -m "not containers"
 
 test-containers: setup-containers images
@@ -95,7 +102,7 @@ $(WHEELS)/.built: $(VENV)/.installed $(IMAGE_INPUTS)
 # Figures, not tests (bench/README.md): latency, throughput, footprint, a 100-car fleet on
 # mosquitto and on a 3-node NATS cluster. Installs nats-server when missing. BENCH_ARGS
 # passes options, e.g. make bench BENCH_ARGS="--only latency --samples 200".
-bench: setup
+bench: setup apt-browser
 	@PATH="$$PATH:/usr/sbin:/sbin" command -v nats-server >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nats-server; }

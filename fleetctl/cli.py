@@ -33,7 +33,7 @@ from fleet_connector.options import (
     positive_int,
 )
 from fleet_connector.topics import Operation, Topics
-from fleetctl import fleet, output, presence, rollout
+from fleetctl import dashboard, fleet, output, presence, rollout
 from fleetctl.client import Engine
 from fleetctl.connection import BrokerError, Connection
 from fleetctl.progress import Progress
@@ -240,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C or SIGTERM (exit 0).",
     )
     watch.add_argument("--count", type=count, metavar="N", help="stop after N messages")
+
+    board = commands.add_parser(
+        "dashboard",
+        parents=[cars, broker],
+        help="serve a live web page of the fleet",
+        description="Serve a web page with the cars (or the cars named), their workloads, "
+        "agents, recent apply/delete outcomes and log tails, updated live. Read-only.",
+    )
+    dashboard.add_arguments(board, _checked(dashboard.port, "a port from 0 to 65535"))
     return parser
 
 
@@ -311,6 +320,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_status(invocation)
         if invocation.args.command == "watch":
             return run_watch(invocation)
+        if invocation.args.command == "dashboard":
+            args = invocation.args
+            return dashboard.run(
+                invocation.settings, invocation.vins, args.listen, args.port, CONNECT_TIMEOUT
+            )
         return run_requests(invocation)
     except BrokerError as e:
         print(f"fleetctl: {e}", file=sys.stderr)

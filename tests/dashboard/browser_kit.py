@@ -1,0 +1,156 @@
+"""The dashboard's test kit: ``fleetctl dashboard`` as a process, Debian's chromium driven
+headless through its chromedriver (Selenium), the page read as a user reads it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
+from testkit import Broker
+
+from ankaios_emulator import Emulator
+from fleet_connector import Connector
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# The flags of a headless browser on a machine without outside network.
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,900",
+]
+# How often a wait looks at the page: small against the one second the page is allowed.
+POLL = 0.02
+
+# The page's rows, read in one round trip: the cells' text, as the user sees it.
+ROWS_SCRIPT = """
+const rows = {};
+for (const row of document.querySelectorAll(arguments[0])) {
+  const key = row.dataset.vin || row.dataset.workload || row.dataset.agent;
+  rows[key] = Array.from(row.cells, (cell) => cell.textContent);
+}
+return rows;
+"""
+
+
+def start_chromium(profile: Path) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+class Page:
+    """The dashboard in the browser, read as a user reads it."""
+
+    def __init__(self, driver: webdriver.Chrome, url: str) -> None:
+        self.driver = driver
+        self.url = url
+
+    def open(self) -> Page:
+        self.driver.get(self.url)
+        self.wait(lambda: self.driver.find_element("id", "link").text == "live", 10)
+        return self
+
+    def wait(self, condition: Callable[[], Any], timeout: float = 1.0) -> Any:
+        """Waits for ``condition`` to be truthy; fails after ``timeout`` seconds."""
+        return WebDriverWait(self.driver, timeout, poll_frequency=POLL).until(
+            lambda driver: condition()
+        )
+
+    def cars(self) -> dict[str, list[str]]:
+        rows: dict[str, list[str]] = self.driver.execute_script(ROWS_SCRIPT, "#cars tbody tr")
+        return rows
+
+    def car_order(self) -> list[str]:
+        return list(self.cars())
+
+    def workloads(self) -> dict[str, list[str]]:
+        rows: dict[str, list[str]] = self.driver.execute_script(ROWS_SCRIPT, "#workloads tbody tr")
+        return rows
+
+    def agents(self) -> dict[str, list[str]]:
+        rows: dict[str, list[str]] = self.driver.execute_script(ROWS_SCRIPT, "#agents tbody tr")
+        return rows
+
+    def text(self, element_id: str) -> str:
+        text: str = self.driver.find_element("id", element_id).text
+        return text
+
+    def select_car(self, vin: str) -> None:
+        self.driver.find_element("css selector", f'#cars tr[data-vin="{vin}"]').click()
+        self.wait(lambda: self.text("car-vin") == vin)
+
+    def outcomes(self) -> list[str]:
+        texts: list[str] = self.driver.execute_script(
+            'return Array.from(document.querySelectorAll("#outcomes li"), (li) => li.innerText);'
+        )
+        return texts
+
+    def severe_console_messages(self) -> list[str]:
+        return [m["message"] for m in self.driver.get_log("browser") if m["level"] == "SEVERE"]
+
+
+@dataclass
+class Dashboard:
+    process: subprocess.Popen[str]
+    url: str
+    stderr: list[str] = field(default_factory=list)
+
+    def stop(self) -> int:
+        self.process.terminate()
+        try:
+            return self.process.wait(10)
+        finally:
+            if self.process.stderr:
+                self.stderr.extend(self.process.stderr.read().splitlines())
+
+
+def start_dashboard(broker: Broker, *args: str) -> Dashboard:
+    """``fleetctl dashboard`` on a free port; returns once it says where it serves."""
+    command = [sys.executable, "-m", "fleetctl", "dashboard", "--port", "0", *args]
+    env = {**os.environ, **broker.env(), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if "dashboard on " in line:
+            url = line.split("dashboard on ", 1)[1].split()[0]
+            return Dashboard(process, url, lines)
+    process.kill()
+    process.wait()
+    raise AssertionError(f"the dashboard did not start: {lines}")
+
+
+@dataclass
+class Car:
+    vin: str
+    emulator: Emulator
+    connector: Connector | None
+
+    def stop_connector(self) -> None:
+        connector, self.connector = self.connector, None
+        if connector is not None:
+            connector.stop()
