@@ -33,8 +33,8 @@ def fleet_filters() -> list[str]:
     any_car = Topics("+")
     return [
         any_car.status,
-        f"{any_car.base}/workloads/+",
-        f"{any_car.base}/agents/+",
+        any_car.workloads_filter,
+        any_car.agents_filter,
         # Apply and delete replies, plain and with a request id (and whatever follows them).
         f"{any_car.base}/manifest/+/resp/#",
         logs.reply_filter(any_car),
