@@ -10,14 +10,15 @@ silent.
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_connector.templating import RenderError, render
+from fleet_connector.rendering import InvalidState as _Invalid
+from fleet_connector.rendering import RenderedWorkload
+from fleet_connector.rendering import render_workload as _render_workload
 
 from .tree import (
     API_VERSION,
@@ -67,44 +68,12 @@ class UpdateError(Exception):
         return self.message
 
 
-class _Invalid(Exception):
-    """Internal: an ``UpdateStateError`` of the server, rendered by ``_rejected``."""
-
-
 def _rejected(reason: str) -> UpdateError:
     return UpdateError(f"Update rejected: '{reason}'")
 
 
 def _invalid(reason: str) -> UpdateError:
     return _rejected(f"Resulting State is invalid, reason: '{reason}'")
-
-
-@dataclass(frozen=True)
-class RenderedWorkload:
-    """A workload after config rendering, as the server compares and dispatches it.
-
-    ``configs`` is kept for information but excluded from equality: Ankaios clears the
-    mapping in rendered workloads, so changing only an alias never restarts a workload.
-    """
-
-    name: str
-    agent: str
-    runtime: str
-    runtime_config: str
-    restart_policy: str
-    dependencies: dict[str, str]
-    tags: dict[str, str]
-    control_interface_access: dict[str, Any]
-    files: list[dict[str, str]]
-    configs: dict[str, str] = field(default_factory=dict, compare=False)
-
-    @property
-    def instance_id(self) -> str:
-        return hashlib.sha256(self.runtime_config.encode()).hexdigest()
-
-    @property
-    def instance_name(self) -> str:
-        return f"{self.name}.{self.instance_id}.{self.agent}"
 
 
 @dataclass
@@ -448,63 +417,6 @@ def _validate_rendered(wl: RenderedWorkload) -> str | None:
 # ---------------------------------------------------------------------------------------
 # rendering
 # ---------------------------------------------------------------------------------------
-
-
-def _render_workload(
-    name: str, wl: Mapping[str, Any], configs: Mapping[str, Any]
-) -> RenderedWorkload:
-    """Render like ``ConfigRenderer::render_workloads``; raises ``_Invalid``."""
-    if not wl["configs"]:
-        return RenderedWorkload(
-            name=name,
-            agent=wl["agent"],
-            runtime=wl["runtime"],
-            runtime_config=wl["runtimeConfig"],
-            restart_policy=wl["restartPolicy"],
-            dependencies=dict(wl["dependencies"]),
-            tags=dict(wl["tags"]),
-            control_interface_access=copy.deepcopy(wl["controlInterfaceAccess"]),
-            files=copy.deepcopy(wl["files"]),
-            configs=dict(wl["configs"]),
-        )
-    context: dict[str, Any] = {}
-    for alias, key in sorted(wl["configs"].items()):
-        if key not in configs:
-            raise _Invalid(f"Workload references config key '{key}' that does not exist")
-        context[alias] = configs[key]
-    try:
-        runtime_config = render(wl["runtimeConfig"], context)
-    except RenderError as exc:
-        raise _Invalid(f"Failed to render field 'runtimeConfig': '{exc}'") from None
-    try:
-        agent = render(wl["agent"], context)
-    except RenderError as exc:
-        raise _Invalid(f"Failed to render field 'agent': '{exc}'") from None
-    files: list[dict[str, str]] = []
-    for f in wl["files"]:
-        rendered = dict(f)
-        for key in ("data", "binaryData"):
-            if key in f:
-                try:
-                    rendered[key] = render(f[key], context)
-                except RenderError as exc:
-                    raise _Invalid(
-                        f"Failed to render field 'files with mount point {f['mountPoint']}': "
-                        f"'{exc}'"
-                    ) from None
-        files.append(rendered)
-    return RenderedWorkload(
-        name=name,
-        agent=agent,
-        runtime=wl["runtime"],
-        runtime_config=runtime_config,
-        restart_policy=wl["restartPolicy"],
-        dependencies=dict(wl["dependencies"]),
-        tags=dict(wl["tags"]),
-        control_interface_access=copy.deepcopy(wl["controlInterfaceAccess"]),
-        files=files,
-        configs=dict(wl["configs"]),
-    )
 
 
 def _render_all(state: Mapping[str, Any]) -> dict[str, RenderedWorkload]:

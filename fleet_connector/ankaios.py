@@ -13,7 +13,7 @@ from ankaios_sdk._protos import _ank_base
 
 from fleet_connector.control_interface import ControlInterface, Unavailable
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.manifest import Manifest
+from fleet_connector.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX, Manifest
 
 ACCESS_DENIED = "Access denied"
 
@@ -30,6 +30,23 @@ class Ankaios:
 
     def delete(self, manifest: Manifest) -> dict[str, Any]:
         return self._update(Manifest.delete_state(), manifest.masks)
+
+    def desired_state(self) -> _ank_base.CompleteState:
+        """The workloads and configs of the desired state, as Ankaios holds them now."""
+        request = _ank_base.Request(
+            completeStateRequest=_ank_base.CompleteStateRequest(
+                fieldMask=[WORKLOADS_PREFIX, CONFIGS_PREFIX]
+            )
+        )
+        answer: Response | Exception
+        try:
+            answer = self._ci.request(request, self._timeout)
+        except (Unavailable, TimeoutError) as e:
+            answer = e
+        state: _ank_base.CompleteState = self._content(
+            answer, ResponseType.COMPLETE_STATE
+        )._to_proto()
+        return state
 
     def states(self, masks_per_request: list[list[str]]) -> list[dict[str, Any] | RequestError]:
         """Several state reads in one go: sent back to back, answers collected in order."""

@@ -12,7 +12,8 @@ from typing import Any
 
 from fleet_connector.ankaios import Ankaios
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.manifest import parse_manifest
+from fleet_connector.manifest import Manifest, parse_manifest
+from fleet_connector.plan import CurrentStateError, plan
 from fleet_connector.policy import Policy
 from fleet_connector.topics import Operation
 
@@ -111,19 +112,43 @@ class Handler:
 
     def _execute(self, request: Request) -> dict[str, Any]:
         manifest = parse_manifest(request.payload)
+        planned = request.operation.planned
+        if planned is not None:
+            reply = self._plan(manifest, deleting=planned is Operation.DELETE)
+        else:
+            self._check_manifest(manifest, deleting=request.operation is Operation.DELETE)
+            if request.operation is Operation.APPLY:
+                reply = self._ankaios.apply(manifest)
+            else:
+                reply = self._ankaios.delete(manifest)
+        # Only when there are any, so that replies without warnings stay as they were.
+        if manifest.warnings:
+            reply["warnings"] = list(manifest.warnings)
+        return reply
+
+    def _check_manifest(self, manifest: Manifest, *, deleting: bool) -> None:
+        """What refuses a manifest before it reaches Ankaios: STRICT, then the policy."""
         if self._strict and manifest.warnings:
             raise RequestError(
                 ErrorCode.INVALID_REQUEST,
                 f"STRICT is on and the manifest has warnings: {'; '.join(manifest.warnings)}",
             )
-        self._policy.check_manifest(manifest, deleting=request.operation is Operation.DELETE)
-        if request.operation is Operation.APPLY:
-            reply = self._ankaios.apply(manifest)
+        self._policy.check_manifest(manifest, deleting=deleting)
+
+    def _plan(self, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
+        try:
+            self._check_manifest(manifest, deleting=deleting)
+        except RequestError as e:
+            verdict = {"verdict": "denied", "code": str(e.code), "message": e.message}
         else:
-            reply = self._ankaios.delete(manifest)
-        # Only when there are any, so that replies without warnings stay as they were.
-        if manifest.warnings:
-            reply["warnings"] = list(manifest.warnings)
+            verdict = {"verdict": "allowed"}
+        try:
+            reply = plan(self._ankaios.desired_state(), manifest, deleting=deleting)
+        except CurrentStateError as e:
+            raise RequestError(
+                ErrorCode.INTERNAL, f"the current state could not be modelled: {e}"
+            ) from None
+        reply["policy"] = verdict
         return reply
 
 

@@ -4,6 +4,8 @@ Layout, with ``<base>`` = ``vehicle/<VIN>``::
 
     <base>/manifest/apply/req[/<request-id>]   ->  <base>/manifest/apply/resp[/<request-id>]
     <base>/manifest/delete/req[/<request-id>]  ->  <base>/manifest/delete/resp[/<request-id>]
+    <base>/manifest/plan/req[/<request-id>]    ->  <base>/manifest/plan/resp[/<request-id>]
+    <base>/manifest/plan-delete/req[/<id>]     ->  <base>/manifest/plan-delete/resp[/<id>]
     <base>/state/req[/<request-id>]            ->  <base>/state/resp[/<request-id>]
     <base>/status                                  retained presence of the connector
     <base>/workloads/<workload name>               retained live state of a workload
@@ -25,7 +27,16 @@ class Operation(enum.StrEnum):
 
     APPLY = "manifest/apply"
     DELETE = "manifest/delete"
+    PLAN = "manifest/plan"
+    """What an apply of the manifest would do; changes nothing."""
+    PLAN_DELETE = "manifest/plan-delete"
+    """What a delete of the manifest would do; changes nothing."""
     STATE = "state"
+
+    @property
+    def planned(self) -> Operation | None:
+        """The operation a plan request plans; None for any other operation."""
+        return {Operation.PLAN: Operation.APPLY, Operation.PLAN_DELETE: Operation.DELETE}.get(self)
 
 
 @dataclass(frozen=True)
