@@ -38,6 +38,11 @@ def _now() -> str:
 
 # State requests sent to Ankaios at once (see _work).
 PIPELINED_READS = 16
+# Payload bytes waiting in the queue before new requests get BUSY: QUEUE_SIZE requests
+# of the largest size allowed could otherwise hold gigabytes while Ankaios hangs.
+QUEUE_BYTES = 64 * 1024 * 1024
+# Pause before a request worker that died is started again.
+WORKER_RESTART_DELAY = 0.5
 
 
 class Connector:
@@ -54,6 +59,9 @@ class Connector:
         self._replies = ReplyCache()
         self.store = Store(config.state_dir) if config.state_dir else None
         self._worker: threading.Thread | None = None
+        self._worker_restarts = 0
+        self._queued_bytes = 0
+        self._queued_lock = threading.Lock()
         self.control_interface = ControlInterface(
             config.control_interface, on_connection_change=self._control_interface_changed
         )
@@ -91,7 +99,7 @@ class Connector:
         )
         self.live.start()
         self.control_interface.start()
-        self._worker = threading.Thread(target=self._work, name="requests", daemon=True)
+        self._worker = threading.Thread(target=self._supervise, name="requests", daemon=True)
         self._worker.start()
         self.mqtt.start()
 
@@ -115,6 +123,15 @@ class Connector:
         log.info("fleet connector for VIN %s stopped", self.config.vin)
 
     def _enqueue(self, request: Request) -> None:
+        # Refusals that need no Ankaios are answered on arrival, so nothing oversized or
+        # broken waits in memory behind a slow request.
+        try:
+            if request.problem is not None:
+                raise request.problem
+            self.config.policy.check_payload(request.payload)
+        except RequestError as e:
+            self._finish(request, e.to_json(), e.code)
+            return
         admitted = self._replies.admit(request)
         if admitted is False:
             log.info("request id=%s redelivered while running; ignored", request.request_id)
@@ -124,25 +141,63 @@ class Connector:
             log.info("request id=%s redelivered; answered from cache", request.request_id)
             self.mqtt.reply(request, admitted)
             return
-        try:
-            self._queue.put_nowait(request)
-        except queue.Full:
+        with self._queued_lock:
+            full = self._queued_bytes + len(request.payload) > QUEUE_BYTES
+            if not full:
+                try:
+                    self._queue.put_nowait(request)
+                except queue.Full:
+                    full = True
+                else:
+                    self._queued_bytes += len(request.payload)
+        if full:
             error = RequestError(
-                ErrorCode.BUSY, f"{self.config.queue_size} requests are waiting; try again later"
+                ErrorCode.BUSY,
+                f"the queue is full ({self.config.queue_size} requests or "
+                f"{QUEUE_BYTES // 2**20} MiB waiting); try again later",
             )
             self._finish(request, error.to_json(), error.code)
+
+    def _next(self, block: bool) -> Request | None:
+        request = self._queue.get() if block else self._queue.get_nowait()
+        if request is not None:
+            with self._queued_lock:
+                self._queued_bytes -= len(request.payload)
+        return request
+
+    def _supervise(self) -> None:
+        """Runs the worker; one that dies on a defect is logged and started again.
+
+        A request worker that ended silently would leave a car that looks online and
+        answers nothing.
+        """
+        while not self._stop.is_set():
+            try:
+                self._work()
+                return
+            except Exception:
+                self._worker_restarts += 1
+                log.exception(
+                    "request worker failed (restart %d); starting it again", self._worker_restarts
+                )
+                if self.mqtt.connected:
+                    self.mqtt.publish_status("online")
+                self._stop.wait(WORKER_RESTART_DELAY)
 
     def _work(self) -> None:
         held: Request | None = None
         while True:
-            request = held if held is not None else self._queue.get()
+            request = held if held is not None else self._next(block=True)
             held = None
             if request is not None:
                 self.control_interface.wait_first_connection(self.config.request_timeout)
             if request is None or self._stop.is_set():
                 return
             if request.operation is not Operation.STATE:
-                reply, code = self._handler.handle(request)
+                try:
+                    reply, code = self._handler.handle(request)
+                except Exception as e:
+                    reply, code = _internal(request, e)
                 self._finish(request, reply, code)
                 continue
             # Consecutive reads go to Ankaios back to back; a write ends the batch, so a
@@ -151,7 +206,7 @@ class Connector:
             stopping = False
             while len(batch) < PIPELINED_READS:
                 try:
-                    following = self._queue.get_nowait()
+                    following = self._next(block=False)
                 except queue.Empty:
                     break
                 if following is None:
@@ -161,14 +216,25 @@ class Connector:
                     held = following
                     break
                 batch.append(following)
-            for done, (reply, code) in zip(batch, self._handler.handle_reads(batch), strict=True):
+            try:
+                replies = self._handler.handle_reads(batch)
+            except Exception as e:
+                replies = [_internal(r, e) for r in batch]
+            for done, (reply, code) in zip(batch, replies, strict=True):
                 self._finish(done, reply, code)
             if stopping:
                 return
 
     def _finish(self, request: Request, reply: str, code: ErrorCode | None) -> None:
         self._replies.done(request, reply, code)
-        self.mqtt.reply(request, reply)
+        try:
+            self.mqtt.reply(request, reply)
+        except Exception:
+            # A reply paho will not send (e.g. a topic it refuses) must not end the worker;
+            # the request is acknowledged so the broker does not hand it over again forever.
+            log.exception("reply to request id=%s could not be sent", request.request_id)
+            with contextlib.suppress(Exception):
+                self.mqtt.ack(request)
         log.info(
             "request id=%s topic=%s outcome=%s duration_ms=%.1f",
             request.request_id,
@@ -198,4 +264,12 @@ class Connector:
             "ankaios": "connected" if self.control_interface.connected else "disconnected",
             "started_at": self.started_at,
             "since": self._status_since,
+            "worker": "running" if self._worker and self._worker.is_alive() else "stopped",
+            "worker_restarts": self._worker_restarts,
         }
+
+
+def _internal(request: Request, error: Exception) -> tuple[str, ErrorCode]:
+    log.exception("request id=%s failed unexpectedly", request.request_id)
+    internal = RequestError(ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
+    return internal.to_json(), internal.code

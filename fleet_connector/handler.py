@@ -43,12 +43,12 @@ class Request:
     """Set when the request is refused before it is carried out (e.g. a foreign reply topic)."""
 
     @functools.cached_property
-    def dedupe_key(self) -> tuple[str, bytes, bytes] | None:
+    def dedupe_key(self) -> tuple[str, str, bytes, bytes] | None:
         """What makes two deliveries the same request; None when the requester chose no id."""
         if not (self.has_topic_id or self.correlation_data):
             return None
         digest = hashlib.sha256(self.payload).digest()
-        return (self.topic, self.correlation_data or b"", digest)
+        return (self.topic, self.reply_topic, self.correlation_data or b"", digest)
 
 
 class Handler:
@@ -90,16 +90,22 @@ class Handler:
             replies.append(None)
         try:
             results = self._ankaios.states([masks for _, masks in valid])
-        except Exception as e:
-            log.exception("state requests failed unexpectedly")
-            error = RequestError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
-            results = [error] * len(valid)
+        except Exception:
+            # One read must not fail the others sent with it: each on its own tells which.
+            results = [self._read_alone(masks) for _, masks in valid]
         for (index, _), result in zip(valid, results, strict=True):
             if isinstance(result, RequestError):
                 replies[index] = (result.to_json(), result.code)
             else:
                 replies[index] = (json.dumps(result), None)
         return [reply for reply in replies if reply is not None]
+
+    def _read_alone(self, masks: list[str]) -> dict[str, Any] | RequestError:
+        try:
+            return self._ankaios.states([masks])[0]
+        except Exception as e:
+            log.exception("state request failed unexpectedly")
+            return RequestError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
 
     def _check(self, request: Request) -> None:
         if request.problem is not None:
@@ -169,6 +175,13 @@ def parse_field_masks(payload: bytes) -> list[str]:
             'a state request is a JSON list of non-empty strings such as ["workloadStates"]; '
             "an empty list asks for the complete state",
         )
+    for mask in masks:
+        try:
+            mask.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"field mask {mask!r} is not valid Unicode text"
+            ) from None
     if len(masks) > MAX_FIELD_MASKS:
         raise RequestError(
             ErrorCode.INVALID_REQUEST, f"at most {MAX_FIELD_MASKS} field masks per request"

@@ -23,7 +23,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from fleet_connector.broker import BrokerSettings, FallbackClient
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Request
-from fleet_connector.topics import Topics
+from fleet_connector.topics import MAX_REQUEST_ID_BYTES, Topics
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class MqttLink:
         # Set by a refused CONNACK, so the disconnect that follows is not logged twice.
         self._refused = False
         self._client_id = client_id
+        self._cleared: dict[str, bool] = {}
         self._mqtt = FallbackClient(settings, self._new_client, self._connect)
 
     @property
@@ -190,7 +191,9 @@ class MqttLink:
         )
         # Subscribe on every connect: a broker that lost the session lost the subscriptions.
         if self._v5:
-            options = SubscribeOptions(qos=QOS)
+            # Retain as published: a retained request must be recognisable as one even when
+            # it arrives live. No local: the empty publish that clears one is not a request.
+            options = SubscribeOptions(qos=QOS, noLocal=True, retainAsPublished=True)
             # Our own live-state publications need not come back; retained ones still do.
             own = SubscribeOptions(qos=QOS, noLocal=True)
             client.subscribe(
@@ -233,12 +236,29 @@ class MqttLink:
             self._subscribed.set()
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # An exception here would end paho's network thread: nothing would be received
+        # any more while the car still looked online.
+        try:
+            self._take(client, msg)
+        except Exception:
+            log.exception("incoming message on %.200r could not be taken in; dropped", msg.topic)
+            with contextlib.suppress(Exception):
+                client.ack(msg.mid, msg.qos)
+
+    def _take(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         parsed = self._topics.parse_request(msg.topic)
         if parsed is None:
             # Only our subscriptions deliver here; anything else is acknowledged and ignored.
             client.ack(msg.mid, msg.qos)
             if self._on_watched is not None:
                 self._on_watched(msg)
+            return
+        if msg.retain and not msg.payload:
+            client.ack(msg.mid, msg.qos)  # a retained request being cleared; nothing to do
+            return
+        if not msg.payload and self._cleared.pop(msg.topic, False):
+            # MQTT 3.1.1 has no "no local": our own clearing publish comes back live.
+            client.ack(msg.mid, msg.qos)
             return
         props = msg.properties if self._v5 else None
         correlation = getattr(props, "CorrelationData", None)
@@ -257,7 +277,20 @@ class MqttLink:
             expires=received + expiry if expiry is not None else None,
             mid=msg.mid if msg.qos > 0 else None,
         )
-        if response_topic is not None:
+        if msg.retain:
+            request.problem = RequestError(
+                ErrorCode.INVALID_REQUEST,
+                "retained requests are not carried out; publish without -r",
+            )
+            self._clear_retained(client, msg.topic)
+        if len((parsed.request_id or "").encode()) > MAX_REQUEST_ID_BYTES:
+            request.reply_topic = self._topics.response(parsed.operation)
+            request.request_id = (parsed.request_id or "")[:32] + "..."
+            request.problem = RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"the request id has more than {MAX_REQUEST_ID_BYTES} bytes",
+            )
+        elif response_topic is not None:
             if self._topics.owns(response_topic):
                 request.reply_topic = response_topic
             else:
@@ -266,6 +299,19 @@ class MqttLink:
                     f"response topic {response_topic!r} is not under {self._topics.base}/",
                 )
         self._on_request(request)
+
+    def _clear_retained(self, client: mqtt.Client, topic: str) -> None:
+        """Removes a retained request from the broker, so it is not delivered at every start.
+
+        Where the ACL refuses the car this write the broker drops it silently (MQTT 3.1.1)
+        or says so in the PUBACK; the request is still refused at each delivery.
+        """
+        log.warning("request on %.200s was published retained; refusing it and clearing it", topic)
+        if not self._v5:
+            if len(self._cleared) > 1000:
+                self._cleared.clear()
+            self._cleared[topic] = True
+        client.publish(topic, b"", qos=QOS, retain=True)
 
 
 def _log_id(correlation: bytes | None) -> str:

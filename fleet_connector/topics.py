@@ -20,6 +20,9 @@ from dataclasses import dataclass
 # Characters MQTT gives a meaning in topic names or filters; a VIN or request id with
 # one of them would let a requester address other cars' topics.
 FORBIDDEN_TOPIC_CHARS = frozenset("/+#\x00")
+# Longer ids are refused (and answered on the plain reply topic): an MQTT topic has at most
+# 65,535 bytes, so a request topic near that limit has a reply topic that cannot be sent.
+MAX_REQUEST_ID_BYTES = 1024
 
 
 class Operation(enum.StrEnum):

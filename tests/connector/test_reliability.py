@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -22,7 +23,7 @@ from testkit.proxy import Mqtt311OnlyProxy
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.topics import Operation
+from fleet_connector.topics import Operation, Topics
 
 SENDER_MANIFEST = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
 
@@ -303,3 +304,191 @@ def test_no_fallback_when_mqtt5_is_configured(
         assert not connector.mqtt.connected
     finally:
         connector.stop()
+
+
+# -- requests an attacker or a careless operator sends (issue #16) ----------------------
+
+
+def reply_on(requester: Requester, operation: Operation, request_id: str | None = None) -> Any:
+    return json.loads(
+        requester.probe.expect(requester.topics.response(operation, request_id)).payload
+    )
+
+
+def workloads(emulator: Emulator) -> set[str]:
+    return set(emulator.complete_state(["desiredState"])["desiredState"].get("workloads", {}))
+
+
+def test_retained_delete_is_refused_cleared_and_not_carried_out_after_a_restart(
+    broker: Broker,
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    vin: str,
+) -> None:
+    client_id = f"fleet-connector-{vin}"
+    first = start_connector(emulator.control_interface, client_id=client_id)
+    delete_topic = requester.topics.request(Operation.DELETE)
+    # `mosquitto_pub -r`: the broker keeps it and hands it to every new subscription.
+    requester.probe.client.publish(
+        delete_topic, SENDER_MANIFEST, qos=1, retain=True
+    ).wait_for_publish(5)
+    refused = reply_on(requester, Operation.DELETE)
+    assert refused["error"]["code"] == "INVALID_REQUEST"
+    assert (
+        refused["error"]["message"] == "retained requests are not carried out; publish without -r"
+    )
+    # Days later the workload is applied, then the connector restarts.
+    assert requester.apply(SENDER_MANIFEST)["added_workloads"]
+    first.stop()
+    start_connector(emulator.control_interface, client_id=client_id)
+    assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "after")
+    assert workloads(emulator) == {"vehicle-data-sender"}
+    assert update_requests(emulator) == 1
+    # The connector cleared it: a new subscriber gets no retained request, only the marker.
+    watcher = MqttProbe(broker)
+    try:
+        watcher.subscribe(delete_topic)
+        watcher.subscribe(f"{requester.topics.base}/marker")
+        watcher.publish(f"{requester.topics.base}/marker", b"m")
+        assert watcher.expect().topic == f"{requester.topics.base}/marker"
+    finally:
+        watcher.close()
+
+
+def test_retained_request_kept_while_offline_is_refused_at_start(
+    emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester, vin: str
+) -> None:
+    client_id = f"fleet-connector-{vin}"
+    start_connector(emulator.control_interface, client_id=client_id).stop()
+    topic = requester.topics.request(Operation.APPLY, "kept")
+    requester.probe.client.publish(topic, SENDER_MANIFEST, qos=1, retain=True).wait_for_publish(5)
+    start_connector(emulator.control_interface, client_id=client_id)
+    assert reply_on(requester, Operation.APPLY, "kept")["error"]["code"] == "INVALID_REQUEST"
+    assert update_requests(emulator) == 0
+
+
+def test_a_topic_of_65535_bytes_is_refused_and_the_car_keeps_answering(
+    connector: Connector, requester: Requester
+) -> None:
+    base = requester.topics.request(Operation.STATE) + "/"
+    requester.probe.publish(base + "x" * (65535 - len(base)), '["workloadStates"]')
+    refused = reply_on(requester, Operation.STATE)
+    assert refused["error"]["code"] == "INVALID_REQUEST"
+    assert "request id" in refused["error"]["message"]
+    for i in range(3):
+        assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', f"n{i}")
+    status = requester.wait_online()
+    assert status["worker"] == "running"
+    assert status["worker_restarts"] == 0
+
+
+def test_a_repeated_read_with_the_same_id_sees_the_state_of_now(
+    connector: Connector, requester: Requester
+) -> None:
+    before = requester.call(Operation.STATE, '["desiredState.workloads"]', "same-read")
+    assert "vehicle-data-sender" not in json.dumps(before)
+    assert requester.apply(SENDER_MANIFEST)["added_workloads"]
+    after = requester.call(Operation.STATE, '["desiredState.workloads"]', "same-read")
+    assert "vehicle-data-sender" in json.dumps(after)
+
+
+def test_expired_is_not_cached(
+    emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
+) -> None:
+    start_connector(emulator.control_interface, request_timeout=5.0)
+    emulator.faults.delay = 1.5
+    requester.probe.publish(requester.topics.request(Operation.STATE, "slow"), '["workloadStates"]')
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 1
+    topic = requester.topics.request(Operation.APPLY, "retry-me")
+    requester.probe.publish(topic, SENDER_MANIFEST, properties=props)
+    assert reply_on(requester, Operation.APPLY, "retry-me")["error"]["code"] == "EXPIRED"
+    emulator.faults.delay = 0
+    # The retry under the same id runs.
+    assert requester.call(Operation.APPLY, SENDER_MANIFEST, "retry-me")["added_workloads"]
+
+
+def test_two_requesters_with_the_same_correlation_data_both_get_their_reply(
+    emulator: Emulator, connector: Connector, requester: Requester
+) -> None:
+    emulator.faults.delay = 0.5
+    topic = requester.topics.request(Operation.APPLY)
+    for who in ("alice", "bob"):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = requester.topics.response(Operation.APPLY, who)
+        props.CorrelationData = b"1"
+        requester.probe.publish(topic, SENDER_MANIFEST, properties=props)
+    assert reply_on(requester, Operation.APPLY, "alice")["added_workloads"]
+    assert "added_workloads" in reply_on(requester, Operation.APPLY, "bob")
+
+
+def test_oversized_requests_are_refused_on_arrival_not_queued(
+    emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
+) -> None:
+    start_connector(emulator.control_interface, request_timeout=10.0)
+    emulator.faults.delay = 3.0  # Ankaios hangs on the first request
+    requester.probe.publish(requester.topics.request(Operation.STATE, "slow"), '["workloadStates"]')
+    big = b"#" * (2 * 1024 * 1024)
+    for i in range(10):
+        requester.probe.publish(requester.topics.request(Operation.APPLY, f"big-{i}"), big)
+    # Every oversized request is answered while the first still waits for Ankaios.
+    for i in range(10):
+        message = requester.probe.expect(timeout=2.5)
+        assert message.topic == requester.topics.response(Operation.APPLY, f"big-{i}")
+        assert json.loads(message.payload)["error"]["code"] == "POLICY_DENIED"
+    assert "workload_states" in reply_on(requester, Operation.STATE, "slow")
+
+
+def test_one_bad_read_in_a_batch_fails_alone(
+    emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
+) -> None:
+    start_connector(emulator.control_interface, request_timeout=10.0)
+    emulator.faults.delay = 1.0  # the next reads pile up and go to Ankaios as one batch
+    requester.probe.publish(
+        requester.topics.request(Operation.STATE, "first"), '["workloadStates"]'
+    )
+    for i in range(15):
+        requester.probe.publish(
+            requester.topics.request(Operation.STATE, f"good-{i}"), '["agents"]'
+        )
+        if i == 7:
+            requester.probe.publish(requester.topics.request(Operation.STATE, "bad"), '["\\ud800"]')
+    emulator.faults.delay = 0
+    assert reply_on(requester, Operation.STATE, "first")
+    replies: dict[str, Any] = {}
+    while len(replies) < 16:
+        message = requester.probe.expect()
+        replies[message.topic.rsplit("/", 1)[1]] = json.loads(message.payload)
+    assert replies.pop("bad")["error"]["code"] == "INVALID_REQUEST"
+    assert all("agents" in reply for reply in replies.values()), replies
+
+
+def test_reply_cache_forgets_after_its_age_limit_and_is_bounded_in_bytes() -> None:
+    from fleet_connector.handler import Request
+    from fleet_connector.replies import MAX_AGE, ReplyCache
+
+    now = [0.0]
+    cache = ReplyCache(max_bytes=4 * 1024 * 1024, clock=lambda: now[0])
+    topics = Topics("1")
+
+    def delete(request_id: str) -> Request:
+        return Request(
+            Operation.DELETE,
+            SENDER_MANIFEST,
+            topics.request(Operation.DELETE, request_id),
+            topics.response(Operation.DELETE, request_id),
+            request_id,
+            has_topic_id=True,
+        )
+
+    assert cache.admit(delete("reused")) is True
+    cache.done(delete("reused"), '{"deleted_workloads": ["x"]}', None)
+    assert cache.admit(delete("reused")) == '{"deleted_workloads": ["x"]}'  # a redelivery
+    now[0] += MAX_AGE + 1
+    assert cache.admit(delete("reused")) is True  # the same id days later is a new request
+    big = "x" * 400_000
+    for i in range(1000):
+        assert cache.admit(delete(f"big-{i}")) is True
+        cache.done(delete(f"big-{i}"), big, None)
+    assert cache.size_bytes <= 4 * 1024 * 1024
