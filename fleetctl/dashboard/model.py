@@ -137,6 +137,9 @@ def summarize_outcome(data: dict[str, Any] | None) -> tuple[bool, str]:
     error = data.get("error")
     if isinstance(error, dict):
         return False, text(f"{text(error.get('code'))}: {text(error.get('message'))}")
+    followed = data.get("outcome")
+    if isinstance(followed, str) and isinstance(data.get("workloads"), dict):
+        return _summarize_followed(followed, data["workloads"])
     parts = []
     for key, verb in (("added_workloads", "added"), ("deleted_workloads", "deleted")):
         items = data.get(key)
@@ -148,6 +151,22 @@ def summarize_outcome(data: dict[str, Any] | None) -> tuple[bool, str]:
     if parts:
         return True, "; ".join(parts)
     return True, text(data)
+
+
+# Followed outcomes (``.../req/<id>/follow``) that mean the request did what it asked.
+FOLLOWED_OK = frozenset({"running", "succeeded", "removed"})
+
+
+def _summarize_followed(overall: str, workloads: dict[str, Any]) -> tuple[bool, str]:
+    parts = []
+    for name, report in list(workloads.items())[:20]:
+        if isinstance(report, dict):
+            state = "/".join(text(report.get(k)) for k in ("state", "substate") if report.get(k))
+            parts.append(
+                f"{text(name)} {text(report.get('outcome'))}" + (f" ({state})" if state else "")
+            )
+    summary = f"followed: {text(overall)}" + (f"; {', '.join(parts)}" if parts else "")
+    return overall in FOLLOWED_OK, text(summary)
 
 
 class FleetModel:
