@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -17,9 +18,10 @@ from fleet_connector.control_interface import ControlInterface
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Handler, Request
 from fleet_connector.mqtt import MqttLink
+from fleet_connector.outcomes import Outcomes, follow_spec
 from fleet_connector.replies import ReplyCache
 from fleet_connector.store import Store
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.topics import FOLLOWABLE, Operation, Topics
 from fleet_connector.workload_states import WorkloadStates
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class Connector:
             request_timeout=config.request_timeout,
             agent_interval=config.agent_interval,
         )
+        self.outcomes = Outcomes(self.live, self.control_interface, self.mqtt.answer)
 
     def start(self) -> None:
         log.info(
@@ -115,6 +118,7 @@ class Connector:
             self._queue.put_nowait(None)  # wakes the worker; a full queue wakes it anyway
         if self._worker:
             self._worker.join(grace)
+        self.outcomes.stop()
         self.control_interface.stop()
         self.live.stop()
         self.mqtt.stop()
@@ -129,6 +133,7 @@ class Connector:
             if request.problem is not None:
                 raise request.problem
             self.config.policy.check_payload(request.payload)
+            self.outcomes.check(request)
         except RequestError as e:
             self._finish(request, e.to_json(), e.code)
             return
@@ -235,13 +240,22 @@ class Connector:
             log.exception("reply to request id=%s could not be sent", request.request_id)
             with contextlib.suppress(Exception):
                 self.mqtt.ack(request)
+        trace = dict(request.user_properties).get("traceparent")
         log.info(
-            "request id=%s topic=%s outcome=%s duration_ms=%.1f",
+            "request id=%s topic=%s outcome=%s duration_ms=%.1f%s",
             request.request_id,
             request.topic,
             code or "OK",
             (time.monotonic() - request.received) * 1000,
+            f" traceparent={trace}" if trace else "",
         )
+        if code is None and request.operation in FOLLOWABLE:
+            try:
+                spec = follow_spec(request)
+            except RequestError:
+                spec = None  # refused before it ran; cannot happen here
+            if spec is not None:
+                self.outcomes.follow(request, spec, json.loads(reply))
 
     def _watched(self, message: Any) -> None:
         self.live.watched(message)

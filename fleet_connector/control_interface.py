@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base, _control_api
@@ -40,6 +41,12 @@ PROBE_AFTER = 0.5
 _POLL_INTERVAL = 0.2
 # Reconnect backoff ceiling before the first connection (after it: max_backoff).
 BOOT_MAX_BACKOFF = 0.5
+
+
+def proto_of(response: Response) -> Any:
+    """The ``ank_base.Response`` the SDK parsed (it keeps it), for fields it does not expose
+    (event paths, instance names of log entries) without parsing the frame twice."""
+    return getattr(response, "_response", None)
 
 
 class Unavailable(Exception):

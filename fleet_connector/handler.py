@@ -41,6 +41,10 @@ class Request:
     """MQTT message id, acknowledged once the reply is out."""
     problem: RequestError | None = None
     """Set when the request is refused before it is carried out (e.g. a foreign reply topic)."""
+    follow: str | None = None
+    """The ``follow`` level of the request topic, if any (see fleet_connector/outcomes.py)."""
+    user_properties: list[tuple[str, str]] = field(default_factory=list)
+    """MQTT 5 user properties of the request (follow settings, trace context)."""
 
     @functools.cached_property
     def dedupe_key(self) -> tuple[str, str, bytes, bytes] | None:

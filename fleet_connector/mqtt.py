@@ -28,6 +28,8 @@ from fleet_connector.topics import MAX_REQUEST_ID_BYTES, Topics
 log = logging.getLogger(__name__)
 
 QOS = 1
+# W3C Trace Context, carried as MQTT 5 user properties from a request to all it causes.
+TRACE_PROPERTIES = ("traceparent", "tracestate")
 
 
 class MqttLink:
@@ -134,12 +136,26 @@ class MqttLink:
 
     def reply(self, request: Request, payload: str) -> None:
         """Publishes the reply, then acknowledges the request to the broker."""
-        properties = None
-        if self._v5 and request.correlation_data is not None:
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = request.correlation_data
-        self._client.publish(request.reply_topic, payload, qos=QOS, properties=properties)
+        self.answer(request, payload)
         self.ack(request)
+
+    def answer(
+        self, request: Request, payload: str, topic: str | None = None
+    ) -> mqtt.MQTTMessageInfo:
+        """Publishes a message for a request (its reply, outcome, log batches) on its reply
+        topic (or ``topic``), with its correlation data and trace context (MQTT 5)."""
+        properties = None
+        if self._v5:
+            trace = [(k, v) for k, v in request.user_properties if k in TRACE_PROPERTIES]
+            if request.correlation_data is not None or trace:
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                if request.correlation_data is not None:
+                    properties.CorrelationData = request.correlation_data
+                if trace:
+                    properties.UserProperty = trace
+        return self._client.publish(
+            topic or request.reply_topic, payload, qos=QOS, properties=properties
+        )
 
     def ack(self, request: Request) -> None:
         """Tells the broker the request is dealt with; until then it would redeliver it."""
@@ -276,6 +292,8 @@ class MqttLink:
             received=received,
             expires=received + expiry if expiry is not None else None,
             mid=msg.mid if msg.qos > 0 else None,
+            follow=parsed.follow,
+            user_properties=list(getattr(props, "UserProperty", None) or []),
         )
         if msg.retain:
             request.problem = RequestError(

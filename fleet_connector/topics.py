@@ -48,6 +48,13 @@ class RequestTopic:
 
     operation: Operation
     request_id: str | None
+    follow: str | None = None
+    """The ``follow[;settle=S][;deadline=D]`` level after the id (apply and delete only)."""
+
+
+# Operations whose outcome can be followed (see fleet_connector/outcomes.py).
+FOLLOWABLE = frozenset({Operation.APPLY, Operation.DELETE})
+FOLLOW_LEVEL = "follow"
 
 
 class Topics:
@@ -98,6 +105,8 @@ class Topics:
         for operation in Operation:
             filters.append(self.request(operation))
             filters.append(self.request(operation, "+"))
+            if operation in FOLLOWABLE:
+                filters.append(self.request(operation, "+") + "/+")
         return filters
 
     def parse_request(self, topic: str) -> RequestTopic | None:
@@ -107,9 +116,13 @@ class Topics:
             if topic == plain:
                 return RequestTopic(operation, None)
             if topic.startswith(plain + "/"):
-                request_id = topic[len(plain) + 1 :]
-                if request_id and not FORBIDDEN_TOPIC_CHARS.intersection(request_id):
+                request_id, _, follow = topic[len(plain) + 1 :].partition("/")
+                if not request_id or FORBIDDEN_TOPIC_CHARS.intersection(request_id):
+                    continue
+                if not follow:
                     return RequestTopic(operation, request_id)
+                if operation in FOLLOWABLE and follow.split(";", 1)[0] == FOLLOW_LEVEL:
+                    return RequestTopic(operation, request_id, follow)
         return None
 
     def owns(self, topic: str) -> bool:

@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt
 from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.control_interface import ControlInterface, Unavailable
+from fleet_connector.control_interface import ControlInterface, Unavailable, proto_of
 from fleet_connector.live_model import LiveModel
 from fleet_connector.topics import Topics
 
@@ -44,8 +44,9 @@ BATCH_LIMIT = 5_000
 
 Publish = Callable[[str, str], object]
 """Publishes a retained message (QoS 1); an empty payload clears the topic."""
-Observer = Callable[[LiveModel, set[str]], None]
-"""Called on this module's thread after changes, with the workloads they touched."""
+Observer = Callable[[LiveModel, set[str]], float | None]
+"""Called on this module's thread after each round, with the workloads it touched (maybe
+none); returns the monotonic time it wants to be called again at the latest, or None."""
 
 
 class WorkloadStates:
@@ -85,6 +86,8 @@ class WorkloadStates:
         self._dirty: set[str] = set()
         self._dirty_agents: set[str] = set()
         self._force = False
+        self._touched: set[str] = set()
+        self._wake_at: float | None = None
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -100,6 +103,10 @@ class WorkloadStates:
 
     def observe(self, observer: Observer) -> None:
         self._observers.append(observer)
+
+    def call_soon(self, function: Callable[[], None]) -> None:
+        """Runs ``function`` on this module's thread, where the model may be read."""
+        self._post(("call", function))
 
     def control_interface_changed(self, connected: bool) -> None:
         self._post(("ankaios", connected))
@@ -144,12 +151,15 @@ class WorkloadStates:
                     self._subscribe()
                 self._maintain()
                 self._flush()
+                self._notify()
             except Exception:
                 log.exception("live states: unexpected failure; resyncing")
                 self._subscription = None
 
     def _wait_time(self) -> float:
         waits = [1.0]
+        if self._wake_at is not None:
+            waits.append(self._wake_at - time.monotonic())
         if self._subscription is not None and not self.synced.is_set():
             waits.append(self._subscribed_at + self._timeout - time.monotonic())
         if self.synced.is_set():
@@ -172,6 +182,8 @@ class WorkloadStates:
             self._force = True
             if self._ci.connected:
                 self._subscribe()
+        elif kind == "call":
+            item[1]()
         elif kind == "retained":
             topic, present = item[1], item[2]
             if present:
@@ -212,7 +224,7 @@ class WorkloadStates:
             if response.content_type in (ResponseType.EVENT_CANCEL_ACCEPTED, ResponseType.ERROR):
                 self._ci.close_stream(request_id)
             return
-        proto = getattr(response, "_response", None)  # the SDK keeps the parsed protobuf here
+        proto = proto_of(response)
         if response.content_type == ResponseType.ERROR:
             self._ci.close_stream(request_id)
             self._subscription = None
@@ -242,7 +254,7 @@ class WorkloadStates:
             self.synced.set()
             for topic in list(self._retained):
                 self._clear_if_stale(topic)
-            self._notify(touched)
+            self._touched |= touched
             log.info("live states: resynced, %d workload instances", len(self.model.instances))
         elif response.content_type == ResponseType.EVENT_RESPONSE and self.synced.is_set():
             touched = self.model.apply_event(answer.completeState, answer.alteredFields, now)
@@ -255,7 +267,7 @@ class WorkloadStates:
                 for s in self.model.of_workload(name)
             ):
                 self._next_agents = 0.0  # an agent went away: look now, not at the next round
-            self._notify(touched)
+            self._touched |= touched
 
     def _maintain(self) -> None:
         now = time.monotonic()
@@ -280,18 +292,24 @@ class WorkloadStates:
         except (Unavailable, TimeoutError) as e:
             log.debug("live states: agents not read: %s", e)
             return
-        proto = getattr(response, "_response", None)
+        proto = proto_of(response)
         if proto is None or not proto.HasField("completeStateResponse"):
             return
         agents = proto.completeStateResponse.completeState.agents
         self._dirty_agents |= self.model.replace_agents(agents, time.time())
 
-    def _notify(self, touched: set[str]) -> None:
+    def _notify(self) -> None:
+        touched, self._touched = self._touched, set()
+        wakes: list[float] = []
         for observer in self._observers:
             try:
-                observer(self.model, touched)
+                wake = observer(self.model, touched)
             except Exception:
                 log.exception("live states: observer failed")
+                continue
+            if wake is not None:
+                wakes.append(wake)
+        self._wake_at = min(wakes) if wakes else None
 
     def _clear_if_stale(self, topic: str) -> None:
         """Clears a retained topic an earlier run left for a workload that is gone."""
