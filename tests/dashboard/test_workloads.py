@@ -78,6 +78,8 @@ def test_a_workload_applied_crashed_and_deleted_changes_the_page_within_a_second
     assert page.cars()[other.vin][5] == ""
     assert "running" in page.text("by-state")
 
+    # Running means started; the program writes its pid right after.
+    page.wait(lambda: pid_file.exists() and pid_file.read_text(), 10)
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     crashed = time.monotonic()
     page.wait(lambda: page.workloads()["app"][2] == "failed", SECOND)
