@@ -144,6 +144,8 @@ class Handler:
                 f"STRICT is on and the manifest has warnings: {'; '.join(manifest.warnings)}",
             )
         self._policy.check_manifest(manifest, deleting=deleting)
+        if not deleting:
+            self._policy.check_apply(self._ankaios.desired_state, manifest)
 
     def _plan(self, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
         try:

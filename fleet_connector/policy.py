@@ -15,20 +15,23 @@ Policy file (YAML), every key optional::
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ankaios_sdk._protos import _ank_base
 
+from fleet_connector import workload_images
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.manifest import Manifest
 from fleet_connector.options import ConfigError
+from fleet_connector.rendering import RenderedWorkload
+from fleet_connector.started import started_workloads
+from fleet_connector.workload_images import CannotTell
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
-_IMAGE = re.compile(r"^\s*image:\s*[\"']?([^\"'\s#]+)", re.MULTILINE)
 _KEYS = {
     "protectedWorkloads",
     "maxPayloadSize",
@@ -104,33 +107,71 @@ class Policy:
                 f"the payload has {len(payload)} bytes; the limit is {self.max_payload}",
             )
 
+    @property
+    def judges_what_runs(self) -> bool:
+        """Whether an apply must be rendered as Ankaios will run it before it is judged."""
+        return self.allowed_agents is not None or self.allowed_image_prefixes is not None
+
     def check_manifest(self, manifest: Manifest, deleting: bool) -> None:
+        """The rules on the manifest's names; what it runs is :meth:`check_started`'s."""
         for name in sorted(manifest.workloads):
             if name in self.protected_workloads:
                 verb = "deleted" if deleting else "replaced"
                 raise _denied("protectedWorkloads", f"workload {name!r} may not be {verb} remotely")
-        if deleting:
+
+    def check_apply(
+        self, read_state: Callable[[], _ank_base.CompleteState], manifest: Manifest
+    ) -> None:
+        """The rules on what runs, for what an apply would start; ``read_state`` reads the
+        car's desired workloads and configs. Where that cannot be told, the apply is refused."""
+        if not self.judges_what_runs:
             return
-        for name, workload in sorted(manifest.workloads.items()):
+        try:
+            workloads = started_workloads(read_state, manifest)
+        except CannotTell as e:
+            rules = [
+                rule
+                for rule, value in (
+                    ("allowedAgents", self.allowed_agents),
+                    ("allowedImagePrefixes", self.allowed_image_prefixes),
+                )
+                if value is not None
+            ]
+            raise _denied(
+                ", ".join(rules), f"the connector cannot tell what this apply would run: {e}"
+            ) from None
+        self.check_started(workloads)
+
+    def check_started(self, workloads: Sequence[RenderedWorkload]) -> None:
+        """The rules on what runs, for each workload an apply starts or restarts, rendered
+        with the configs in effect (see :mod:`fleet_connector.started`)."""
+        for workload in workloads:
+            name = workload.name
+            if name in self.protected_workloads:
+                raise _denied(
+                    "protectedWorkloads",
+                    f"workload {name!r} may not be replaced remotely (a config it uses changes)",
+                )
             if self.allowed_agents is not None and workload.agent not in self.allowed_agents:
                 raise _denied(
                     "allowedAgents",
-                    f"workload {name!r} names agent {workload.agent!r}, which is not allowed",
+                    f"workload {name!r} would run on agent {workload.agent!r}, "
+                    "which is not allowed",
                 )
             if self.allowed_image_prefixes is not None:
-                self._check_image(name, workload.runtimeConfig)
-
-    def _check_image(self, name: str, runtime_config: str) -> None:
-        assert self.allowed_image_prefixes is not None
-        match = _IMAGE.search(runtime_config)
-        image = match.group(1) if match else None
-        if image is None or "{{" in image:
-            raise _denied(
-                "allowedImagePrefixes",
-                f"workload {name!r} has no literal image in its runtimeConfig to check",
-            )
-        if not image.startswith(self.allowed_image_prefixes):
-            raise _denied("allowedImagePrefixes", f"image {image!r} of {name!r} is not allowed")
+                try:
+                    images = workload_images.images(workload.runtime, workload.runtime_config)
+                except CannotTell as e:
+                    raise _denied(
+                        "allowedImagePrefixes",
+                        f"the images workload {name!r} would run cannot be told: {e}",
+                    ) from None
+                for image in images:
+                    if not image.startswith(self.allowed_image_prefixes):
+                        raise _denied(
+                            "allowedImagePrefixes",
+                            f"image {image!r} of {name!r} is not allowed",
+                        )
 
     def check_field_masks(self, masks: Sequence[str]) -> None:
         allowed = self.allowed_field_masks
