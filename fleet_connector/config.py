@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.logs import LogLimits
 from fleet_connector.options import (
     ConfigError,
     Option,
@@ -103,6 +104,38 @@ CONNECTOR_OPTIONS = [
         10.0,
         positive_float,
     ),
+    Option(
+        "log_max_lines",
+        "--log-max-lines",
+        "LOG_MAX_LINES",
+        "lines one logs request may receive (and largest tail)",
+        10_000,
+        positive_int,
+    ),
+    Option(
+        "log_max_rate",
+        "--log-max-rate",
+        "LOG_MAX_BYTES_PER_SECOND",
+        "bytes of log lines per second one stream may send; more are dropped and counted",
+        256 * 1024,
+        positive_int,
+    ),
+    Option(
+        "log_max_follow",
+        "--log-max-follow",
+        "LOG_MAX_FOLLOW",
+        "seconds a logs request may follow",
+        600.0,
+        positive_float,
+    ),
+    Option(
+        "log_max_streams",
+        "--log-max-streams",
+        "LOG_MAX_STREAMS",
+        "log streams open at once",
+        4,
+        positive_int,
+    ),
     Option("log_level", "--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 ]
 
@@ -125,6 +158,7 @@ class Config:
     state_dir: Path | None = None
     strict: bool = False
     agent_interval: float = 10.0
+    log_limits: LogLimits = field(default_factory=LogLimits)
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -176,5 +210,11 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         state_dir=Path(values["state_dir"]) if values["state_dir"] else None,
         strict=values["strict"],
         agent_interval=values["agent_interval"],
+        log_limits=LogLimits(
+            max_lines=values["log_max_lines"],
+            bytes_per_second=values["log_max_rate"],
+            max_follow=values["log_max_follow"],
+            max_streams=values["log_max_streams"],
+        ),
         log_level=level,
     )

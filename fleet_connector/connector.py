@@ -17,6 +17,7 @@ from fleet_connector.config import Config
 from fleet_connector.control_interface import ControlInterface
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Handler, Request
+from fleet_connector.logs import LogStreams
 from fleet_connector.mqtt import MqttLink
 from fleet_connector.outcomes import Outcomes, follow_spec
 from fleet_connector.replies import ReplyCache
@@ -79,7 +80,12 @@ class Connector:
             session_expiry=config.session_expiry,
             on_request=self._enqueue,
             presence=self._presence,
-            watch=[self.topics.workloads_filter, self.topics.agents_filter],
+            watch=[
+                self.topics.workloads_filter,
+                self.topics.agents_filter,
+                self.topics.logs_cancel(),
+                self.topics.logs_cancel("+"),
+            ],
             on_watched=self._watched,
             on_connected=self._broker_connected,
         )
@@ -92,6 +98,15 @@ class Connector:
             agent_interval=config.agent_interval,
         )
         self.outcomes = Outcomes(self.live, self.control_interface, self.mqtt.answer)
+        self.logs = LogStreams(
+            self.control_interface,
+            self.topics,
+            self.live,
+            answer=self.mqtt.answer,
+            ack=self.mqtt.ack,
+            limits=config.log_limits,
+            request_timeout=config.request_timeout,
+        )
 
     def start(self) -> None:
         log.info(
@@ -101,6 +116,7 @@ class Connector:
             self.config.control_interface,
         )
         self.live.start()
+        self.logs.start()
         self.control_interface.start()
         self._worker = threading.Thread(target=self._supervise, name="requests", daemon=True)
         self._worker.start()
@@ -119,6 +135,7 @@ class Connector:
         if self._worker:
             self._worker.join(grace)
         self.outcomes.stop()
+        self.logs.stop()
         self.control_interface.stop()
         self.live.stop()
         self.mqtt.stop()
@@ -136,6 +153,9 @@ class Connector:
             self.outcomes.check(request)
         except RequestError as e:
             self._finish(request, e.to_json(), e.code)
+            return
+        if request.operation is Operation.LOGS:
+            self.logs.submit(request)  # streams, so not through the request queue
             return
         admitted = self._replies.admit(request)
         if admitted is False:
@@ -258,13 +278,19 @@ class Connector:
                 self.outcomes.follow(request, spec, json.loads(reply))
 
     def _watched(self, message: Any) -> None:
-        self.live.watched(message)
+        is_cancel, request_id = self.topics.parse_logs_cancel(message.topic)
+        if is_cancel:
+            properties = message.properties if self.mqtt.v5 else None
+            self.logs.cancel(request_id, getattr(properties, "CorrelationData", None))
+        else:
+            self.live.watched(message)
 
     def _broker_connected(self) -> None:
         self.live.broker_connected()
 
     def _control_interface_changed(self, connected: bool) -> None:
         self.live.control_interface_changed(connected)
+        self.logs.connection_changed(connected)
         self._status_since = _now()
         if self.mqtt.connected:
             self.mqtt.publish_status("online")

@@ -28,6 +28,17 @@ def log_rule_message(workloads: list[str]) -> str:
     )
 
 
+def cancel_campaign(ci: ControlInterface, request_id: str, timeout: float) -> None:
+    """Asks Ankaios to end a logs campaign; its answers are no longer routed anywhere."""
+    with contextlib.suppress(Unavailable):
+        ci.send(
+            _ank_base.Request(
+                requestId=request_id, logsCancelRequest=_ank_base.LogsCancelRequest()
+            ),
+            timeout,
+        )
+
+
 @dataclass
 class Tail:
     lines: dict[str, list[str]] = field(default_factory=dict)
@@ -78,13 +89,7 @@ def last_lines(ci: ControlInterface, keys: list[Key], tail: int, timeout: float)
     finally:
         ci.close_stream(request_id)
         if open_streams != 0:
-            with contextlib.suppress(Unavailable):
-                ci.send(
-                    _ank_base.Request(
-                        requestId=request_id, logsCancelRequest=_ank_base.LogsCancelRequest()
-                    ),
-                    timeout,
-                )
+            cancel_campaign(ci, request_id, timeout)
     for name, lines in result.lines.items():
         result.lines[name] = lines[-tail:] if tail else []
     return result

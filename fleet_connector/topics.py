@@ -35,6 +35,8 @@ class Operation(enum.StrEnum):
     PLAN_DELETE = "manifest/plan-delete"
     """What a delete of the manifest would do; changes nothing."""
     STATE = "state"
+    LOGS = "logs"
+    """Workloads' log lines, streamed in batches (fleet_connector/logs.py)."""
 
     @property
     def planned(self) -> Operation | None:
@@ -80,6 +82,21 @@ class Topics:
 
     def agent(self, name: str) -> str:
         return f"{self.base}/agents/{name}"
+
+    def logs_cancel(self, request_id: str | None = None) -> str:
+        topic = f"{self.base}/logs/cancel"
+        return f"{topic}/{request_id}" if request_id else topic
+
+    def parse_logs_cancel(self, topic: str) -> tuple[bool, str | None]:
+        """(whether it is a cancel topic, the stream's request id)."""
+        plain = self.logs_cancel()
+        if topic == plain:
+            return True, None
+        if topic.startswith(plain + "/"):
+            request_id = topic[len(plain) + 1 :]
+            if request_id and not FORBIDDEN_TOPIC_CHARS.intersection(request_id):
+                return True, request_id
+        return False, None
 
     def parse_live(self, topic: str) -> tuple[str, str] | None:
         """("workloads" or "agents", name) for a live-state topic of this car, else None."""

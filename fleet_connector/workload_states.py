@@ -41,6 +41,7 @@ EVENT_MASKS = ["workloadStates", "agents"]
 QUEUE_LIMIT = 10_000
 # Responses applied before the model is published; more wait for the next round.
 BATCH_LIMIT = 5_000
+SUBSCRIBE_TIMEOUT = 10.0
 
 Publish = Callable[[str, str], object]
 """Publishes a retained message (QoS 1); an empty payload clears the topic."""
@@ -68,6 +69,9 @@ class WorkloadStates:
         self._broker_connected = broker_connected
         self._timeout = request_timeout
         self._agent_interval = agent_interval
+        # A slow Ankaios answers late rather than never; subscribing again too early would
+        # only add to its backlog.
+        self._answer_timeout = max(SUBSCRIBE_TIMEOUT, 2 * request_timeout)
         self.model = LiveModel()
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue(QUEUE_LIMIT)
         self._overflow = threading.Event()
@@ -87,6 +91,7 @@ class WorkloadStates:
         self._dirty_agents: set[str] = set()
         self._force = False
         self._touched: set[str] = set()
+        self._broker_seen = False
         self._wake_at: float | None = None
 
     # -- any thread ----------------------------------------------------------------------
@@ -161,7 +166,7 @@ class WorkloadStates:
         if self._wake_at is not None:
             waits.append(self._wake_at - time.monotonic())
         if self._subscription is not None and not self.synced.is_set():
-            waits.append(self._subscribed_at + self._timeout - time.monotonic())
+            waits.append(self._subscribed_at + self._answer_timeout - time.monotonic())
         if self.synced.is_set():
             waits.append(self._next_agents - time.monotonic())
         return max(0.01, min(waits))
@@ -179,9 +184,13 @@ class WorkloadStates:
                 self._subscription = None
                 self.synced.clear()
         elif kind == "broker":
+            # Everything is published again (forced). On the first connection the model is
+            # fresh (or its subscription is still to be answered); on a reconnect it is
+            # taken anew from the complete state.
             self._force = True
-            if self._ci.connected:
+            if self._broker_seen and self._ci.connected and self.synced.is_set():
                 self._subscribe()
+            self._broker_seen = True
         elif kind == "call":
             item[1]()
         elif kind == "retained":
@@ -274,7 +283,7 @@ class WorkloadStates:
         if (
             self._subscription is not None
             and not self.synced.is_set()
-            and now > self._subscribed_at + self._timeout
+            and now > self._subscribed_at + self._answer_timeout
         ):
             log.warning("live states: no answer to the events subscription; subscribing again")
             self._subscribe()

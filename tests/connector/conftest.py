@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from testkit import Broker, MqttProbe, Requester
+from testkit.live import ALL_LOGS
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
@@ -67,3 +68,24 @@ def connector(emulator: Emulator, start_connector: Callable[..., Connector]) -> 
 @pytest.fixture
 def requester(probe: MqttProbe, vin: str) -> Requester:
     return Requester(probe, vin)
+
+
+@pytest.fixture
+def make_car(tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
+    """Emulators whose workloads really run, as local processes, from an image map."""
+    made: list[Emulator] = []
+
+    def make(images: dict[str, list[str]], access: dict[str, Any] | None = ALL_LOGS) -> Emulator:
+        emulator = Emulator(
+            control_interface=tmp_path / f"ci{len(made)}",
+            runtime="process",
+            image_map=images,
+            access=access,
+            pace_frames=False,
+        )
+        made.append(emulator.start())
+        return emulator
+
+    yield make
+    for emulator in made:
+        emulator.stop()

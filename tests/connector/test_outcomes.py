@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -25,37 +24,11 @@ IMAGES = {
     "steady:1": ["sh", "-c", "echo up; exec sleep 120"],
     "done:1": ["sh", "-c", "echo did it"],
 }
-ALL_LOGS = {
-    "allowRules": [
-        {"type": "StateRule", "operation": "ReadWrite", "filterMasks": ["*"]},
-        {"type": "LogRule", "workloadNames": ["*"]},
-    ]
-}
-
-
-@pytest.fixture
-def make_car(tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
-    made: list[Emulator] = []
-
-    def make(access: dict[str, Any] | None = ALL_LOGS) -> Emulator:
-        emulator = Emulator(
-            control_interface=tmp_path / f"ci{len(made)}",
-            runtime="process",
-            image_map=IMAGES,
-            access=access,
-            pace_frames=False,
-        )
-        made.append(emulator.start())
-        return emulator
-
-    yield make
-    for emulator in made:
-        emulator.stop()
 
 
 @pytest.fixture
 def car(make_car: Callable[..., Emulator]) -> Emulator:
-    return make_car()
+    return make_car(IMAGES)
 
 
 def followed(
@@ -97,7 +70,7 @@ def test_without_a_log_rule_a_failure_says_which_rule_is_missing(
     probe: MqttProbe,
     vin: str,
 ) -> None:
-    car = make_car(access=None)
+    car = make_car(IMAGES, access=None)
     start_connector(car.control_interface)
     _, outcome = followed(probe, vin, "apply", manifest("crasher", image="crash:1"), "c2")
     crasher = outcome["workloads"]["crasher"]

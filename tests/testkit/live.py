@@ -8,6 +8,14 @@ from typing import Any
 
 from testkit import MqttProbe
 
+# controlInterfaceAccess that also lets the connector read every workload's logs.
+ALL_LOGS: dict[str, Any] = {
+    "allowRules": [
+        {"type": "StateRule", "operation": "ReadWrite", "filterMasks": ["*"]},
+        {"type": "LogRule", "workloadNames": ["*"]},
+    ]
+}
+
 
 def manifest(*names: str, image: str = "sim:1", agent: str = "agent_A") -> str:
     """A v0.1 manifest with one podman workload per name."""
