@@ -13,7 +13,7 @@ from testkit import Broker, MqttProbe, Requester
 from testkit.live import manifest, retained, states_until, until_all
 
 from ankaios_emulator import Emulator
-from fleet_connector import Config, Connector
+from fleet_connector import Connector
 from fleet_connector.broker import BrokerSettings
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
@@ -108,32 +108,25 @@ def _instances(requester: Requester, name: str) -> dict[str, object]:
 
 
 def test_states_are_published_again_to_a_broker_that_lost_them(
-    emulator: Emulator, make_broker: Callable[..., Broker], vin: str
+    emulator: Emulator,
+    make_broker: Callable[..., Broker],
+    start_connector: Callable[..., Connector],
+    vin: str,
 ) -> None:
     broker = make_broker()
-    connector = Connector(
-        Config(
-            vin=vin,
-            broker=BrokerSettings(host=broker.host, port=broker.port),
-            control_interface=emulator.control_interface,
-        )
-    )
-    connector.start()
+    settings = BrokerSettings(host=broker.host, port=broker.port)
+    start_connector(emulator.control_interface, mqtt_settings=settings)
+    probe = MqttProbe(broker)
+    probe.subscribe(f"vehicle/{vin}/workloads/#")
+    Requester(probe, vin).apply(manifest("nginx"))
+    states_until(probe, f"vehicle/{vin}/workloads/nginx", "running")
+    probe.close()
+    broker.kill()  # without persistence: every retained message is gone
+    restarted = make_broker(port=broker.port)
+    probe = MqttProbe(restarted)
     try:
-        assert connector.mqtt.wait_subscribed(10)
-        probe = MqttProbe(broker)
+        Requester(probe, vin).wait_online(timeout=40)
         probe.subscribe(f"vehicle/{vin}/workloads/#")
-        Requester(probe, vin).apply(manifest("nginx"))
-        states_until(probe, f"vehicle/{vin}/workloads/nginx", "running")
-        probe.close()
-        broker.kill()  # without persistence: every retained message is gone
-        restarted = make_broker(port=broker.port)
-        probe = MqttProbe(restarted)
-        try:
-            Requester(probe, vin).wait_online(timeout=40)
-            probe.subscribe(f"vehicle/{vin}/workloads/#")
-            assert states_until(probe, f"vehicle/{vin}/workloads/nginx", "running", 20)
-        finally:
-            probe.close()
+        assert states_until(probe, f"vehicle/{vin}/workloads/nginx", "running", 20)
     finally:
-        connector.stop()
+        probe.close()
