@@ -20,6 +20,7 @@ from fleet_connector.options import (
     positive_int,
 )
 from fleet_connector.policy import Policy
+from fleet_connector.signatures import load_trusted_keys
 from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS
 
 DEFAULT_CONTROL_INTERFACE = Path("/run/ankaios/control_interface")
@@ -86,6 +87,20 @@ CONNECTOR_OPTIONS = [
         "STATE_DIR",
         "directory for the connector's persistent state (journal, signature counters); "
         "unset: nothing is kept across restarts",
+    ),
+    Option(
+        "trusted_keys",
+        "--trusted-keys",
+        "TRUSTED_KEYS",
+        "file of public keys whose signed requests this car accepts (needs STATE_DIR)",
+    ),
+    Option(
+        "require_signed",
+        "--require-signed",
+        "REQUIRE_SIGNED",
+        "refuse apply and delete requests that are not signed by a trusted key",
+        False,
+        is_switch=True,
     ),
     Option(
         "strict",
@@ -156,6 +171,8 @@ class Config:
     queue_size: int = 1000
     policy: Policy = field(default_factory=Policy)
     state_dir: Path | None = None
+    trusted_keys: Path | None = None
+    require_signed: bool = False
     strict: bool = False
     agent_interval: float = 10.0
     log_limits: LogLimits = field(default_factory=LogLimits)
@@ -163,6 +180,10 @@ class Config:
 
     def __post_init__(self) -> None:
         check_vin(self.vin)
+        if self.require_signed and self.trusted_keys is None:
+            raise ConfigError("REQUIRE_SIGNED needs TRUSTED_KEYS, the keys to check with")
+        if self.trusted_keys is not None and self.state_dir is None:
+            raise ConfigError("TRUSTED_KEYS needs STATE_DIR, where the replay counters are kept")
         if not self.client_id:
             object.__setattr__(self, "client_id", f"fleet-connector-{self.vin}")
 
@@ -177,6 +198,22 @@ def check_vin(vin: str) -> None:
         )
     if not _VIN_PATTERN.fullmatch(vin):
         raise ConfigError(f"VIN {vin!r} must be 1 to 64 letters, digits or any of _ . : -")
+
+
+def _trusted_keys(path: str | None, state_dir: str | None) -> Path | None:
+    """The TRUSTED_KEYS file, read once here so that a bad one stops the start."""
+    if not path:
+        return None
+    if not state_dir:
+        raise ConfigError(
+            "TRUSTED_KEYS needs STATE_DIR: the car must remember each key's last counter "
+            "across restarts, or a signed request could be replayed"
+        )
+    try:
+        load_trusted_keys(Path(path))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot use TRUSTED_KEYS {path!r}: {e}") from None
+    return Path(path)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -208,6 +245,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             max_payload=values["max_payload"],
         ),
         state_dir=Path(values["state_dir"]) if values["state_dir"] else None,
+        trusted_keys=_trusted_keys(values["trusted_keys"], values["state_dir"]),
+        require_signed=values["require_signed"],
         strict=values["strict"],
         agent_interval=values["agent_interval"],
         log_limits=LogLimits(

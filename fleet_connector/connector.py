@@ -21,6 +21,7 @@ from fleet_connector.logs import LogStreams
 from fleet_connector.mqtt import MqttLink
 from fleet_connector.outcomes import Outcomes, follow_spec
 from fleet_connector.replies import ReplyCache
+from fleet_connector.signatures import Verifier
 from fleet_connector.store import Store
 from fleet_connector.topics import FOLLOWABLE, Operation, Topics
 from fleet_connector.workload_states import WorkloadStates
@@ -72,6 +73,12 @@ class Connector:
             Ankaios(self.control_interface, config.request_timeout),
             config.policy,
             strict=config.strict,
+            verifier=Verifier(
+                config.vin,
+                config.trusted_keys,
+                self.store,
+                require_signed=config.require_signed,
+            ),
         )
         self.mqtt = MqttLink(
             config.broker,

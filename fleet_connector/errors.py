@@ -25,6 +25,8 @@ class ErrorCode(enum.StrEnum):
     """The connector's own policy refused the request before it reached Ankaios."""
     EXPIRED = "EXPIRED"
     """The request's MQTT message expiry passed before it could be carried out."""
+    SIGNATURE_INVALID = "SIGNATURE_INVALID"
+    """A signature is missing where REQUIRE_SIGNED asks for one, or does not hold."""
     INTERNAL = "INTERNAL"
     """A defect in the connector; the message says what happened."""
 

@@ -15,6 +15,7 @@ from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.manifest import Manifest, parse_manifest
 from fleet_connector.plan import CurrentStateError, plan
 from fleet_connector.policy import Policy
+from fleet_connector.signatures import Verifier
 from fleet_connector.topics import Operation
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class Request:
     """Monotonic deadline from the MQTT 5 Message Expiry Interval, if any."""
     mid: int | None = None
     """MQTT message id, acknowledged once the reply is out."""
+    user_properties: tuple[tuple[str, str], ...] = ()
+    """MQTT 5 user properties (a signature may travel in them)."""
     problem: RequestError | None = None
     """Set when the request is refused before it is carried out (e.g. a foreign reply topic)."""
     follow: str | None = None
@@ -58,18 +61,26 @@ class Request:
 class Handler:
     """Carries out requests against Ankaios; one call at a time (the SDK is not concurrent)."""
 
-    def __init__(self, ankaios: Ankaios, policy: Policy, *, strict: bool = False) -> None:
+    def __init__(
+        self,
+        ankaios: Ankaios,
+        policy: Policy,
+        *,
+        strict: bool = False,
+        verifier: Verifier | None = None,
+    ) -> None:
         self._ankaios = ankaios
         self._policy = policy
         self._strict = strict
+        self._verifier = verifier
 
     def handle(self, request: Request) -> tuple[str, ErrorCode | None]:
         """The reply text and, for a failure, its error code."""
         if request.operation is Operation.STATE:
             return self.handle_reads([request])[0]
         try:
-            self._check(request)
-            reply = self._execute(request)
+            payload = self._check(request)
+            reply = self._execute(request, payload)
         except RequestError as e:
             return e.to_json(), e.code
         except Exception as e:
@@ -84,8 +95,7 @@ class Handler:
         valid: list[tuple[int, list[str]]] = []
         for request in requests:
             try:
-                self._check(request)
-                masks = parse_field_masks(request.payload)
+                masks = parse_field_masks(self._check(request))
                 self._policy.check_field_masks(masks)
             except RequestError as e:
                 replies.append((e.to_json(), e.code))
@@ -111,7 +121,12 @@ class Handler:
             log.exception("state request failed unexpectedly")
             return RequestError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
 
-    def _check(self, request: Request) -> None:
+    def _check(self, request: Request) -> bytes:
+        """The payload to carry out (a signed one unwrapped), or the RequestError to answer.
+
+        The signature goes last, just before the request is carried out, because
+        accepting it uses up its counter.
+        """
         if request.problem is not None:
             raise request.problem
         if request.expires is not None and time.monotonic() > request.expires:
@@ -119,9 +134,12 @@ class Handler:
                 ErrorCode.EXPIRED, "the request expired before it could be carried out"
             )
         self._policy.check_payload(request.payload)
+        if self._verifier is None:
+            return request.payload
+        return self._verifier.admit(request.operation, request.payload, request.user_properties)
 
-    def _execute(self, request: Request) -> dict[str, Any]:
-        manifest = parse_manifest(request.payload)
+    def _execute(self, request: Request, payload: bytes) -> dict[str, Any]:
+        manifest = parse_manifest(payload)
         planned = request.operation.planned
         if planned is not None:
             reply = self._plan(manifest, deleting=planned is Operation.DELETE)
