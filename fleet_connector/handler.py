@@ -40,8 +40,6 @@ class Request:
     """Monotonic deadline from the MQTT 5 Message Expiry Interval, if any."""
     mid: int | None = None
     """MQTT message id, acknowledged once the reply is out."""
-    user_properties: tuple[tuple[str, str], ...] = ()
-    """MQTT 5 user properties (a signature may travel in them)."""
     problem: RequestError | None = None
     """Set when the request is refused before it is carried out (e.g. a foreign reply topic)."""
     follow: str | None = None

@@ -280,7 +280,6 @@ class MqttLink:
         correlation = getattr(props, "CorrelationData", None)
         response_topic = getattr(props, "ResponseTopic", None)
         expiry = getattr(props, "MessageExpiryInterval", None)
-        user_properties = tuple(getattr(props, "UserProperty", None) or ())
         received = time.monotonic()
         request = Request(
             operation=parsed.operation,
@@ -290,7 +289,6 @@ class MqttLink:
             request_id=parsed.request_id or _log_id(correlation),
             has_topic_id=parsed.request_id is not None,
             correlation_data=correlation,
-            user_properties=user_properties,
             received=received,
             expires=received + expiry if expiry is not None else None,
             mid=msg.mid if msg.qos > 0 else None,
