@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--access",
         type=Path,
         metavar="FILE",
-        help="YAML controlInterfaceAccess section for --control-interface "
-        "(default: ReadWrite on '*')",
+        help="YAML controlInterfaceAccess section for --control-interface, overriding "
+        "the served workload's own rules (default: its controlInterfaceAccess in --state; "
+        "ReadWrite on '*' when it is not there)",
     )
     parser.add_argument("--state", type=Path, metavar="FILE", help="startup manifest")
     parser.add_argument(
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workload-name",
         default="fleetconnector",
-        help="workload served at --control-interface (run outside the emulator)",
+        help="the workload served at --control-interface, run outside the emulator: its "
+        "rules and states are those of this workload in --state (default fleetconnector)",
     )
     parser.add_argument(
         "--image-map", type=Path, metavar="FILE", help="YAML image -> command list (process)"
@@ -89,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write answers back to back like Ankaios, without waiting until the previous "
         "one was read (which the SDK 1.0.1 reader needs)",
+    )
+    parser.add_argument(
+        "--no-workload-output",
+        action="store_true",
+        help="do not show the output of process/podman workloads on stderr "
+        "(shown as '<workload> | <line>' by default; logs requests still get it)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
@@ -154,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             step_delay=args.step_delay,
             reaccept_on_reconnect=not args.strict_reconnect,
             pace_frames=not args.no_pacing,
+            workload_output=not args.no_workload_output,
         )
     except EmulatorError as exc:
         return _fail(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ DEFAULT_ACCESS: dict[str, Any] = {
     "allowRules": [{"type": "StateRule", "operation": "ReadWrite", "filterMasks": ["*"]}]
 }
 _OPERATIONS = ("Nothing", "Read", "Write", "ReadWrite")
+_OWN_INTERPRETER = ("python", "python3")
 
 
 class EmulatorError(Exception):
@@ -44,7 +46,12 @@ def load_image_map(source: Mapping[str, Any] | str | Path | None) -> dict[str, l
         command = entry.split() if isinstance(entry, str) else entry
         if not isinstance(command, list) or not command:
             raise EmulatorError(f"image map entry {image!r} must be a non-empty command list")
-        result[str(image)] = [str(part) for part in command]
+        parts = [str(part) for part in command]
+        if parts[0] in _OWN_INTERPRETER:
+            # The emulator's interpreter has this project's packages, whatever PATH says
+            # (a shell without the venv activated would find a python3 without paho).
+            parts[0] = sys.executable
+        result[str(image)] = parts
     return result
 
 

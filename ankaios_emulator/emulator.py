@@ -38,6 +38,7 @@ from .runtime import (
     STOPPING_WAITING_TO_STOP,
     ExecState,
     Runtime,
+    StderrEcho,
 )
 from .runtimes import (
     ProcessRuntime,
@@ -88,9 +89,12 @@ class Emulator:
         step_delay: float = 0.02,
         reaccept_on_reconnect: bool = True,
         pace_frames: bool = True,
+        workload_output: bool = True,
     ) -> None:
+        self._workload_output = workload_output
         self._ci_path = Path(control_interface) if control_interface is not None else None
-        self._access = load_access(access) if access is not None else DEFAULT_ACCESS
+        # An explicit access tree overrides the served workload's own rules.
+        self._access_override = load_access(access) if access is not None else None
         self._agent = agent
         self._workload_name = workload_name
         self._run_dir = Path(run_dir) if run_dir is not None else None
@@ -102,7 +106,7 @@ class Emulator:
         self._desired = load_state(state)
         # A restarted server starts again from the startup manifest (it persists nothing).
         self._startup = copy.deepcopy(self._desired)
-        self._authorizer = Authorizer.from_tree(self._access)
+        self._access = self._served_access()
         if self._ci_path is None and self._run_dir is None:
             raise EmulatorError("give a control interface directory or a run directory")
 
@@ -146,6 +150,20 @@ class Emulator:
         self._temp_run_dir: Path | None = None
         self._started = False
 
+    def _served_access(self) -> dict[str, Any]:
+        """The rules of the workload served at ``control_interface``.
+
+        ``access`` if given; else that workload's ``controlInterfaceAccess`` in the
+        startup state (as the agent takes it from the workload, runtime_manager.rs); a
+        workload that is not in the startup state gets ReadWrite on ``*``.
+        """
+        if self._access_override is not None:
+            return self._access_override
+        served = self._desired.rendered().get(self._workload_name)
+        if served is None:
+            return copy.deepcopy(DEFAULT_ACCESS)
+        return copy.deepcopy(served.control_interface_access)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> Emulator:
@@ -166,14 +184,19 @@ class Emulator:
                 step_delay=self._step_delay,
                 image_map=self._image_map,
             )
+            if self._workload_output:
+                self._runtime.echo = StderrEcho()
             self._external = SimulateRuntime(
                 self._on_runtime_state, self._scheduler, self._step_delay
             )
             self._unsupported = UnsupportedRuntime(self._on_runtime_state)
-            if self._ci_path is not None:
+            if self._ci_path is not None and self._access.get("allowRules"):
+                # Like needs_control_interface (ankaios_api/src/ank_base/workload.rs): no
+                # allow rules, no FIFOs.
                 self._main_session = self._new_session(
-                    self._ci_path, self._workload_name, self._authorizer
+                    self._ci_path, self._workload_name, Authorizer.from_tree(self._access)
                 )
+                self._main_session.authorizer_source = copy.deepcopy(self._access)
             self._started = True
             with self._mutation():
                 added = sorted(self._desired.rendered().values(), key=lambda w: w.name)
@@ -930,8 +953,25 @@ class Emulator:
         # Ankaios sets up the control interface before the runtime connector runs, so a
         # workload with an unknown runtime still gets its FIFOs.
         external = self._is_external(workload)
+        if external:
+            self._follow_served_access(workload)
         directory = self._ci_path if external else self._ensure_session(workload)
         self._runtime_for(workload).start(workload, directory)
+
+    def _follow_served_access(self, workload: RenderedWorkload) -> None:
+        """New rules for the served workload (an update) take effect, unless overridden.
+
+        Ankaios gives the new instance a new control-interface task with them; the client
+        under test runs on, so only its authorizer is exchanged.
+        """
+        session = self._main_session
+        if self._access_override is not None or session is None:
+            return
+        access = workload.control_interface_access
+        if session.authorizer_source != access and access.get("allowRules"):
+            session.authorizer = Authorizer.from_tree(access)
+            session.authorizer_source = copy.deepcopy(access)
+            log.info("[%s] access rules of the new instance apply", workload.name)
 
     def _stop_instance(self, workload: RenderedWorkload) -> None:
         with self._lock:

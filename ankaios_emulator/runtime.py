@@ -8,6 +8,7 @@ it; a podman runtime would be a third implementation of the same four methods.
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -61,6 +62,7 @@ def starting_failed(info: str) -> ExecState:
 
 
 StateSink = Callable[["RenderedWorkload", ExecState], None]
+OutputEcho = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,22 @@ class Runtime(ABC):
         self._report = report
         self._logs: dict[str, LogBuffer] = {}
         self._logs_lock = threading.Lock()
+        # Where the output of real workloads (process, podman) is shown as it comes:
+        # (workload name, line); None shows nothing.
+        self.echo: OutputEcho | None = None
+
+    def output_sink(self, workload: RenderedWorkload) -> Callable[[str], None]:
+        """Takes each output line of ``workload``: into its log buffer and to ``echo``."""
+        buffer = self.log_buffer(workload.instance_name)
+        echo = self.echo
+        name = workload.name
+
+        def take(line: str) -> None:
+            buffer.append(line)
+            if echo is not None:
+                echo(name, line)
+
+        return take
 
     @abstractmethod
     def start(self, workload: RenderedWorkload, control_interface: Path | None) -> None:
@@ -198,9 +216,26 @@ def _string_list(value: Any, key: str) -> list[str]:
     return [str(item) for item in value]
 
 
-def pump_output(process: subprocess.Popen[bytes], buffer: LogBuffer) -> None:
-    """Copies a process's output into a log buffer, line by line, until it ends."""
+def pump_output(process: subprocess.Popen[bytes], sink: Callable[[str], None]) -> None:
+    """Hands a process's output to ``sink``, line by line, until it ends."""
     assert process.stdout is not None
     for raw in process.stdout:
-        buffer.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        sink(raw.decode("utf-8", "replace").rstrip("\r\n"))
     process.stdout.close()
+
+
+class StderrEcho:
+    """Shows workload output on our stderr as ``<workload> | <line>``, whole lines only."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, workload_name: str, line: str) -> None:
+        stream = self._stream if self._stream is not None else sys.stderr
+        with self._lock:
+            try:
+                stream.write(f"{workload_name} | {line}\n")
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # our stderr is gone; the log buffer still has the line

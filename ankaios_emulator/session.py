@@ -198,6 +198,7 @@ class Session:
         # A control-interface task forwards the server's answers only after the
         # handshake; until then they wait in its channel (control_interface_task.rs).
         self._hold_until_hello = hold_until_hello
+        self._client_left = False
         self._held: list[tuple[Any, Callable[[], None] | None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -445,13 +446,19 @@ class Session:
             self._on_frame(payload)
 
     def _on_workload_gone(self) -> None:
-        log.info("[%s] workload closed its end of the control interface", self.workload_name)
-        # Nothing written from now on can reach the departed reader, and a stale frame
-        # must not greet the next one.
-        self._writer.close()
-        if self.state is SessionState.CONNECTED and self._reaccept:
-            self._set_state(SessionState.WAITING_FOR_HELLO)
-            self._handler.session_reset(self)
+        # Like the agent's input pipe: reopen and keep the session (handshake,
+        # subscriptions, log campaigns); clients may open and close output per message.
+        # The writer on input stays open too; it is dropped only on a broken pipe.
+        log.info("[%s] workload closed its end of output; kept open", self.workload_name)
+        with self._state_lock:
+            if self._state is SessionState.CONNECTED:
+                self._client_left = True
+
+    @property
+    def client_left(self) -> bool:
+        """True from the client closing ``output`` until its next frame."""
+        with self._state_lock:
+            return self._client_left
 
     def _on_frame(self, payload: bytes) -> None:
         state = self.state
@@ -469,6 +476,15 @@ class Session:
         self._record(message)
         kind = message.WhichOneof("ToAnkaiosEnum")
         if state is SessionState.WAITING_FOR_HELLO:
+            self._handshake(message, kind)
+            return
+        with self._state_lock:
+            returning, self._client_left = self._client_left, False
+        if kind == "hello" and returning and self._reaccept:
+            # A restarted workload (it left, and its first frame is a Hello): accepted
+            # anew, which Ankaios 1.0.1 does not do (see docs/emulator.md, 3.3).
+            log.info("[%s] <- Hello from a returning client", self.workload_name)
+            self._handler.session_reset(self)
             self._handshake(message, kind)
             return
         if kind == "hello":
@@ -502,6 +518,7 @@ class Session:
         )
         self._set_state(SessionState.CONNECTED)
         with self._state_lock:
+            self._client_left = False
             held, self._held = self._held, []
         for response, on_undeliverable in held:
             self.send_response(response, on_undeliverable)

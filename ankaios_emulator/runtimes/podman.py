@@ -239,7 +239,7 @@ class PodmanRuntime(Runtime):
         self._wake.set()
 
     def _follow_logs(self, instance: _Instance, container_id: str) -> None:
-        buffer = self.log_buffer(instance.workload.instance_name)
+        sink = self.output_sink(instance.workload)
         try:
             follower = subprocess.Popen(
                 [self._podman, "logs", "--follow", container_id],
@@ -253,7 +253,7 @@ class PodmanRuntime(Runtime):
         instance.follower = follower
         pump = threading.Thread(
             target=pump_output,
-            args=(follower, buffer),
+            args=(follower, sink),
             name=f"logs-{instance.workload.name}",
             daemon=True,
         )

@@ -138,7 +138,7 @@ class ProcessRuntime(Runtime):
         env.update(spec.env)
         if instance.control_interface is not None:
             env[CONTROL_INTERFACE_ENV] = str(instance.control_interface)
-        logs = self.log_buffer(workload.instance_name)
+        sink = self.output_sink(workload)
         try:
             process = subprocess.Popen(
                 spec.command,
@@ -159,7 +159,7 @@ class ProcessRuntime(Runtime):
         log.info("started %s (pid %d): %s", workload.instance_name, process.pid, spec.command)
         self._report(workload, RUNNING)
         pump = threading.Thread(
-            target=pump_output, args=(process, logs), name=f"logs-{workload.name}", daemon=True
+            target=pump_output, args=(process, sink), name=f"logs-{workload.name}", daemon=True
         )
         watcher = threading.Thread(
             target=self._watch, args=(instance, process), name=f"wait-{workload.name}", daemon=True

@@ -17,6 +17,33 @@ from ankaios_emulator.transport import encode_frame
 
 MakeEmulator = Callable[..., Emulator]
 
+NGINX_MANIFEST = """\
+apiVersion: v1
+workloads:
+  nginx:
+    runtime: podman
+    agent: agent_A
+    runtimeConfig: "image: nginx"
+"""
+
+
+def connector_state(
+    access: str | None = 'StateRule, operation: ReadWrite, filterMasks: ["*"]',
+) -> str:
+    """A startup state with the tutorial's connector workload; ``access`` is its one allow
+    rule after ``type: `` (None: no controlInterfaceAccess)."""
+    text = """\
+apiVersion: v1
+workloads:
+  fleetconnector:
+    runtime: podman
+    agent: agent_A
+    runtimeConfig: "image: connector"
+"""
+    if access is None:
+        return text
+    return text + f"    controlInterfaceAccess:\n      allowRules: [{{type: {access}}}]\n"
+
 
 def add_workload(request_id: str, name: str) -> Any:
     """A ``ToAnkaios`` update request that adds a minimal workload ``name`` on agent_A."""
@@ -39,18 +66,38 @@ def add_workload(request_id: str, name: str) -> Any:
 class RawClient:
     """A minimal control-interface client that writes and reads frames itself."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, reopen_output: bool = False) -> None:
+        """``reopen_output``: open ``output`` for each message and close it again, as
+        Ankaios's Node.js example does; ``input`` stays open for reading throughout."""
+        self._directory = directory
+        self._reopen = reopen_output
         # The emulator always has a reader on output, so this does not block.
-        self._out = os.open(directory / "output", os.O_WRONLY)
+        self._out: int | None = None if reopen_output else self._open_output()
         self._in = os.open(directory / "input", os.O_RDONLY | os.O_NONBLOCK)
         self._buf = bytearray()
-        self._eof = False
+        self.saw_eof = False
+        self.stop_at_eof = False
+
+    def _open_output(self) -> int:
+        return os.open(self._directory / "output", os.O_WRONLY)
 
     def send(self, message: Any) -> None:
         self.send_bytes(encode_frame(message.SerializeToString()))
 
     def send_bytes(self, data: bytes) -> None:
-        os.write(self._out, data)
+        if self._out is not None:
+            os.write(self._out, data)
+            return
+        out = self._open_output()
+        try:
+            os.write(out, data)
+        finally:
+            os.close(out)
+
+    def close_output(self) -> None:
+        if self._out is not None:
+            os.close(self._out)
+            self._out = None
 
     def hello(self, version: str = "1.0.0") -> None:
         self.send(control_api.ToAnkaios(hello=control_api.Hello(protocolVersion=version)))
@@ -72,6 +119,12 @@ class RawClient:
                     chunk = os.read(self._in, 1 << 20)
                     if chunk:
                         self._buf += chunk
+                    else:
+                        # Every writer of input is gone; a blocking reader would stop here.
+                        self.saw_eof = True
+                        if self.stop_at_eof:
+                            raise EOFError("end of file on input")
+                        deadline.wait(0.05)
         finally:
             timer.cancel()
 
@@ -95,5 +148,7 @@ class RawClient:
         return None
 
     def close(self) -> None:
-        os.close(self._out)
-        os.close(self._in)
+        self.close_output()
+        if self._in >= 0:
+            os.close(self._in)
+            self._in = -1

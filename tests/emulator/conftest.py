@@ -51,11 +51,11 @@ def emu(make_emulator: MakeEmulator) -> Emulator:
 
 
 @pytest.fixture
-def raw_client() -> Iterator[Callable[[Path], RawClient]]:
+def raw_client() -> Iterator[Callable[..., RawClient]]:
     clients: list[RawClient] = []
 
-    def connect(directory: Path) -> RawClient:
-        client = RawClient(directory)
+    def connect(directory: Path, reopen_output: bool = False) -> RawClient:
+        client = RawClient(directory, reopen_output=reopen_output)
         clients.append(client)
         return client
 

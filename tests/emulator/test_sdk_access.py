@@ -67,7 +67,6 @@ CASES = [
     ({"allowRules": [rule("Read", "*")]}, {None: True, ("workloadStates",): True}, False),
     ({"allowRules": [rule("Write", "*")]}, {None: False, ("agents",): False}, True),
     ({"allowRules": [rule("Nothing", "*")]}, {None: False}, False),
-    ({"allowRules": []}, {None: False, ("agents",): False}, False),
     (
         {"allowRules": [rule("ReadWrite", "desiredState.workloads")]},
         {

@@ -10,19 +10,12 @@ import pytest
 from ankaios_sdk import Ankaios, AnkaiosResponseError, ConnectionClosedException, Manifest
 from ankaios_sdk._protos import _ank_base as ank_base
 from ankaios_sdk._protos import _control_api as control_api
-from emulator.ci_client import MakeEmulator, RawClient
+from emulator.ci_client import NGINX_MANIFEST, MakeEmulator, RawClient
 
 from ankaios_emulator import Emulator, SessionState
 
 Connect = Callable[[Path], RawClient]
-MANIFEST = """\
-apiVersion: v1
-workloads:
-  nginx:
-    runtime: podman
-    agent: agent_A
-    runtimeConfig: "image: nginx"
-"""
+MANIFEST = NGINX_MANIFEST
 
 
 def closed_reason(message: control_api.FromAnkaios) -> str:
@@ -194,7 +187,8 @@ def test_sdk_records_requests(emu: Emulator) -> None:
 def test_workload_restarting_on_the_same_directory_is_served_again(emu: Emulator) -> None:
     with Ankaios() as ank:
         ank.apply_manifest(Manifest.from_string(MANIFEST))
-    emu.wait_for(lambda e: not e.connected)
+    # A restarted process comes after its predecessor closed output (as a container does).
+    emu.wait_for(lambda e: e.session().client_left)
     with Ankaios() as ank:
         assert (
             "nginx"

@@ -10,33 +10,25 @@ from typing import Any
 from ankaios_sdk import Ankaios, Manifest
 from ankaios_sdk._protos import _ank_base as ank_base
 from ankaios_sdk._protos import _control_api as control_api
-from emulator.ci_client import MakeEmulator, RawClient, add_workload
+from emulator.ci_client import (
+    NGINX_MANIFEST,
+    MakeEmulator,
+    RawClient,
+    add_workload,
+    connector_state,
+)
 
 from ankaios_emulator import Emulator
 from ankaios_emulator.events import altered_fields, diff
 
-MANIFEST = """\
-apiVersion: v1
-workloads:
-  nginx:
-    runtime: podman
-    agent: agent_A
-    runtimeConfig: "image: nginx"
-"""
+MANIFEST = NGINX_MANIFEST
 
 
 def next_event(events: Any, timeout: float = 5.0) -> Any:
     return events.get(timeout=timeout)
 
 
-CONNECTOR = """\
-apiVersion: v1
-workloads:
-  fleetconnector:
-    runtime: podman
-    agent: agent_A
-    runtimeConfig: "image: connector"
-"""
+CONNECTOR = connector_state()
 
 
 def test_sdk_event_queue_sees_initial_state_then_changes(make_emulator: MakeEmulator) -> None:
