@@ -29,6 +29,18 @@ MANIFESTS = ROOT / "manifests"
 VIN = "1"
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGHUP: stop everything the demo started, quietly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
@@ -60,18 +72,28 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; waits until it is gone."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    while True:
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        except (KeyboardInterrupt, Stopped):
+            # A second Ctrl-C or signal while cleaning up: keep cleaning up.
+            continue
+
+
 @contextmanager
 def process(args: list[str], **kwargs: object) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(args, text=True, **kwargs)  # type: ignore[call-overload]
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
 
 
 class Observer:
@@ -100,10 +122,27 @@ class Observer:
                 got, payload = self.messages.get(timeout=remaining)
             except queue.Empty:
                 continue
-            text = payload if len(payload) <= show else payload[:show] + " ..."
-            print(f"{got} {text}", flush=True)
+            self.show(got, payload, show)
             if got == topic:
                 return payload, time.monotonic()
+
+    def quiet_for(self, topic: str, seconds: float) -> bool:
+        """Prints messages for ``seconds``; whether none of them was on ``topic``."""
+        deadline = time.monotonic() + seconds
+        quiet = True
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                got, payload = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                break
+            self.show(got, payload)
+            quiet = quiet and got != topic
+        return quiet
+
+    @staticmethod
+    def show(topic: str, payload: str, limit: int = 600) -> None:
+        text = payload if len(payload) <= limit else payload[:limit] + " ..."
+        print(f"{topic} {text}", flush=True)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -121,6 +160,19 @@ def manifest(name: str, port: int, workdir: Path) -> Path:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    except Stopped as stopped:
+        print(f"\ndemo: {stopped}; everything it started is stopped", file=sys.stderr)
+        return 128 + stopped.signum
+
+
+def run() -> int:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(mosquitto).exists():
         print("demo: mosquitto is not installed (make setup installs it)", file=sys.stderr)
@@ -148,7 +200,8 @@ def main() -> int:
             "MQTT_BROKER_PORT": str(port),
             "PYTHONUNBUFFERED": "1",
         }
-        stack.enter_context(
+        print("(lines 'fleetconnector | ...' are the connector's own log, one per request)")
+        emulator = stack.enter_context(
             process(
                 [
                     sys.executable,
@@ -200,7 +253,16 @@ def main() -> int:
             manifest("vehicle-data-sender.yaml", port, workdir).read_bytes(),
         )
         observer.until(f"vehicle/{VIN}/manifest/delete/resp")
-        say("Done: the emulator stops the connector; the broker goes down with the demo.")
+        if observer.quiet_for(speed, 12):
+            print("(no speed value for 12 s: the sender is gone)")
+
+        say("Stop Ankaios: the emulator stops the connector, which says it is offline")
+        emulator.send_signal(signal.SIGTERM)
+        status, _ = observer.until(f"vehicle/{VIN}/status")
+        while json.loads(status).get("status") != "offline":
+            status, _ = observer.until(f"vehicle/{VIN}/status")
+        stop(emulator)
+        say("Done: the broker goes down with the demo.")
     return 0
 
 
