@@ -30,6 +30,7 @@ STATIC = Path(__file__).parent / "static"
 # A comment line this often keeps proxies from closing a quiet stream and tells us when the
 # page has gone.
 KEEPALIVE_SECONDS = 15.0
+SHUTDOWN_SECONDS = 0.5
 # A car that does not start answering a log request within this long is reported as such.
 LOG_ANSWER_SECONDS = 10.0
 
@@ -187,7 +188,14 @@ async def serve(
         # Until the site is bound we do not know the port it got (--port 0).
         # Refuses every Host on loopback until the port is known (--port 0).
         hosts = HostCheck(allowed_hosts(host, port))
-        runner = web.AppRunner(make_app(feed, hosts), handler_cancellation=True, access_log=None)
+        # Pages keep their event streams open for ever: on stop they are cut after
+        # SHUTDOWN_SECONDS instead of aiohttp's minute of grace.
+        runner = web.AppRunner(
+            make_app(feed, hosts),
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()

@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
 
@@ -121,6 +122,15 @@ def test_a_log_tail_is_cancelled_when_the_page_leaves(
     }
     tail.close()
     probe.expect(f"vehicle/{vin}/logs/cancel/{request_id}", timeout=5)
+
+
+def test_sigterm_with_a_page_open_exits_0_at_once(broker: Broker, vin: str) -> None:
+    started = start_dashboard(broker, "--vin", vin)
+    events = get(started, "/events")
+    assert events.readline().startswith(b"data: ")
+    stopping = time.monotonic()
+    assert started.stop() == 0
+    assert time.monotonic() - stopping < 3
 
 
 def test_usage_errors_exit_2_and_an_unusable_broker_exits_1(broker: Broker) -> None:
