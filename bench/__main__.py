@@ -20,10 +20,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, footprint, latency, throughput
+from bench import dashboard, fleet, footprint, latency, throughput
 from bench.common import REPO, mosquitto_binary, nats_binary, tool_version
 
-BENCHMARKS = ("latency", "throughput", "footprint", "fleet", "nats")
+BENCHMARKS = ("latency", "throughput", "footprint", "fleet", "nats", "dashboard")
 
 
 def machine() -> dict[str, str]:
@@ -270,12 +270,14 @@ def main() -> int:
                     )
                 elif name == "nats":
                     results[name] = fleet.run_nats(work / name, args.cars, args.hosts, args.applies)
+                elif name == "dashboard":
+                    results[name] = dashboard.run(work / name)
             except Exception as e:
                 traceback.print_exc()
                 results[name] = {"failed": f"{type(e).__name__}: {e}"}
             durations[name] = round(time.monotonic() - started, 1)
             print(f"   {name}: {durations[name]} s", file=sys.stderr, flush=True)
-    text = table(rows(results, args))
+    text = table(rows(results, args) + dashboard.rows(results.get("dashboard")))
     print(text)
     report = [
         "# Benchmark results",

@@ -114,7 +114,7 @@ def run(
         driver = start_chromium(profile)
         total = cars * workloads
         rendered = (
-            f"return document.querySelectorAll('#cars tbody tr').length === {cars} && "
+            f"return document.querySelectorAll('#car-rows .row').length === {cars} && "
             f"document.getElementById('by-state').textContent.includes('{total} running')"
         )
         started = time.monotonic()

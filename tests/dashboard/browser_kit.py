@@ -20,6 +20,7 @@ from testkit import Broker
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
 
+SECOND = 1.0
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # The flags of a headless browser on a machine without outside network.
@@ -42,7 +43,7 @@ ROWS_SCRIPT = """
 const rows = {};
 for (const row of document.querySelectorAll(arguments[0])) {
   const key = row.dataset.vin || row.dataset.workload || row.dataset.agent;
-  rows[key] = Array.from(row.cells, (cell) => cell.textContent);
+  rows[key] = Array.from(row.cells || row.children, (cell) => cell.textContent);
 }
 return rows;
 """
@@ -76,7 +77,7 @@ class Page:
         )
 
     def cars(self) -> dict[str, list[str]]:
-        rows: dict[str, list[str]] = self.driver.execute_script(ROWS_SCRIPT, "#cars tbody tr")
+        rows: dict[str, list[str]] = self.driver.execute_script(ROWS_SCRIPT, "#car-rows .row")
         return rows
 
     def car_order(self) -> list[str]:
@@ -95,7 +96,7 @@ class Page:
         return text
 
     def select_car(self, vin: str) -> None:
-        self.driver.find_element("css selector", f'#cars tr[data-vin="{vin}"]').click()
+        self.driver.find_element("css selector", f'#car-rows [data-vin="{vin}"]').click()
         self.wait(lambda: self.text("car-vin") == vin)
 
     def outcomes(self) -> list[str]:
@@ -154,3 +155,38 @@ class Car:
         connector, self.connector = self.connector, None
         if connector is not None:
             connector.stop()
+
+
+IMAGE = "example.org/dashboard/app:1"
+# The workload: says who it is, prints a few lines and waits to be stopped (or killed).
+PROGRAM = """
+import os, sys, time
+with open(os.environ["PID_FILE"], "w") as f:
+    f.write(str(os.getpid()))
+for n in range(1, 4):
+    print(f"app line {n}", flush=True)
+time.sleep(3600)
+"""
+
+
+def app_manifest(name: str, pid_file: Path) -> str:
+    return f"""apiVersion: v0.1
+workloads:
+  {name}:
+    runtime: podman
+    agent: agent_A
+    restartPolicy: NEVER
+    runtimeConfig: |
+      image: {IMAGE}
+      commandOptions: ["-e", "PID_FILE={pid_file}"]
+"""
+
+
+def process_car(make_car: Callable[..., Car], vin: str, tmp_path: Path) -> Car:
+    """A car whose emulator runs workloads as processes: the image runs PROGRAM."""
+    return make_car(
+        vin,
+        runtime="process",
+        run_dir=tmp_path / vin / "run",
+        image_map={IMAGE: [sys.executable, "-c", PROGRAM]},
+    )

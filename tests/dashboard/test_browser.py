@@ -6,14 +6,16 @@ change happened (an action returned, or the broker carried the message).
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dashboard.browser_kit import Car, Dashboard, Page
+from dashboard.browser_kit import Car, Dashboard, Page, app_manifest, process_car
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
-from testkit import MANIFESTS, Broker, MqttProbe
+from testkit import MANIFESTS, Broker, MqttProbe, Requester
 
 from fleetctl.cli import main as fleetctl
 
@@ -120,23 +122,41 @@ def test_a_refused_request_shows_as_a_failed_outcome(
 
 
 def test_a_screenshot_for_the_readme(
+    *,
     make_car: Callable[..., Car],
     open_dashboard: Callable[..., tuple[Dashboard, Page]],
     broker: Broker,
+    probe: MqttProbe,
     vins: list[str],
     tmp_path: Path,
 ) -> None:
-    """Writes docs/dashboard.png when UPDATE_SCREENSHOT=1, else a copy in tmp_path."""
-    import os
+    """Writes docs/dashboard.png when UPDATE_SCREENSHOT=1, else a copy in tmp_path.
 
-    for vin in vins[:2]:
-        make_car(vin)
-    make_car(vins[2]).stop_connector()
-    manifest = str(MANIFESTS / "vehicle-data-sender.yaml")
-    _, page = open_dashboard("--vins", ",".join(vins))
-    assert fleetctl(["apply", manifest, "--vins", ",".join(vins[:2])], broker.env()) == 0
-    page.wait(lambda: len(page.outcomes()) == 2, 5)
-    page.select_car(vins[0])
+    Four cars: one with a workload that crashed, one running two workloads, one offline, one
+    never seen.
+    """
+    crashed, running, offline = vins
+    never = f"{crashed[:-1]}4"
+    process_car(make_car, crashed, tmp_path)
+    make_car(running)
+    make_car(offline).stop_connector()
+    _, page = open_dashboard("--vins", ",".join([*vins, never]))
+    pid_file = tmp_path / "app.pid"
+    Requester(probe, crashed).apply(app_manifest("telemetry", pid_file))
+    page.wait(lambda: pid_file.exists() and pid_file.read_text(), 10)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    sender = str(MANIFESTS / "vehicle-data-sender.yaml")
+    assert fleetctl(["apply", sender, "--vin", running], broker.env()) == 0
+    diagnostics = tmp_path / "diagnostics.yaml"
+    diagnostics.write_text(
+        "apiVersion: v0.1\nworkloads:\n  diagnostics:\n    runtime: podman\n"
+        "    agent: agent_A\n    runtimeConfig: |\n      image: example.org/diag:2\n"
+    )
+    assert fleetctl(["apply", str(diagnostics), "--vin", running], broker.env()) == 0
+    page.wait(lambda: "1 failed" in page.cars()[crashed][5], 10)
+    page.wait(lambda: "2 running" in page.cars()[running][5], 10)
+    page.select_car(crashed)
+    page.wait(lambda: page.workloads()["telemetry"][2] == "failed", 5)
     target = tmp_path / "dashboard.png"
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         target = Path(__file__).parents[2] / "docs" / "dashboard.png"

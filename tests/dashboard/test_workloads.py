@@ -5,50 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dashboard.browser_kit import Car, Dashboard, Page
+from dashboard.browser_kit import SECOND, Car, Dashboard, Page, app_manifest, process_car
 from selenium.webdriver.support.ui import Select
 from testkit import Broker, MqttProbe, Requester
 
 from fleetctl.cli import main as fleetctl
-
-SECOND = 1.0
-IMAGE = "example.org/dashboard/app:1"
-# The workload: says who it is, prints a few lines and waits to be stopped (or killed).
-PROGRAM = """
-import os, sys, time
-with open(os.environ["PID_FILE"], "w") as f:
-    f.write(str(os.getpid()))
-for n in range(1, 4):
-    print(f"app line {n}", flush=True)
-time.sleep(3600)
-"""
-
-
-def app_manifest(name: str, pid_file: Path) -> str:
-    return f"""apiVersion: v0.1
-workloads:
-  {name}:
-    runtime: podman
-    agent: agent_A
-    restartPolicy: NEVER
-    runtimeConfig: |
-      image: {IMAGE}
-      commandOptions: ["-e", "PID_FILE={pid_file}"]
-"""
-
-
-def process_car(make_car: Callable[..., Car], vin: str, tmp_path: Path) -> Car:
-    return make_car(
-        vin,
-        runtime="process",
-        run_dir=tmp_path / vin / "run",
-        image_map={IMAGE: [sys.executable, "-c", PROGRAM]},
-    )
 
 
 def test_a_workload_applied_crashed_and_deleted_changes_the_page_within_a_second(

@@ -10,7 +10,7 @@
   const LOG_LINES_KEPT = 5000;
 
   const $ = (id) => document.getElementById(id);
-  const carsBody = $("cars").tBodies[0];
+  const carsBody = $("car-rows");
   const workloadsBody = $("workloads").tBodies[0];
   const agentsBody = $("agents").tBodies[0];
   const filterVin = $("filter-vin");
@@ -43,6 +43,12 @@
     if (!car.presence) return "never";
     const status = car.presence.status;
     return status === "online" || status === "offline" ? status : "other";
+  }
+
+  // "2026-12-02T01:56:57.295+00:00" -> "2026-12-02 01:56:57 UTC"; other text as it is.
+  function shortTime(value) {
+    const m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?(?:\+00:00|Z)$/.exec(value || "");
+    return m ? m[1] + " " + m[2] + " UTC" : value || "";
   }
 
   // One collator for every comparison: localeCompare with options builds one per call,
@@ -124,18 +130,21 @@
 
   function drawRow(car) {
     if (!car.row) {
-      car.row = el("tr");
+      car.row = el("div", "row");
+      car.row.setAttribute("role", "row");
       car.row.dataset.vin = car.vin;
-      for (let i = 0; i < 6; i++) car.row.append(el("td"));
-      car.row.cells[0].textContent = car.vin;
+      for (let i = 0; i < 6; i++) car.row.append(el("span"));
+      car.row.children[0].textContent = car.vin;
     }
     const presence = car.presence || {};
     const kind = presenceOf(car);
-    const cells = car.row.cells;
+    const cells = car.row.children;
     cells[1].replaceChildren(el("span", "presence presence-" + kind, kind === "never" ? "never seen" : presence.status));
     cells[2].textContent = presence.ankaios || "";
-    cells[3].textContent = presence.since || "";
+    cells[3].textContent = shortTime(presence.since);
+    cells[3].title = presence.since || ""; // the column may cut it; the tooltip has it whole
     cells[4].textContent = presence.connector_version || "";
+    cells[4].title = presence.connector_version || "";
     const counts = workloadCounts(car);
     cells[5].replaceChildren(countsNode(counts));
     const failed = Boolean(counts.failed);
@@ -164,7 +173,7 @@
     for (const car of cars.values()) if (matches(car, vinText, state)) shown.push(car);
     // Cars with a failed workload first, then by VIN.
     shown.sort((a, b) => (b.failed - a.failed) || compareVins(a.vin, b.vin));
-    const rows = carsBody.rows;
+    const rows = carsBody.children;
     let same = rows.length === shown.length;
     for (let i = 0; same && i < shown.length; i++) same = rows[i] === shown[i].row;
     if (!same) carsBody.replaceChildren(...shown.map((car) => car.row));
@@ -212,7 +221,7 @@
       cell(row, "").append(el("span", stateClass(wl.state), wl.state));
       cell(row, wl.substate);
       cell(row, wl.info, "info");
-      cell(row, wl.since);
+      cell(row, shortTime(wl.since)).title = wl.since;
       const button = el("button", "logs", "Logs");
       button.type = "button";
       button.addEventListener("click", () => openLogs(car.vin, name));
@@ -236,7 +245,7 @@
     const items = outcomes.map((o) => {
       const item = el("li", o.ok === "yes" ? "outcome ok" : "outcome failed");
       item.append(
-        el("span", "at", o.at), " ",
+        el("span", "at", shortTime(o.at)), " ",
         el("span", "vin", o.vin), " ",
         el("span", "operation", o.operation),
         o.request_id ? el("span", "request-id", " " + o.request_id) : "",
@@ -289,7 +298,7 @@
   feed.onerror = () => setLink("reconnecting", "reconnecting…");
 
   carsBody.addEventListener("click", (event) => {
-    const row = event.target.closest("tr");
+    const row = event.target.closest(".row");
     if (!row || !row.dataset.vin) return;
     const previous = selected === null ? null : cars.get(selected);
     selected = row.dataset.vin;
