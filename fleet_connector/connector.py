@@ -23,6 +23,7 @@ from fleet_connector.outcomes import Outcomes, follow_spec
 from fleet_connector.replies import ReplyCache
 from fleet_connector.signatures import Verifier
 from fleet_connector.store import Store
+from fleet_connector.takeover import SessionWatch
 from fleet_connector.topics import FOLLOWABLE, Operation, Topics
 from fleet_connector.workload_states import WorkloadStates
 
@@ -64,6 +65,7 @@ class Connector:
         self.store = Store(config.state_dir) if config.state_dir else None
         self._worker: threading.Thread | None = None
         self._worker_restarts = 0
+        self.session = SessionWatch()
         self._queued_bytes = 0
         self._queued_lock = threading.Lock()
         self.control_interface = ControlInterface(
@@ -87,6 +89,7 @@ class Connector:
             session_expiry=config.session_expiry,
             on_request=self._enqueue,
             presence=self._presence,
+            session=self.session,
             watch=[
                 self.topics.workloads_filter,
                 self.topics.agents_filter,
@@ -313,6 +316,8 @@ class Connector:
             "since": self._status_since,
             "worker": "running" if self._worker and self._worker.is_alive() else "stopped",
             "worker_restarts": self._worker_restarts,
+            "session_takeovers": self.session.takeovers,
+            "last_session_takeover": self.session.last,
         }
 
 

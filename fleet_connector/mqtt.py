@@ -23,6 +23,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from fleet_connector.broker import BrokerSettings, FallbackClient
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Request
+from fleet_connector.takeover import SessionWatch
 from fleet_connector.topics import MAX_REQUEST_ID_BYTES, Topics
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class MqttLink:
         session_expiry: int,
         on_request: Callable[[Request], None],
         presence: Callable[[str], dict[str, Any]],
+        session: SessionWatch | None = None,
         watch: Sequence[str] = (),
         on_watched: Callable[[mqtt.MQTTMessage], None] | None = None,
         on_connected: Callable[[], None] | None = None,
@@ -69,6 +71,7 @@ class MqttLink:
         # Set by a refused CONNACK, so the disconnect that follows is not logged twice.
         self._refused = False
         self._client_id = client_id
+        self.session = session or SessionWatch()
         self._cleared: dict[str, bool] = {}
         self._mqtt = FallbackClient(settings, self._new_client, self._connect)
 
@@ -200,6 +203,7 @@ class MqttLink:
                 log.warning("MQTT broker refused the connection: %s", reason)
             return
         self._connected.set()
+        self.session.connected()
         log.info(
             "MQTT connected to %s (session %s)",
             self._settings.describe(),
@@ -230,6 +234,7 @@ class MqttLink:
         if not self._stopping:
             if self._connected.is_set():
                 log.warning("MQTT connection lost: %s; reconnecting", reason)
+                self.session.lost(getattr(reason, "value", None), self._client_id)
             elif not self._refused:
                 log.warning(
                     "MQTT broker %s closed the connection before accepting it: %s",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trustme
-from testkit import MANIFESTS, Broker, MqttProbe, Requester
+from testkit import MANIFESTS, Broker, MqttProbe, Requester, free_port
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
@@ -25,14 +26,16 @@ DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto"
 class Pki:
     directory: Path
     ca: trustme.CA
+    operators_ca: trustme.CA
 
     @property
     def ca_file(self) -> Path:
         return self.directory / "ca.crt"
 
-    def identity(self, name: str) -> BrokerSettings:
-        """TLS settings of a client whose certificate has CN=name."""
-        cert = self.ca.issue_cert(f"{name}.example", common_name=name)
+    def identity(self, name: str, *, operator: bool = False) -> BrokerSettings:
+        """TLS settings of a client whose certificate has CN=name (a car's, unless operator)."""
+        ca = self.operators_ca if operator else self.ca
+        cert = ca.issue_cert(f"{name}.example", common_name=name)
         cert_file = self.directory / f"{name}.crt"
         key_file = self.directory / f"{name}.key"
         cert.cert_chain_pems[0].write_to_path(str(cert_file))
@@ -49,29 +52,41 @@ class Pki:
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
     ca = trustme.CA()
+    operators_ca = trustme.CA()
     directory = tmp_path / "pki"
     directory.mkdir()
     ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    operators_ca.cert_pem.write_to_path(str(directory / "operators-ca.crt"))
     server = ca.issue_cert("localhost", "127.0.0.1")
     server.cert_chain_pems[0].write_to_path(str(directory / "server.crt"))
     server.private_key_pem.write_to_path(str(directory / "server.key"))
-    return Pki(directory, ca)
+    return Pki(directory, ca, operators_ca)
+
+
+def shipped_config(pki: Pki, port: int, operator_port: int, data: Path | None = None) -> str:
+    """The shipped mosquitto.conf with this test's paths and ports (and persistence where
+    ``data`` is given)."""
+    (pki.directory / "acl").write_text((DEPLOY / "acl").read_text())
+    config = (
+        (DEPLOY / "mosquitto.conf")
+        .read_text()
+        .replace("/etc/mosquitto/fleet", str(pki.directory))
+        .replace("listener 8883", f"listener {port} 127.0.0.1")
+        .replace("listener 8884", f"listener {operator_port} 127.0.0.1")
+    )
+    if data is None:
+        return config.replace("persistence true", "persistence false")
+    return config.replace("/var/lib/mosquitto/", f"{data}/")
 
 
 @pytest.fixture
 def fleet_broker(pki: Pki, make_broker: Callable[..., Broker]) -> Broker:
-    """Mosquitto with the shipped configuration and ACL, on a free port."""
-    (pki.directory / "acl").write_text((DEPLOY / "acl").read_text())
-    shipped = (DEPLOY / "mosquitto.conf").read_text()
-    from testkit import free_port
-
-    port = free_port()
-    config = (
-        shipped.replace("/etc/mosquitto/fleet", str(pki.directory))
-        .replace("listener 8883", f"listener {port} 127.0.0.1")
-        .replace("persistence true", "persistence false")
-    )
-    return make_broker(port=port, config_text=config)
+    """Mosquitto with the shipped configuration and ACL, on free ports (the operators'
+    listener's port is ``operator_port``)."""
+    port, operator_port = free_port(), free_port()
+    broker = make_broker(port=port, config_text=shipped_config(pki, port, operator_port))
+    broker.operator_port = operator_port  # type: ignore[attr-defined]
+    return broker
 
 
 def tls_connector(
@@ -88,33 +103,34 @@ def tls_connector(
 
 
 @pytest.fixture
-def two_cars(pki: Pki, fleet_broker: Broker, tmp_path: Path) -> Iterator[tuple[Emulator, Emulator]]:
-    with (
-        Emulator(control_interface=tmp_path / "car1") as car1,
-        Emulator(control_interface=tmp_path / "car2") as car2,
-    ):
-        connectors = [
-            tls_connector(pki.identity("car1"), fleet_broker, "car1", car1),
-            tls_connector(pki.identity("car2"), fleet_broker, "car2", car2),
-        ]
+def car1(pki: Pki, fleet_broker: Broker, tmp_path: Path) -> Iterator[Connector]:
+    """Car 1's connector on the shipped broker; its emulated Ankaios is ``car1.emulator``."""
+    with Emulator(control_interface=tmp_path / "car1") as emulator:
+        connector = tls_connector(pki.identity("car1"), fleet_broker, "car1", emulator)
+        connector.emulator = emulator  # type: ignore[attr-defined]
         try:
-            for connector in connectors:
-                assert connector.mqtt.wait_subscribed(10)
-            yield car1, car2
+            assert connector.mqtt.wait_subscribed(10)
+            yield connector
         finally:
-            for connector in connectors:
-                connector.stop()
+            connector.stop()
 
 
-def probe_as(pki: Pki, broker: Broker, name: str) -> MqttProbe:
-    settings = pki.identity(name)
-    return MqttProbe(broker, settings=BrokerSettings(**{**settings.__dict__, "port": broker.port}))
+def probe_as(pki: Pki, broker: Broker, name: str, client_id: str | None = None) -> MqttProbe:
+    """A client with the certificate CN=name: "operator" on the operators' listener, any
+    other name as a car."""
+    operator = name == "operator"
+    settings = pki.identity(name, operator=operator)
+    port = broker.operator_port if operator else broker.port  # type: ignore[attr-defined]
+    return MqttProbe(
+        broker,
+        settings=BrokerSettings(**{**settings.__dict__, "port": port}),
+        client_id=client_id,
+    )
 
 
 def test_operator_drives_a_car_over_mutual_tls(
-    pki: Pki, fleet_broker: Broker, two_cars: tuple[Emulator, Emulator]
+    pki: Pki, fleet_broker: Broker, car1: Connector
 ) -> None:
-    car1, _ = two_cars
     operator = probe_as(pki, fleet_broker, "operator")
     try:
         requester = Requester(operator, "car1")
@@ -122,16 +138,15 @@ def test_operator_drives_a_car_over_mutual_tls(
         assert applied["added_workloads"][0]["workload_name"] == "vehicle-data-sender"
         assert (
             "vehicle-data-sender"
-            in car1.complete_state(["desiredState"])["desiredState"]["workloads"]
+            in car1.emulator.complete_state(["desiredState"])["desiredState"]["workloads"]
         )
     finally:
         operator.close()
 
 
 def test_a_car_can_neither_read_nor_write_another_cars_topics(
-    pki: Pki, fleet_broker: Broker, two_cars: tuple[Emulator, Emulator]
+    pki: Pki, fleet_broker: Broker, car1: Connector
 ) -> None:
-    car1, _ = two_cars
     intruder = probe_as(pki, fleet_broker, "car2")
     operator = probe_as(pki, fleet_broker, "operator")
     try:
@@ -142,10 +157,11 @@ def test_a_car_can_neither_read_nor_write_another_cars_topics(
         requester = Requester(operator, "car1")
         assert "workload_states" in requester.state(["workloadStates"])
         intruder.expect_nothing(1.0)
-        assert update_requests(car1) == 0
+        assert update_requests(car1.emulator) == 0
         # car2 still uses its own topics.
-        own = Requester(intruder, "car2")
-        assert "workload_states" in own.state(["workloadStates"])
+        intruder.subscribe("vehicle/car2/echo")
+        intruder.publish("vehicle/car2/echo", b"mine")
+        assert intruder.expect("vehicle/car2/echo").payload == b"mine"
     finally:
         intruder.close()
         operator.close()
@@ -160,7 +176,7 @@ def test_client_without_certificate_is_refused(fleet_broker: Broker, pki: Pki) -
 
 
 def test_server_certificate_is_verified(
-    fleet_broker: Broker, tmp_path: Path, two_cars: tuple[Emulator, Emulator]
+    fleet_broker: Broker, tmp_path: Path, car1: Connector
 ) -> None:
     other = trustme.CA()
     other.cert_pem.write_to_path(str(tmp_path / "other-ca.crt"))
@@ -177,8 +193,6 @@ def password_broker(make_broker: Callable[..., Broker], tmp_path: Path) -> Broke
     passwd.write_text("")
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), "car1", "s3cret"], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), "operator", "op-pass"], check=True)
-    from testkit import free_port
-
     port = free_port()
     return make_broker(
         port=port,
@@ -276,17 +290,86 @@ def test_sender_publishes_over_mutual_tls_within_its_own_topics(
     operator = probe_as(pki, fleet_broker, "operator")
     settings = pki.identity("car1")
     tls = BrokerSettings(**{**settings.__dict__, "port": fleet_broker.port})
-    own = Sender(SenderConfig(topic="vehicle/car1/sensors/speed", broker=tls, interval=0.05))
+    # One after the other: on the cars' listener one certificate holds one connection.
     foreign = Sender(SenderConfig(topic="vehicle/car2/sensors/speed", broker=tls, interval=0.05))
+    own = Sender(SenderConfig(topic="vehicle/car1/sensors/speed", broker=tls, interval=0.05))
     try:
         operator.subscribe("vehicle/+/sensors/speed")
-        own.start()
         foreign.start()
-        assert operator.expect("vehicle/car1/sensors/speed").payload == b"1"
-        # The ACL drops what car1 publishes under car2's topics.
+        deadline = time.monotonic() + 10
+        while foreign.published < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert foreign.published >= 10
+        foreign.stop()
+        own.start()
+        # The ACL dropped what car1 published under car2's topics: the first value the
+        # operator sees is car1's own.
+        first = operator.expect()
+        assert (first.topic, first.payload) == ("vehicle/car1/sensors/speed", b"1")
         for _ in range(10):
             assert operator.expect().topic == "vehicle/car1/sensors/speed"
     finally:
         own.stop()
         foreign.stop()
         operator.close()
+
+
+def test_a_car_cannot_take_over_another_cars_session(
+    pki: Pki, fleet_broker: Broker, car1: Connector
+) -> None:
+    # car2, with its own valid certificate, connects with car1's predictable client id.
+    operator = probe_as(pki, fleet_broker, "operator")
+    attacker = probe_as(pki, fleet_broker, "car2", client_id="fleet-connector-car1")
+    try:
+        requester = Requester(operator, "car1")
+        for i in range(20):
+            reply = requester.call(Operation.STATE, '["workloadStates"]', f"during-{i}")
+            assert "workload_states" in reply
+        assert car1.mqtt.connected
+        assert car1.session.takeovers == 0
+    finally:
+        attacker.close()
+        operator.close()
+
+
+def test_a_takeover_of_the_session_is_noticed_logged_and_shown_in_presence(
+    broker: Broker,
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A broker that does not bind client ids to identities: anyone may use the car's.
+    client_id = f"fleet-connector-{requester.topics.base.split('/')[1]}"
+    start_connector(emulator.control_interface, client_id=client_id)
+    assert requester.wait_online()["session_takeovers"] == 0
+    # The thief reconnects whenever the connector takes its session back (mosquitto 2.0.11
+    # closes the old connection without saying why, so the pattern gives it away).
+    thief = MqttProbe(broker, client_id=client_id)
+    try:
+        while True:
+            status = requester.wait_status("online", timeout=30)
+            if status["session_takeovers"]:
+                break
+    finally:
+        thief.close()
+    assert status["session_takeovers"] >= 1
+    assert status["last_session_takeover"]
+    assert "SECURITY: MQTT session of client id" in caplog.text
+
+
+def test_quick_losses_after_connect_count_as_a_takeover_on_mqtt_311() -> None:
+    from fleet_connector.takeover import QUICK_LOSSES, SessionWatch
+
+    now = [0.0]
+    watch = SessionWatch(clock=lambda: now[0])
+    for _ in range(QUICK_LOSSES):
+        watch.connected()
+        now[0] += 1
+        watch.lost(None, "c")  # 3.1.1: no reason, just a closed connection
+        now[0] += 1
+    assert watch.takeovers == 1
+    watch.connected()
+    now[0] += 600
+    watch.lost(None, "c")  # a connection that lasted is an ordinary loss
+    assert watch.takeovers == 1

@@ -52,7 +52,7 @@ class MqttProbe:
         self.client.on_subscribe = lambda c, u, mid, rc, p: self._subscribed.put(mid)
         connected: queue.Queue[Any] = queue.Queue()
         self.client.on_connect = lambda c, u, f, rc, p: connected.put(rc)
-        self.client.connect(broker.host, broker.port)
+        self.client.connect(settings.host, settings.port)
         self.client.loop_start()
         try:
             reason = connected.get(timeout=10)
