@@ -94,7 +94,11 @@ def parse_manifest(payload: bytes) -> Manifest:
     try:
         manifest = _Reader().manifest(document)
     except RequestError as e:
-        if isinstance(document, dict) and (warnings := validation.check(document).warnings):
+        if (
+            isinstance(document, dict)
+            and "apiVersion" in document
+            and (warnings := validation.check(document).warnings)
+        ):
             raise _invalid(f"{e.message} ({'; '.join(warnings)})") from None
         raise
     findings = validation.check(document)

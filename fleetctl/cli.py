@@ -33,12 +33,14 @@ from fleet_connector.options import (
     positive_int,
 )
 from fleet_connector.topics import Operation, Topics
-from fleetctl import dashboard, fleet, output, presence, rollout
+from fleetctl import dashboard, fleet, keys, output, plans, presence, rollout, signing, validate
 from fleetctl.client import Engine
 from fleetctl.connection import BrokerError, Connection
 from fleetctl.progress import Progress
 
 OK, FAILED, USAGE = 0, 1, 2
+# Commands that never connect to a broker.
+OFFLINE = ("validate", "keys", "sign")
 CONNECT_TIMEOUT = 10.0
 
 
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds to wait for running, per wave (default: 120)",
     )
+    _add_plan_and_sign(apply, "apply")
     apply.add_argument(
         "--poll-interval",
         type=seconds,
@@ -188,6 +191,45 @@ def build_parser() -> argparse.ArgumentParser:
         description="Delete the workloads and configs a manifest names from every car named.",
     )
     delete.add_argument("file", metavar="FILE", help="the manifest (YAML), checked before sending")
+    _add_plan_and_sign(delete, "delete")
+
+    plan = commands.add_parser(
+        "plan",
+        parents=common,
+        help="show what applying (or deleting) a manifest would do in each car",
+        description="Ask every car named what applying the manifest (with --delete: "
+        "deleting it) would change there now, without changing anything. Exits 1 when a "
+        "car's policy or Ankaios would refuse it.",
+    )
+    plan.add_argument("file", metavar="FILE", help="the manifest (YAML), checked before sending")
+    plan.add_argument("--delete", action="store_true", help="plan a delete instead of an apply")
+    plan.add_argument("--sign-key", metavar="KEY", help="sign each car's request with this key")
+    keys.add_validity(plan)
+
+    checker = commands.add_parser(
+        "validate",
+        help="check manifests offline",
+        description="Check manifests offline as a car checks them: the JSON Schema of "
+        "ank apply for v1, unknown keys as warnings. Exits 0 when all are valid, 1 when "
+        "one is not (with --strict: also when one has warnings), 2 when one cannot be read.",
+    )
+    validate.add_arguments(checker)
+
+    keys_parser = commands.add_parser(
+        "keys",
+        help="make signing keys",
+        description="Ed25519 keys for signed requests (see the README, Signed requests).",
+    )
+    keys.add_keys_arguments(keys_parser)
+
+    sign = commands.add_parser(
+        "sign",
+        parents=[cars],
+        help="write a signed request to stdout, for mosquitto_pub -f",
+        description="Sign FILE for the cars named (or --all-cars) and write the envelope to "
+        "stdout: mosquitto_pub -t vehicle/1/manifest/apply/req -f signed.txt",
+    )
+    keys.add_sign_arguments(sign)
 
     state = commands.add_parser(
         "state",
@@ -252,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_plan_and_sign(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"only show what the {command} would do in each car (as fleetctl plan)",
+    )
+    parser.add_argument("--sign-key", metavar="KEY", help="sign each car's request with this key")
+    keys.add_validity(parser)
+
+
 def _version() -> str:
     try:
         return metadata.version("ankaios-fleet-connector")
@@ -271,22 +323,38 @@ class Invocation:
 
 def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     parser = build_parser()
-    # options.parse applies flags, environment and defaults to the broker options only;
-    # the namespace for everything else comes from a plain parse of the same line.
-    values = parse(parser, BROKER_OPTIONS, argv, environ)
     args = parser.parse_args(list(argv))
-    settings = BrokerSettings.from_values(values)
-    vins = fleet.select(args.vin, args.vins, args.vins_file)
+    if args.command in OFFLINE:
+        # No broker: its options (and the environment's) do not apply.
+        settings = BrokerSettings()
+    else:
+        # options.parse applies flags, environment and defaults to the broker options only;
+        # the namespace for everything else comes from the plain parse above.
+        settings = BrokerSettings.from_values(parse(parser, BROKER_OPTIONS, argv, environ))
+    vins = fleet.select(
+        getattr(args, "vin", []), getattr(args, "vins", []), getattr(args, "vins_file", [])
+    )
     payload = b""
-    if args.command in ("apply", "delete", "state") and not vins:
+    if args.command in ("apply", "delete", "plan", "state") and not vins:
         raise ConfigError("name the cars with --vin, --vins or --vins-file")
-    if args.command in ("apply", "delete"):
+    if args.command in ("apply", "delete", "plan"):
         payload = load_manifest(Path(args.file))
+    elif args.command == "sign":
+        payload = _sign_payload(Path(args.file), args.operation)
     elif args.command == "state":
         if any(not mask.strip() for mask in args.masks):
             raise ConfigError("a field mask must not be empty")
         payload = _json_list(args.masks)
     return Invocation(args, settings, vins, payload)
+
+
+def _sign_payload(path: Path, operation: str) -> bytes:
+    if operation in keys.OPERATIONS:
+        return load_manifest(path)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
 
 def _json_list(items: Sequence[str]) -> bytes:
@@ -310,11 +378,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = parse_command_line(argv, os.environ if environ is None else environ)
+        offline = _run_offline(invocation)
     except ConfigError as e:
         print(f"fleetctl: error: {e}", file=sys.stderr)
         return USAGE
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else OK
+    if offline is not None:
+        return offline
     try:
         if invocation.args.command == "status":
             return run_status(invocation)
@@ -337,22 +408,48 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return FAILED
 
 
-def run_requests(invocation: Invocation) -> int:
+def _run_offline(invocation: Invocation) -> int | None:
+    """The exit code of a command that needs no broker; None for the others."""
     args = invocation.args
-    operation = {
+    if args.command == "validate":
+        return validate.run(args)
+    if args.command == "keys":
+        return keys.run_keys(args)
+    if args.command == "sign":
+        return keys.run_sign(args, invocation.vins, invocation.payload)
+    return None
+
+
+def _operation(args: argparse.Namespace) -> Operation:
+    """What is sent: --dry-run and plan send plan requests."""
+    if args.command == "plan":
+        return Operation.PLAN_DELETE if args.delete else Operation.PLAN
+    if getattr(args, "dry_run", False):
+        return Operation.PLAN_DELETE if args.command == "delete" else Operation.PLAN
+    return {
         "apply": Operation.APPLY,
         "delete": Operation.DELETE,
         "state": Operation.STATE,
     }[args.command]
+
+
+def run_requests(invocation: Invocation) -> int:
+    args = invocation.args
+    operation = _operation(args)
+    command = "plan" if operation.planned is not None else args.command
+    signer = None
+    if getattr(args, "sign_key", None):
+        signer = signing.Signer(Path(args.sign_key), operation, args.sign_valid_for)
     plan = rollout.Plan(
         operation=operation,
         payload=invocation.payload,
         timeout=args.timeout,
         batch_size=args.batch_size,
         max_failures=args.max_failures,
-        wait_running=getattr(args, "wait", None) == "running",
+        wait_running=operation is Operation.APPLY and getattr(args, "wait", None) == "running",
         wait_timeout=getattr(args, "wait_timeout", 120.0),
         poll_interval=getattr(args, "poll_interval", 0.5),
+        payload_for=None if signer is None else signer.for_car(invocation.payload),
     )
     engine = Engine(invocation.settings, expiry=args.expiry)
     progress = Progress(len(invocation.vins), sys.stderr)
@@ -363,10 +460,12 @@ def run_requests(invocation: Invocation) -> int:
             file=sys.stderr,
         )
     try:
-        result = rollout.run(engine, args.command, invocation.vins, plan, progress)
+        result = rollout.run(engine, command, invocation.vins, plan, progress)
     finally:
         progress.close()
         engine.close()
+    if command == "plan":
+        plans.judge(result)
     result.extra = {
         "run_id": engine.run_id,
         "mqtt_protocol": engine.connection.protocol,

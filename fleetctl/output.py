@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from fleetctl import plans
 from fleetctl.presence import Presence
 from fleetctl.results import CarResult, RunResult, Status
 
@@ -86,6 +87,8 @@ def _label(status: Status) -> str:
 def _details(command: str, car: CarResult) -> list[str]:
     if car.status is Status.NOT_ATTEMPTED:
         return [car.message]
+    if command == "plan" and car.reply is not None:
+        return plans.details(car)
     if car.code is not None and car.status is not Status.OK:
         lines = [f"{car.code}: {car.message}"]
         if car.workloads:

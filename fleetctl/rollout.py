@@ -4,7 +4,7 @@ before the next starts; the rollout stops once --max-failures cars have failed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fleet_connector.topics import Operation
@@ -25,6 +25,8 @@ class Plan:
     wait_running: bool = False
     wait_timeout: float = 120.0
     poll_interval: float = 0.5
+    payload_for: Callable[[str], bytes] | None = None
+    """Each car's own payload (a request signed for it) instead of ``payload``."""
 
 
 def waves(vins: Sequence[str], batch_size: int | None) -> list[list[str]]:
@@ -85,7 +87,10 @@ def _run_wave(engine: Engine, wave: list[str], plan: Plan, progress: Progress) -
         if not (ok and plan.wait_running):
             progress.advance(ok)
 
-    pendings = engine.send_many(wave, plan.operation, plan.payload)
+    if plan.payload_for is None:
+        pendings = engine.send_many(wave, plan.operation, plan.payload)
+    else:
+        pendings = [engine.send(vin, plan.operation, plan.payload_for(vin)) for vin in wave]
     engine.wait(pendings, plan.timeout, on_reply=replied)
     cars = [_result(engine, pending, plan.timeout) for pending in pendings]
     for car in cars:
