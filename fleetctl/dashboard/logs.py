@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS, Topics
+from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS, Operation, Topics
 from fleetctl.connection import BrokerError
 from fleetctl.dashboard.model import text
 
@@ -36,15 +36,15 @@ Event = dict[str, Any]
 
 
 def request_topic(vin: str, request_id: str) -> str:
-    return f"{Topics(vin).base}/logs/req/{request_id}"
+    return Topics(vin).request(Operation.LOGS, request_id)
 
 
 def cancel_topic(vin: str, request_id: str) -> str:
-    return f"{Topics(vin).base}/logs/cancel/{request_id}"
+    return Topics(vin).logs_cancel(request_id)
 
 
 def reply_filter(cars: Topics) -> str:
-    return f"{cars.base}/logs/resp/+"
+    return cars.response(Operation.LOGS, "+")
 
 
 class LogRequestError(ValueError):
@@ -82,6 +82,9 @@ def reply_event(payload: bytes) -> Event:
     event: Event = {"seq": text(data.get("seq"))}
     if "end" in data:
         event["end"] = text(data["end"])
+    if data.get("dropped"):
+        # Lines the car could not send at its configured rate: the page says so.
+        event["dropped"] = text(data["dropped"])
     lines = data.get("lines")
     if isinstance(lines, list):
         event["lines"] = [

@@ -16,6 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 from testkit import Broker
+from testkit.live import ALL_LOGS
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
@@ -158,18 +159,31 @@ class Car:
 
 
 IMAGE = "example.org/dashboard/app:1"
-# The workload: says who it is, prints a few lines and waits to be stopped (or killed).
-PROGRAM = """
+TICKER = "example.org/dashboard/ticker:1"
+HOSTILE_LINE = "<script>document.title='pwned';window.pwned=1</script>"
+# The workload: says who it is, prints a few lines (one with markup) and waits to be
+# stopped (or killed).
+PROGRAM = f"""
 import os, sys, time
 with open(os.environ["PID_FILE"], "w") as f:
     f.write(str(os.getpid()))
 for n in range(1, 4):
-    print(f"app line {n}", flush=True)
+    print(f"app line {{n}}", flush=True)
+print({HOSTILE_LINE!r}, flush=True)
 time.sleep(3600)
+"""
+# A workload that prints a line every 0.1 s, to follow.
+TICKING = """
+import time
+n = 0
+while True:
+    n += 1
+    print("tick", n, flush=True)
+    time.sleep(0.1)
 """
 
 
-def app_manifest(name: str, pid_file: Path) -> str:
+def app_manifest(name: str, pid_file: Path, image: str = IMAGE) -> str:
     return f"""apiVersion: v0.1
 workloads:
   {name}:
@@ -177,7 +191,7 @@ workloads:
     agent: agent_A
     restartPolicy: NEVER
     runtimeConfig: |
-      image: {IMAGE}
+      image: {image}
       commandOptions: ["-e", "PID_FILE={pid_file}"]
 """
 
@@ -188,5 +202,6 @@ def process_car(make_car: Callable[..., Car], vin: str, tmp_path: Path) -> Car:
         vin,
         runtime="process",
         run_dir=tmp_path / vin / "run",
-        image_map={IMAGE: [sys.executable, "-c", PROGRAM]},
+        image_map={IMAGE: [sys.executable, "-c", PROGRAM], TICKER: [sys.executable, "-c", TICKING]},
+        access=ALL_LOGS,
     )

@@ -3,13 +3,23 @@ as processes: applied, crashed and deleted, each on the page within a second."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dashboard.browser_kit import SECOND, Car, Dashboard, Page, app_manifest, process_car
+from dashboard.browser_kit import (
+    HOSTILE_LINE,
+    SECOND,
+    TICKER,
+    Car,
+    Dashboard,
+    Page,
+    app_manifest,
+    process_car,
+)
 from selenium.webdriver.support.ui import Select
 from testkit import Broker, MqttProbe, Requester
 
@@ -88,3 +98,83 @@ def test_the_agents_of_a_car_and_a_filter_by_workload_state(
     details = page.agents()["agent_A"][1]
     assert "connected: true" in details
     assert "free_memory: " in details
+
+
+def open_logs(page: Page, workload: str) -> None:
+    page.driver.find_element(
+        "css selector", f'#workloads tr[data-workload="{workload}"] button'
+    ).click()
+
+
+def log_text(page: Page) -> str:
+    text: str = page.driver.execute_script(
+        "return document.getElementById('log-lines').textContent"
+    )
+    return text
+
+
+def test_a_log_tail_shows_the_workloads_lines_as_text(
+    make_car: Callable[..., Car],
+    open_dashboard: Callable[..., tuple[Dashboard, Page]],
+    probe: MqttProbe,
+    vins: list[str],
+    tmp_path: Path,
+) -> None:
+    car = process_car(make_car, vins[0], tmp_path)
+    _, page = open_dashboard("--vin", car.vin)
+    page.wait(lambda: car.vin in page.cars(), 5)
+    page.select_car(car.vin)
+    pid_file = tmp_path / "app.pid"
+    Requester(probe, car.vin).apply(app_manifest("app", pid_file))
+    page.wait(lambda: page.workloads().get("app", ["", "", ""])[2] == "running", 10)
+    page.wait(lambda: pid_file.exists() and pid_file.read_text(), 10)
+
+    open_logs(page, "app")
+    page.wait(lambda: page.text("log-status") == "ended (done)", 10)
+    assert log_text(page) == f"app line 1\napp line 2\napp line 3\n{HOSTILE_LINE}\n"
+    assert page.text("log-title") == f"app on {car.vin}"
+    # The markup is text: no element was made of it, no script ran.
+    assert (
+        page.driver.execute_script("return document.querySelectorAll('#log-lines *').length") == 0
+    )
+    assert page.driver.execute_script("return window.pwned === undefined")
+    assert page.driver.title == "Fleet dashboard"
+
+
+def test_a_followed_tail_grows_and_closing_it_cancels_it_on_the_car(
+    make_car: Callable[..., Car],
+    open_dashboard: Callable[..., tuple[Dashboard, Page]],
+    probe: MqttProbe,
+    vins: list[str],
+    tmp_path: Path,
+) -> None:
+    car = process_car(make_car, vins[0], tmp_path)
+    _, page = open_dashboard("--vin", car.vin)
+    page.wait(lambda: car.vin in page.cars(), 5)
+    page.select_car(car.vin)
+    Requester(probe, car.vin).apply(app_manifest("ticker", tmp_path / "t.pid", TICKER))
+    page.wait(lambda: page.workloads().get("ticker", ["", "", ""])[2] == "running", 10)
+    probe.subscribe(f"vehicle/{car.vin}/logs/#")
+
+    open_logs(page, "ticker")
+    page.wait(lambda: page.text("log-status") == "ended (done)", 10)
+    # The follow toggle asks again, followed.
+    page.driver.find_element("id", "log-follow").click()
+    request = probe.expect(timeout=5)
+    while "/logs/req/" not in request.topic or "follow" not in json.loads(request.payload):
+        request = probe.expect(timeout=5)
+    assert json.loads(request.payload)["follow"] > 0
+    request_id = request.topic.rsplit("/", 1)[1]
+    page.wait(lambda: page.text("log-status") == "following…", 10)
+    # New lines keep coming while it is followed.
+    count = log_text(page).count("tick")
+    page.wait(lambda: log_text(page).count("tick") >= count + 3, 5)
+
+    page.driver.find_element("id", "log-close").click()
+    probe.expect(f"vehicle/{car.vin}/logs/cancel/{request_id}", timeout=5)
+    reply = f"vehicle/{car.vin}/logs/resp/{request_id}"
+    while True:
+        message = json.loads(probe.expect(reply, timeout=5).payload)
+        if "end" in message:
+            break
+    assert message["end"] == "cancelled"

@@ -350,6 +350,7 @@
     logSource = source;
     source.onmessage = (event) => {
       const message = JSON.parse(event.data);
+      if (message.dropped) lines.append("[" + message.dropped + " lines dropped by the car]\n");
       if (message.lines) {
         for (const line of message.lines) lines.append(line.line + "\n");
         while (lines.childNodes.length > LOG_LINES_KEPT) lines.firstChild.remove();
