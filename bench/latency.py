@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.client import Client
 from bench.common import (
@@ -56,19 +58,6 @@ class Sample:
             "p99_ms": round(self.p99_ms, 3),
             "mean_ms": round(sum(self.seconds) / len(self.seconds) * 1000, 3),
         }
-
-
-def echo_round_trips(client: Client, samples: int, warmup: int) -> Sample:
-    client.subscribe("echo/bench/resp/+")
-    run = uuid.uuid4().hex[:6]
-    times: list[float] = []
-    for i in range(warmup + samples):
-        _, seconds = client.call(
-            f"echo/bench/req/{run}-{i}", f"echo/bench/resp/{run}-{i}", STATE_PAYLOAD
-        )
-        if i >= warmup:
-            times.append(seconds)
-    return Sample("echo", times)
 
 
 def wait_online(client: Client, topics: Topics, timeout: float = 30.0) -> float:
@@ -147,38 +136,178 @@ def start_connector(
     return spawn(f"connector-{vin}", argv, workdir, connector_env(vin, port, ci, **env))
 
 
+def wait_answering(client: Client, topics: Topics, timeout: float = 30.0) -> None:
+    """For a connector without presence (the baseline): until a state request is answered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.call(topics.request(Operation.STATE), topics.response(Operation.STATE), b"[]")
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+@dataclass
+class Target:
+    """Something that answers requests: the echo, our connector, the baseline."""
+
+    name: str
+    request: Callable[[int], tuple[str, str]]
+    """Request and reply topic of round ``i``."""
+    check: bool = True
+
+
+def interleaved(
+    client: Client, targets: list[Target], payloads: list[bytes], samples: int, warmup: int
+) -> dict[str, Sample]:
+    """Round by round, one request to each target in turn; the order rotates every round.
+
+    The machine's load changes from second to second; interleaving gives every target the
+    same share of it, so ratios between them are meaningful even when absolute times drift.
+    """
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    for i in range(warmup + samples):
+        shift = i % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            topic, reply_topic = target.request(i)
+            reply, seconds = client.call(topic, reply_topic, payloads[i % len(payloads)])
+            if target.check and reply.startswith(b'{"error"'):
+                raise RuntimeError(f"{target.name} failed: {reply[:300]!r}")
+            if i >= warmup:
+                times[target.name].append(seconds)
+    return {name: Sample(name, values) for name, values in times.items()}
+
+
+def _with_id(topics: Topics, operation: Operation, run: str) -> Callable[[int], tuple[str, str]]:
+    def request(i: int) -> tuple[str, str]:
+        return topics.request(operation, f"{run}-{i}"), topics.response(operation, f"{run}-{i}")
+
+    return request
+
+
+def _plain(topics: Topics, operation: Operation) -> Callable[[int], tuple[str, str]]:
+    # The tutorial's connector knows only the plain topics; one request at a time keeps
+    # replies apart.
+    return lambda i: (topics.request(operation), topics.response(operation))
+
+
+def ratios(result: dict[str, Any]) -> dict[str, float]:
+    """The figures issue #12 sets targets for, from one interleaved run."""
+    state, apply, echo = result["state"], result["apply"], result["echo"]
+    base_state, base_apply = result["baseline_state"], result["baseline_apply"]
+    return {
+        "state_p50_vs_baseline": round(state["p50_ms"] / base_state["p50_ms"], 3),
+        "state_p50_over_echo_ms": round(state["p50_ms"] - echo["p50_ms"], 3),
+        "state_p99_vs_baseline": round(state["p99_ms"] / base_state["p99_ms"], 3),
+        "apply_p50_vs_baseline": round(apply["p50_ms"] / base_apply["p50_ms"], 3),
+        "apply_p99_vs_baseline": round(apply["p99_ms"] / base_apply["p99_ms"], 3),
+        "baseline_state_p50_over_echo_ms": round(base_state["p50_ms"] - echo["p50_ms"], 3),
+        "single_loop_state_p50_vs_baseline": round(
+            result["single_loop_state"]["p50_ms"] / base_state["p50_ms"], 3
+        ),
+        "single_loop_state_p50_over_echo_ms": round(
+            result["single_loop_state"]["p50_ms"] - echo["p50_ms"], 3
+        ),
+        "single_loop_apply_p50_vs_baseline": round(
+            result["single_loop_apply"]["p50_ms"] / base_apply["p50_ms"], 3
+        ),
+    }
+
+
+def start_baseline(workdir: Path, port: int, vin: str, ci: Path) -> Proc:
+    return spawn(
+        f"baseline-{vin}",
+        python_module("bench.tutorial_connector"),
+        workdir,
+        connector_env(vin, port, ci),
+    )
+
+
 def run(workdir: Path, samples: int, profile: bool) -> dict[str, object]:
     broker = Mosquitto(workdir / "mosquitto").start()
     procs: list[Proc] = []
     client: Client | None = None
     try:
-        echo = spawn(
-            "echo", python_module("bench.echo", str(broker.port)), workdir, stdout_pipe=True
-        )
-        procs.append(echo)
-        wait_line(echo, "ready", 20)
+        for qos, protocol in ((1, "5"), (0, "3.1.1")):
+            echo = spawn(
+                f"echo-{qos}",
+                python_module("bench.echo", str(broker.port), protocol, str(qos)),
+                workdir,
+                stdout_pipe=True,
+            )
+            procs.append(echo)
+            wait_line(echo, "ready", 20)
         client = Client(broker.port)
+        client.subscribe("echo/+/resp/+")
         warmup = max(10, samples // 20)
-        echo_sample = echo_round_trips(client, samples, warmup)
 
+        # Our connector and the baseline, each with an emulator process of its own.
         emulator, ci = start_emulator(workdir)
         procs.append(emulator)
-        vin = f"lat{uuid.uuid4().hex[:6]}"
-        topics = Topics(vin)
-        client.subscribe(f"{topics.base}/+/resp/+", f"{topics.base}/+/+/resp/+")
+        base_emulator, base_ci = start_emulator(workdir, "emulator-baseline")
+        procs.append(base_emulator)
+        loop_emulator, loop_ci = start_emulator(workdir, "emulator-single-loop")
+        procs.append(loop_emulator)
+        run_id = uuid.uuid4().hex[:6]
+        vin, base_vin, loop_vin = f"lat{run_id}", f"base{run_id}", f"loop{run_id}"
+        topics, base_topics, loop_topics = Topics(vin), Topics(base_vin), Topics(loop_vin)
+        for t in (topics, base_topics, loop_topics):
+            client.subscribe(f"{t.base}/#")
         connector = start_connector(workdir, broker.port, vin, ci)
         procs.append(connector)
+        baseline = start_baseline(workdir, broker.port, base_vin, base_ci)
+        procs.append(baseline)
+        single_loop = spawn(
+            f"single-loop-{loop_vin}",
+            python_module("bench.single_loop"),
+            workdir,
+            connector_env(loop_vin, broker.port, loop_ci),
+        )
+        procs.append(single_loop)
         wait_online(client, topics)
-        state = connector_round_trips(client, topics, Operation.STATE, samples, warmup)
-        apply = connector_round_trips(client, topics, Operation.APPLY, samples // 2, warmup)
+        wait_answering(client, base_topics)
+        wait_answering(client, loop_topics)
+
+        echo_target = Target(
+            "echo", lambda i: (f"echo/q1/req/{run_id}-{i}", f"echo/q1/resp/{run_id}-{i}")
+        )
+        # The tutorial's MQTT (3.1.1, QoS 0 subscription and reply) without any work.
+        echo_qos0 = Target(
+            "echo_qos0", lambda i: (f"echo/q0/req/{run_id}-{i}", f"echo/q0/resp/{run_id}-{i}")
+        )
+        state_runs = interleaved(
+            client,
+            [
+                echo_target,
+                echo_qos0,
+                Target("state", _with_id(topics, Operation.STATE, run_id)),
+                Target("baseline_state", _plain(base_topics, Operation.STATE)),
+                Target("single_loop_state", _with_id(loop_topics, Operation.STATE, run_id)),
+            ],
+            [STATE_PAYLOAD],
+            samples,
+            warmup,
+        )
+        apply_runs = interleaved(
+            client,
+            [
+                Target("apply", _with_id(topics, Operation.APPLY, run_id)),
+                Target("baseline_apply", _plain(base_topics, Operation.APPLY)),
+                Target("single_loop_apply", _with_id(loop_topics, Operation.APPLY, run_id)),
+            ],
+            APPLY_PAYLOADS,
+            samples // 2,
+            warmup,
+        )
         direct, direct_apply = ankaios_round_trips(workdir, samples, warmup)
-        result: dict[str, object] = {
-            "echo": echo_sample.summary(),
+        result: dict[str, Any] = {
+            **{name: sample.summary() for name, sample in state_runs.items()},
+            **{name: sample.summary() for name, sample in apply_runs.items()},
             "ankaios_direct": direct.summary(),
             "ankaios_direct_apply": direct_apply.summary(),
-            "state": state.summary(),
-            "apply": apply.summary(),
         }
+        result["ratios"] = ratios(result)
         connector.stop()
         if profile:
             # The same load again under cProfile (all threads), for where the time goes.
