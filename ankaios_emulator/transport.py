@@ -262,6 +262,30 @@ class FrameWriter:
                 return
             time.sleep(_DRAIN_POLL_S)
 
+    def write_now(self, data: bytes) -> bool:
+        """Writes ``data`` if the pipe takes all of it at once, now; False if it would wait.
+
+        Only frames of at most ``PIPE_BUF`` bytes, which a pipe takes whole or not at all,
+        and only when not pacing; anything else goes through :meth:`write`, which waits,
+        retries and reports. False leaves the stream untouched.
+        """
+        if self._pace or len(data) > select.PIPE_BUF:
+            return False
+        with self._lock:
+            if self._stop.is_set():
+                return False
+            try:
+                if not self._ensure_open():
+                    return False
+                assert self._fd is not None
+                os.write(self._fd, data)
+            except BrokenPipeError:
+                self._close_locked()
+                return False
+            except OSError:  # BlockingIOError (full) and the rest: write() decides
+                return False
+            return True
+
     def write_raw(self, data: bytes) -> None:
         """Write bytes without framing (garbage injection); same delivery rules."""
         self.write(data)

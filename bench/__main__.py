@@ -23,7 +23,7 @@ from typing import Any
 from bench import dashboard, fleet, footprint, latency, throughput
 from bench.common import REPO, mosquitto_binary, nats_binary, tool_version
 
-BENCHMARKS = ("latency", "throughput", "footprint", "fleet", "nats", "dashboard")
+BENCHMARKS = ("latency", "throughput", "footprint", "fleet", "bridged", "nats", "dashboard")
 
 
 def machine() -> dict[str, str]:
@@ -196,7 +196,11 @@ def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                 "",
             )
         )
-    for key, label in (("fleet", "mosquitto"), ("nats", "3-node NATS, MQTT 3.1.1")):
+    for key, label in (
+        ("fleet", "mosquitto"),
+        ("bridged", "2 mosquittos bridged (MQTT 5)"),
+        ("nats", "3-node NATS, MQTT 3.1.1"),
+    ):
         fl = results.get(key)
         if not isinstance(fl, dict) or "cars" not in fl:
             continue
@@ -223,6 +227,22 @@ def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                 "",
             )
         )
+        states = fl.get("states") or []
+        if states:
+            state_slowest = [r["slowest_car_s"] for r in states if r["slowest_car_s"] is not None]
+            state_ok = all(r["exit"] == 0 for r in states)
+            out.append(
+                (
+                    f"{cars}-car state via fleetctl on {label} (median of {len(states)}); "
+                    "slowest car; broker CPU",
+                    f"{fl['state_wall_s_median']:.2f} s"
+                    + ("" if state_ok else _not_ok(states[-1]))
+                    + f"; {max(state_slowest) if state_slowest else 0:.2f} s; "
+                    + f"{sum(r['broker_cpu_s'] for r in states) / len(states):.2f} s",
+                    "-",
+                    "",
+                )
+            )
         out.append(
             (
                 f"  {label}: memory per car, {fl['host_processes']} host processes; "
@@ -288,6 +308,10 @@ def main() -> int:
                     results[name] = footprint.run(work / name, 3)
                 elif name == "fleet":
                     results[name] = fleet.run_mosquitto(
+                        work / name, args.cars, args.hosts, args.applies
+                    )
+                elif name == "bridged":
+                    results[name] = fleet.run_bridged(
                         work / name, args.cars, args.hosts, args.applies
                     )
                 elif name == "nats":

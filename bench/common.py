@@ -208,6 +208,8 @@ class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     max_inflight: int = 0
+    extra: str = ""
+    """More configuration, e.g. a bridge (``connection`` ...), appended at the end."""
     proc: Proc | None = None
 
     def start(self) -> Mosquitto:
@@ -224,6 +226,7 @@ class Mosquitto:
             "log_dest none\n"
             f"listener {self.port} {HOST}\n"
             "allow_anonymous true\n"
+            f"{self.extra}"
         )
         self.proc = spawn("mosquitto", [mosquitto_binary(), "-c", str(config)], self.workdir)
         wait_for_port(self.port)

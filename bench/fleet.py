@@ -69,11 +69,12 @@ def start_hosts(
     return procs, time.monotonic() - started
 
 
-def fleetctl_apply(
-    manifest: Path, cars: int, port: int, protocol: str, timeout: float
+def fleetctl(
+    command: list[str], cars: int, port: int, protocol: str, timeout: float
 ) -> tuple[float, dict[str, Any], int]:
+    """``fleetctl COMMAND --vins 1-N -o json`` as a process: wall time, its report, exit code."""
     argv = python_module(
-        "fleetctl", "apply", str(manifest), "--vins", f"1-{cars}", "-o", "json",
+        "fleetctl", *command, "--vins", f"1-{cars}", "-o", "json",
         "--broker-addr", "127.0.0.1", "--broker-port", str(port),
         "--mqtt-protocol", protocol, "--timeout", str(timeout),
     )  # fmt: skip
@@ -103,30 +104,19 @@ def drive(
     time.sleep(2.0)
     idle_cpu = sum(cpu_seconds(p.pid) for p in hosts) - sum(before)
     runs: list[dict[str, Any]] = []
+    state_runs: list[dict[str, Any]] = []
+    common: dict[str, Any] = {
+        "broker_pids": broker_pids,
+        "cars": cars,
+        "port": port,
+        "protocol": protocol,
+        "timeout": timeout,
+    }
     for i in range(applies):
-        broker_cpu = sum(cpu_seconds(pid) for pid in broker_pids)
-        host_cpu = sum(cpu_seconds(p.pid) for p in hosts)
-        wall, report, rc = fleetctl_apply(APPLY_FILES[i % 2], cars, port, protocol, timeout)
-        broker_delta = sum(cpu_seconds(pid) for pid in broker_pids) - broker_cpu
-        host_delta = sum(cpu_seconds(p.pid) for p in hosts) - host_cpu
-        seconds = [c["seconds"] for c in report.get("cars", []) if c.get("seconds") is not None]
-        runs.append(
-            {
-                "wall_s": round(wall, 3),
-                "exit": rc,
-                "summary": report.get("summary", report.get("error")),
-                "slowest_car_s": round(max(seconds), 3) if seconds else None,
-                "broker_cpu_s": round(broker_delta, 3),
-                "cars_cpu_s": round(host_delta, 3),
-                "errors": sorted(
-                    {
-                        str((c.get("error") or {}).get("code"))
-                        for c in report.get("cars", [])
-                        if c.get("status") != "ok"
-                    }
-                ),
-            }
-        )
+        apply = ["apply", str(APPLY_FILES[i % 2])]
+        runs.append(one_command(apply, hosts, **common))
+        state = ["state", "workloadStates"]
+        state_runs.append(one_command(state, hosts, **common))
     walls = [r["wall_s"] for r in runs]
     return {
         "cars": cars,
@@ -136,8 +126,43 @@ def drive(
         "threads_total": threads,
         "idle_cpu_percent_of_one_core": round(idle_cpu / 2.0 * 100, 1),
         "apply_wall_s_median": round(median(walls), 3),
-        "all_ok": all(r["exit"] == 0 for r in runs),
+        "all_ok": all(r["exit"] == 0 for r in runs + state_runs),
         "applies": runs,
+        "state_wall_s_median": round(median([r["wall_s"] for r in state_runs]), 3),
+        "states": state_runs,
+    }
+
+
+def one_command(
+    command: list[str],
+    hosts: list[Proc],
+    *,
+    broker_pids: list[int],
+    cars: int,
+    port: int,
+    protocol: str,
+    timeout: float,
+) -> dict[str, Any]:
+    broker_cpu = sum(cpu_seconds(pid) for pid in broker_pids)
+    host_cpu = sum(cpu_seconds(p.pid) for p in hosts)
+    wall, report, rc = fleetctl(command, cars, port, protocol, timeout)
+    broker_delta = sum(cpu_seconds(pid) for pid in broker_pids) - broker_cpu
+    host_delta = sum(cpu_seconds(p.pid) for p in hosts) - host_cpu
+    seconds = [c["seconds"] for c in report.get("cars", []) if c.get("seconds") is not None]
+    return {
+        "wall_s": round(wall, 3),
+        "exit": rc,
+        "summary": report.get("summary", report.get("error")),
+        "slowest_car_s": round(max(seconds), 3) if seconds else None,
+        "broker_cpu_s": round(broker_delta, 3),
+        "cars_cpu_s": round(host_delta, 3),
+        "errors": sorted(
+            {
+                str((c.get("error") or {}).get("code"))
+                for c in report.get("cars", [])
+                if c.get("status") != "ok"
+            }
+        ),
     }
 
 
@@ -164,6 +189,51 @@ def run_mosquitto(workdir: Path, cars: int, hosts: int, applies: int) -> dict[st
         for proc in procs:
             proc.stop()
         broker.stop()
+
+
+def run_bridged(workdir: Path, cars: int, hosts: int, applies: int) -> dict[str, object]:
+    """Cars on one mosquitto, fleetctl on another, the two bridged with MQTT 5.
+
+    The shape of a regional broker tier: the cars' broker (the region) opens the bridge to
+    the operator's broker and carries ``vehicle/#`` both ways at QoS 1.
+    """
+    operator = Mosquitto(workdir / "mosquitto-operator").start()
+    region = Mosquitto(
+        workdir / "mosquitto-region",
+        # The bridge announces this as its MQTT 5 Receive Maximum, where 0 (mosquitto's
+        # "unlimited") is a protocol error: the operator's broker would refuse the bridge.
+        max_inflight=1000,
+        extra=(
+            "connection operator\n"
+            f"address 127.0.0.1:{operator.port}\n"
+            "bridge_protocol_version mqttv50\n"
+            "cleansession true\n"
+            "try_private true\n"
+            "topic vehicle/# both 1\n"
+        ),
+    ).start()
+    procs: list[Proc] = []
+    try:
+        procs, ready = start_hosts(
+            workdir, cars, hosts, ports=[region.port], protocol="5", timeout=300
+        )
+        result = drive(
+            procs,
+            [region.pid, operator.pid],
+            cars=cars,
+            port=operator.port,
+            protocol="5",
+            applies=applies,
+            timeout=60,
+        )
+        result["fleet_ready_s"] = round(ready, 2)
+        result["broker_rss_mib"] = round(rss_mib(region.pid) + rss_mib(operator.pid), 1)
+        return result
+    finally:
+        for proc in procs:
+            proc.stop()
+        region.stop()
+        operator.stop()
 
 
 # NATS creates a JetStream consumer per QoS 1 subscription; with the default (replicated

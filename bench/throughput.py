@@ -5,6 +5,9 @@ all N replies. mosquitto holds them (max_queued_messages 100000) and hands them 
 connector without an inflight window (max_inflight_messages 0); the connector's queue is
 raised for the run (QUEUE_SIZE) so none is refused with BUSY. A second run keeps
 QUEUE_SIZE at its default and lets mosquitto's inflight window (20) pace the connector.
+The first run again with the fast responder (bench/responder.py) in the emulator's place
+shows the connector's own ceiling; and the emulator's and the responder's own ceilings,
+requests straight into their FIFOs, say which side is the limit.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from bench.common import (
     Mosquitto,
     Proc,
     cpu_seconds,
+    python_module,
     rss_mib,
+    spawn,
     start_emulator,
+    wait_line,
 )
 from bench.latency import STATE_PAYLOAD, start_connector, wait_online
+from bench.responder import ceiling
 from fleet_connector.topics import Operation, Topics
 
 
@@ -57,14 +64,40 @@ def pipelined(client: Client, topics: Topics, requests: int, timeout: float) -> 
     }
 
 
+def start_responder(workdir: Path) -> tuple[Proc, Path]:
+    """The fast Ankaios stand-in (bench/responder.py) in a process of its own."""
+    ci = workdir / "responder-ci"
+    proc = spawn("responder", python_module("bench.responder", str(ci)), workdir, stdout_pipe=True)
+    wait_line(proc, "ready", 20)
+    return proc, ci
+
+
+def ankaios_ceiling(workdir: Path, requests: int, fast: bool) -> dict[str, object]:
+    """Pipelined state requests straight into the emulator (or the responder), no connector."""
+    proc, ci = start_responder(workdir) if fast else start_emulator(workdir, "emulator-ceiling")
+    try:
+        before = cpu_seconds(proc.pid)
+        result: dict[str, object] = dict(ceiling(ci, requests))
+        result["cpu_seconds"] = round(cpu_seconds(proc.pid) - before, 2)
+        return result
+    finally:
+        proc.stop()
+
+
 def one_run(
-    workdir: Path, requests: int, queue_size: int | None, broker_inflight: int, profile: str | None
+    workdir: Path,
+    requests: int,
+    queue_size: int | None,
+    broker_inflight: int,
+    profile: str | None,
+    *,
+    fast: bool = False,
 ) -> dict[str, object]:
     broker = Mosquitto(workdir / "mosquitto", max_inflight=broker_inflight).start()
     procs: list[Proc] = []
     client: Client | None = None
     try:
-        emulator, ci = start_emulator(workdir)
+        emulator, ci = start_responder(workdir) if fast else start_emulator(workdir)
         procs.append(emulator)
         vin = f"tp{uuid.uuid4().hex[:6]}"
         topics = Topics(vin)
@@ -83,6 +116,7 @@ def one_run(
         result["connector_rss_mib_after"] = round(rss_mib(connector.pid), 1)
         result["queue_size"] = queue_size or 1000
         result["broker_max_inflight"] = broker_inflight
+        result["ankaios"] = "fast responder" if fast else "emulator"
         connector.stop(timeout=30)
         return result
     finally:
@@ -99,8 +133,15 @@ def _pids(broker: Mosquitto, connector: Proc, emulator: Proc) -> list[tuple[str,
 
 def run(workdir: Path, requests: int, profile: bool) -> dict[str, object]:
     raised = one_run(workdir / "raised", requests, max(2 * requests, 1000), 0, None)
+    fast = one_run(workdir / "fast", requests, max(2 * requests, 1000), 0, None, fast=True)
     windowed = one_run(workdir / "windowed", min(requests, 2000), None, 20, None)
-    result: dict[str, object] = {"raised_queue": raised, "broker_window": windowed}
+    result: dict[str, object] = {
+        "raised_queue": raised,
+        "fast_responder": fast,
+        "broker_window": windowed,
+        "emulator_ceiling": ankaios_ceiling(workdir / "emulator-ceiling", requests, False),
+        "responder_ceiling": ankaios_ceiling(workdir / "responder-ceiling", requests, True),
+    }
     if profile:
         one_run(
             workdir / "profiled",
