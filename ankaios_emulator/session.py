@@ -234,11 +234,13 @@ class Session:
         self._stop.set()
         self._open.set()
         self._outgoing.put(_STOP)
+        if self._reader is not None:
+            self._reader.wake()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(1.0)
         if self._reader is not None:
-            self._reader.close()
+            self._reader.dispose()
         self._writer.close()
         with self._state_changed:
             self._state = SessionState.CLOSED

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -23,6 +24,9 @@ from typing import Any
 from bench import dashboard, fleet, footprint, latency, throughput
 from bench.common import REPO, mosquitto_binary, nats_binary, tool_version
 
+# Python threads of ~6 per car contend for one interpreter lock: past a few hundred cars a
+# host spends its time handing the lock around (bench/README.md, "1,000 cars").
+CARS_PER_HOST = 100
 BENCHMARKS = ("latency", "throughput", "footprint", "fleet", "bridged", "nats", "dashboard")
 
 
@@ -280,7 +284,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10_000, help="pipelined requests")
     parser.add_argument("--cars", type=int, default=100, help="cars in the fleet benchmarks")
     parser.add_argument(
-        "--hosts", type=int, default=os.cpu_count() or 2, help="host processes for the fleet"
+        "--hosts",
+        type=int,
+        default=None,
+        help="host processes for the fleet (default: one per core, at most 100 cars each)",
     )
     parser.add_argument("--applies", type=int, default=3, help="fleetctl applies per fleet")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
@@ -290,6 +297,10 @@ def main() -> int:
     unknown = set(selected) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    if args.hosts is None:
+        args.hosts = max(os.cpu_count() or 2, -(-args.cars // CARS_PER_HOST))
+    # A benchmark stopped from outside (timeout, Ctrl-C) still stops what it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     info = machine()
     results: dict[str, Any] = {}
     durations: dict[str, float] = {}

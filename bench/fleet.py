@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -61,11 +62,20 @@ def start_hosts(
                 stdout_pipe=True,
             )
         )  # fmt: skip
-    for proc in procs:
-        assert proc.popen.stdout is not None
-        line = proc.popen.stdout.readline().decode().strip()
-        if not line.startswith("ready"):
-            raise RuntimeError(f"{proc.name} did not get ready:\n{proc.tail(30)}")
+    deadline = started + timeout + 10
+    try:
+        for proc in procs:
+            assert proc.popen.stdout is not None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([proc.popen.stdout], [], [], remaining)[0]:
+                raise RuntimeError(f"{proc.name} not ready within {timeout:g} s")
+            line = proc.popen.stdout.readline().decode().strip()
+            if not line.startswith("ready"):
+                raise RuntimeError(f"{proc.name} did not get ready:\n{proc.tail(30)}")
+    except BaseException:
+        for proc in procs:
+            proc.stop()
+        raise
     return procs, time.monotonic() - started
 
 

@@ -42,7 +42,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda s, f: stop.set())
     signal.signal(signal.SIGINT, lambda s, f: stop.set())
     try:
+        deadline = started + args.ready_timeout
         for vin in range(args.first, args.first + args.count):
+            if time.monotonic() > deadline or stop.is_set():
+                raise RuntimeError(f"only {len(connectors)} cars started in time")
             emulator = Emulator(
                 control_interface=args.workdir / f"ci-{vin}", pace_frames=False
             ).start()
@@ -57,7 +60,6 @@ def main() -> int:
             )
             connector.start()
             connectors.append(connector)
-        deadline = started + args.ready_timeout
         for connector in connectors:
             remaining = max(0.1, deadline - time.monotonic())
             if not connector.control_interface.wait_connected(remaining):
