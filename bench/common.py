@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
@@ -133,6 +134,24 @@ def spawn(
             stdin=subprocess.DEVNULL,
         )
     return Proc(name, popen, log)
+
+
+def stop_all(client: Closable | None, procs: list[Proc], *brokers: Stoppable) -> None:
+    """Ends a benchmark: its MQTT client, then its processes newest first, then brokers."""
+    if client is not None:
+        client.close()
+    for proc in reversed(procs):
+        proc.stop()
+    for broker in brokers:
+        broker.stop()
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
 
 
 def python_module(module: str, *args: str) -> list[str]:

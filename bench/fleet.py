@@ -176,28 +176,56 @@ def one_command(
     }
 
 
-def run_mosquitto(workdir: Path, cars: int, hosts: int, applies: int) -> dict[str, object]:
-    broker = Mosquitto(workdir / "mosquitto").start()
+def fleet_on(
+    workdir: Path,
+    cars: int,
+    hosts: int,
+    applies: int,
+    *,
+    car_ports: list[int],
+    operator_port: int,
+    broker_pids: list[int],
+    protocol: str,
+    ready_timeout: float,
+) -> dict[str, object]:
+    """Starts the cars on ``car_ports``, drives them with fleetctl on ``operator_port``."""
     procs: list[Proc] = []
     try:
         procs, ready = start_hosts(
-            workdir, cars, hosts, ports=[broker.port], protocol="5", timeout=120
+            workdir, cars, hosts, ports=car_ports, protocol=protocol, timeout=ready_timeout
         )
         result = drive(
             procs,
-            [broker.pid],
+            broker_pids,
             cars=cars,
-            port=broker.port,
-            protocol="5",
+            port=operator_port,
+            protocol=protocol,
             applies=applies,
-            timeout=30,
+            timeout=60,
         )
         result["fleet_ready_s"] = round(ready, 2)
-        result["broker_rss_mib"] = round(rss_mib(broker.pid), 1)
+        result["broker_rss_mib"] = round(sum(rss_mib(pid) for pid in broker_pids), 1)
         return result
     finally:
         for proc in procs:
             proc.stop()
+
+
+def run_mosquitto(workdir: Path, cars: int, hosts: int, applies: int) -> dict[str, object]:
+    broker = Mosquitto(workdir / "mosquitto").start()
+    try:
+        return fleet_on(
+            workdir,
+            cars,
+            hosts,
+            applies,
+            car_ports=[broker.port],
+            operator_port=broker.port,
+            broker_pids=[broker.pid],
+            protocol="5",
+            ready_timeout=300,
+        )
+    finally:
         broker.stop()
 
 
@@ -222,26 +250,19 @@ def run_bridged(workdir: Path, cars: int, hosts: int, applies: int) -> dict[str,
             "topic vehicle/# both 1\n"
         ),
     ).start()
-    procs: list[Proc] = []
     try:
-        procs, ready = start_hosts(
-            workdir, cars, hosts, ports=[region.port], protocol="5", timeout=300
-        )
-        result = drive(
-            procs,
-            [region.pid, operator.pid],
-            cars=cars,
-            port=operator.port,
+        return fleet_on(
+            workdir,
+            cars,
+            hosts,
+            applies,
+            car_ports=[region.port],
+            operator_port=operator.port,
+            broker_pids=[region.pid, operator.pid],
             protocol="5",
-            applies=applies,
-            timeout=60,
+            ready_timeout=300,
         )
-        result["fleet_ready_s"] = round(ready, 2)
-        result["broker_rss_mib"] = round(rss_mib(region.pid) + rss_mib(operator.pid), 1)
-        return result
     finally:
-        for proc in procs:
-            proc.stop()
         region.stop()
         operator.stop()
 
@@ -255,33 +276,26 @@ def run_nats(
     workdir: Path, cars: int, hosts: int, applies: int, mqtt_options: str = TUNED_MQTT
 ) -> dict[str, object]:
     cluster = NatsCluster(workdir / "nats", mqtt_options=mqtt_options)
-    procs: list[Proc] = []
     try:
         started = time.monotonic()
         cluster.start()
         cluster_started = time.monotonic() - started
         # Cars on nodes 1 and 2, fleetctl on node 3: every request and reply crosses a route.
-        car_ports = cluster.mqtt_ports[:2]
-        procs, ready = start_hosts(
-            workdir, cars, hosts, ports=car_ports, protocol="3.1.1", timeout=180
-        )
-        result = drive(
-            procs,
-            cluster.pids,
-            cars=cars,
-            port=cluster.mqtt_ports[2],
+        result = fleet_on(
+            workdir,
+            cars,
+            hosts,
+            applies,
+            car_ports=cluster.mqtt_ports[:2],
+            operator_port=cluster.mqtt_ports[2],
+            broker_pids=cluster.pids,
             protocol="3.1.1",
-            applies=applies,
-            timeout=30,
+            ready_timeout=300,
         )
-        result["fleet_ready_s"] = round(ready, 2)
         result["cluster_start_s"] = round(cluster_started, 2)
-        result["broker_rss_mib"] = round(sum(rss_mib(p) for p in cluster.pids), 1)
         result["mqtt_options"] = mqtt_options or "defaults"
         return result
     finally:
-        for proc in procs:
-            proc.stop()
         cluster.stop()
 
 

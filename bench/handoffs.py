@@ -139,6 +139,7 @@ def run(workdir: Path, samples: int) -> dict[str, Any]:
         python_module,
         spawn,
         start_emulator,
+        stop_all,
     )
     from bench.latency import (
         STATE_PAYLOAD,
@@ -190,11 +191,7 @@ def run(workdir: Path, samples: int) -> dict[str, Any]:
             result[name]["client_round_trip_p50_ms"] = round(measured[name].p50_ms, 4)
         return result
     finally:
-        if client is not None:
-            client.close()
-        for proc in reversed(procs):
-            proc.stop()
-        broker.stop()
+        stop_all(client, procs, broker)
 
 
 def main() -> None:

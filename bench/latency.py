@@ -26,6 +26,7 @@ from bench.common import (
     python_module,
     spawn,
     start_emulator,
+    stop_all,
     wait_line,
 )
 from fleet_connector.topics import Operation, Topics
@@ -323,11 +324,7 @@ def run(workdir: Path, samples: int, profile: bool) -> dict[str, object]:
             result["profile"] = "bench/profiles/connector-latency.txt"
         return result
     finally:
-        if client is not None:
-            client.close()
-        for proc in reversed(procs):
-            proc.stop()
-        broker.stop()
+        stop_all(client, procs, broker)
 
 
 if __name__ == "__main__":

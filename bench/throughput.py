@@ -26,6 +26,7 @@ from bench.common import (
     rss_mib,
     spawn,
     start_emulator,
+    stop_all,
     wait_line,
 )
 from bench.latency import STATE_PAYLOAD, start_connector, wait_online
@@ -120,11 +121,7 @@ def one_run(
         connector.stop(timeout=30)
         return result
     finally:
-        if client is not None:
-            client.close()
-        for proc in reversed(procs):
-            proc.stop()
-        broker.stop()
+        stop_all(client, procs, broker)
 
 
 def _pids(broker: Mosquitto, connector: Proc, emulator: Proc) -> list[tuple[str, int]]:
