@@ -292,6 +292,9 @@ def _evaluate_target(target: _Target, model: LiveModel, settle: float, wall: flo
         return settled_at
     if kind in ("failed", "succeeded", "not_scheduled"):
         target.outcome = kind
+    elif kind == "pending" and state.substate == "StartingFailed":
+        # The runtime could not start it (unknown image, bad runtimeConfig): failed, not late.
+        target.outcome = "failed"
     return None
 
 

@@ -28,12 +28,25 @@ from fleet_connector.manifest import parse_manifest
 from fleet_connector.options import (
     ConfigError,
     add_options,
+    non_negative_int,
     parse,
     positive_float,
     positive_int,
 )
 from fleet_connector.topics import Operation, Topics
-from fleetctl import dashboard, fleet, keys, output, plans, presence, rollout, signing, validate
+from fleetctl import (
+    dashboard,
+    fleet,
+    keys,
+    live,
+    logs,
+    output,
+    plans,
+    presence,
+    rollout,
+    signing,
+    validate,
+)
 from fleetctl.client import Engine
 from fleetctl.connection import BrokerError, Connection
 from fleetctl.progress import Progress
@@ -69,6 +82,20 @@ def _checked(convert: Callable[[str], Any], expected: str) -> Callable[[str], An
 
 # MQTT 5's Message Expiry Interval is a four-byte integer.
 MAX_EXPIRY = 2**32 - 1
+
+
+def _settle_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 600:
+        raise ValueError("out of range")
+    return value
+
+
+def _deadline_seconds(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 3600:
+        raise ValueError("out of range")
+    return value
 
 
 def _expiry_seconds(text: str) -> int:
@@ -166,23 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument(
         "--wait",
         choices=["running"],
-        help="then wait until the workloads the apply added are running",
+        help="then follow the apply to its outcome: exit 0 only when every workload it "
+        "added has been running for the settle time",
+    )
+    apply.add_argument(
+        "--settle",
+        type=_checked(_settle_seconds, "a number of seconds from 0 to 600"),
+        default=2.0,
+        metavar="SECONDS",
+        help="with --wait: seconds a workload must run without failing (default: 2)",
     )
     apply.add_argument(
         "--wait-timeout",
-        type=seconds,
+        type=_checked(_deadline_seconds, "a number of seconds from 0.1 to 3600"),
         default=120.0,
         metavar="SECONDS",
         help="seconds to wait for running, per wave (default: 120)",
     )
     _add_plan_and_sign(apply, "apply")
-    apply.add_argument(
-        "--poll-interval",
-        type=seconds,
-        default=0.5,
-        metavar="SECONDS",
-        help="seconds between state polls while waiting (default: 0.5)",
-    )
+    # Kept for scripts written when --wait polled; the outcome is pushed now.
+    apply.add_argument("--poll-interval", type=seconds, help=argparse.SUPPRESS)
 
     delete = commands.add_parser(
         "delete",
@@ -282,6 +312,78 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C or SIGTERM (exit 0).",
     )
     watch.add_argument("--count", type=count, metavar="N", help="stop after N messages")
+    watch.add_argument(
+        "--workloads",
+        action="store_true",
+        help="only the live workload and agent states",
+    )
+    watch.add_argument(
+        "--raw",
+        action="store_true",
+        help="'topic payload' lines as mosquitto_sub -v prints them, without timestamps",
+    )
+
+    get = commands.add_parser(
+        "get",
+        parents=[cars, broker],
+        help="list what the cars' connectors publish, without asking the cars",
+        description="get workloads: the live workload states of the cars named (or of every "
+        "car on the broker), from the connectors' retained messages.",
+    )
+    get.add_argument("what", choices=["workloads"], metavar="workloads")
+    get.add_argument(
+        "--listen",
+        type=seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="stop collecting after this long without a new message (default: 1.0)",
+    )
+    get.add_argument(
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="stop collecting after this long in any case (default: 10)",
+    )
+    get.add_argument(
+        "-o", "--output", choices=output.FORMATS, default="table", help="table, json or yaml"
+    )
+
+    logs_command = commands.add_parser(
+        "logs",
+        parents=[cars, broker],
+        help="print workloads' logs of one car",
+        description="Print the logs of workloads of one car (--vin), like ank logs.",
+    )
+    logs_command.add_argument("workloads", nargs="+", metavar="WORKLOAD")
+    logs_command.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C ends)"
+    )
+    logs_command.add_argument(
+        "--follow-for",
+        type=seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="with -f: stop after this long (default: 600, the connector's usual limit)",
+    )
+    logs_command.add_argument(
+        "-n",
+        "--tail",
+        type=_checked(non_negative_int, "a whole number, 0 or more"),
+        metavar="N",
+        help="only the last N lines (default: all, up to the connector's limit)",
+    )
+    logs_command.add_argument(
+        "--since", metavar="TIME", help="RFC 3339 time, e.g. 2026-12-02T10:00:00Z"
+    )
+    logs_command.add_argument("--until", metavar="TIME", help="RFC 3339 time")
+    logs_command.add_argument(
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds to wait for the broker and for each answer (default: 10)",
+    )
 
     board = commands.add_parser(
         "dashboard",
@@ -341,6 +443,8 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invoc
         payload = load_manifest(Path(args.file))
     elif args.command == "sign":
         payload = _sign_payload(Path(args.file), args.operation)
+    elif args.command == "logs" and len(vins) != 1:
+        raise ConfigError("fleetctl logs reads one car: name it with --vin")
     elif args.command == "state":
         if any(not mask.strip() for mask in args.masks):
             raise ConfigError("a field mask must not be empty")
@@ -391,6 +495,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_status(invocation)
         if invocation.args.command == "watch":
             return run_watch(invocation)
+        if invocation.args.command == "get":
+            return run_get(invocation)
+        if invocation.args.command == "logs":
+            return run_logs(invocation)
         if invocation.args.command == "dashboard":
             args = invocation.args
             return dashboard.run(
@@ -448,7 +556,7 @@ def run_requests(invocation: Invocation) -> int:
         max_failures=args.max_failures,
         wait_running=operation is Operation.APPLY and getattr(args, "wait", None) == "running",
         wait_timeout=getattr(args, "wait_timeout", 120.0),
-        poll_interval=getattr(args, "poll_interval", 0.5),
+        settle=getattr(args, "settle", 2.0),
         payload_for=None if signer is None else signer.for_car(invocation.payload),
     )
     engine = Engine(invocation.settings, expiry=args.expiry)
@@ -493,8 +601,31 @@ def run_status(invocation: Invocation) -> int:
     return OK
 
 
-class _Stopped(Exception):
-    """SIGTERM while watching: stop like Ctrl-C does."""
+# SIGTERM while watching or following logs: stop like Ctrl-C does.
+_Stopped = logs.Interrupted
+
+
+def run_get(invocation: Invocation) -> int:
+    args = invocation.args
+    rows = live.collect(
+        invocation.settings, vins=invocation.vins, listen=args.listen, timeout=args.timeout
+    )
+    print(live.render(rows, args.output), flush=True)
+    return OK
+
+
+def run_logs(invocation: Invocation) -> int:
+    args = invocation.args
+    query = logs.LogsQuery(
+        vin=invocation.vins[0],
+        workloads=list(args.workloads),
+        tail=args.tail,
+        follow=args.follow_for if args.follow else 0,
+        since=args.since,
+        until=args.until,
+    )
+    with _stop_on_sigterm():
+        return logs.run(invocation.settings, query, timeout=args.timeout)
 
 
 def run_watch(invocation: Invocation) -> int:
@@ -503,9 +634,9 @@ def run_watch(invocation: Invocation) -> int:
         invocation.settings,
         lambda topic, payload, retained: arrived.put((topic, payload)),
     )
-    vins = invocation.vins or ["+"]
-    filters = [f"{Topics(vin).base}/#" for vin in vins]
-    limit = invocation.args.count
+    args = invocation.args
+    filters = live.watch_filters(invocation.vins, states_only=args.workloads)
+    limit = args.count
     with _stop_on_sigterm():
         try:
             connection.open(CONNECT_TIMEOUT)
@@ -515,7 +646,7 @@ def run_watch(invocation: Invocation) -> int:
             seen = 0
             while limit is None or seen < limit:
                 topic, payload = arrived.get()
-                print(f"{topic} {payload.decode('utf-8', 'replace')}", flush=True)
+                print(live.watch_line(topic, payload, raw=args.raw, at=live.now()), flush=True)
                 seen += 1
         except (KeyboardInterrupt, _Stopped):
             pass

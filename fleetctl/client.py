@@ -65,11 +65,21 @@ class Pending:
     operation: Operation
     request_id: str
     reply_topic: str
+    outcome: Pending | None = None
+    """For a followed request: the outcome message that comes after the reply."""
+    key: str = ""
+    """Where the engine keeps it: the reply topic (an outcome's has a suffix)."""
     done: threading.Event = field(default_factory=threading.Event)
     reply: Reply | None = None
     sent_at: float = field(default_factory=time.monotonic)
     answered_at: float | None = None
     _notify: queue.SimpleQueue[Pending] | None = None
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.reply_topic
+
+
+_OUTCOME = "#outcome"
 
 
 # Above this many cars, wildcard subscriptions instead of per-car ones (see subscribe).
@@ -132,17 +142,29 @@ class Engine:
                 refused.setdefault(vin, []).append(topic)
         return refused
 
-    def send(self, vin: str, operation: Operation, payload: bytes | str) -> Pending:
+    def send(
+        self, vin: str, operation: Operation, payload: bytes | str, *, follow: str | None = None
+    ) -> Pending:
+        """``follow`` (``follow;settle=S;deadline=D``) asks for the outcome too (its topic
+        level works on MQTT 3.1.1 as well); it arrives in ``pending.outcome``."""
         with self._lock:
             self._counter += 1
             request_id = f"{self.run_id}-{self._counter}"
         topics = Topics(vin)
-        pending = Pending(vin, operation, request_id, topics.response(operation, request_id))
+        reply_topic = topics.response(operation, request_id)
+        pending = Pending(vin, operation, request_id, reply_topic)
+        if follow is not None:
+            pending.outcome = Pending(
+                vin, operation, request_id, reply_topic, key=reply_topic + _OUTCOME
+            )
         with self._lock:
-            self._pending[pending.reply_topic] = pending
-        mid = self.connection.publish(
-            topics.request(operation, request_id), payload, expiry=self.expiry
-        )
+            self._pending[pending.key] = pending
+            if pending.outcome is not None:
+                self._pending[pending.outcome.key] = pending.outcome
+        topic = topics.request(operation, request_id)
+        if follow is not None:
+            topic = f"{topic}/{follow}"
+        mid = self.connection.publish(topic, payload, expiry=self.expiry)
         with self._lock:
             reason = self._early_acks.pop(mid, None)
             if reason is None:
@@ -152,9 +174,14 @@ class Engine:
         return pending
 
     def send_many(
-        self, vins: Sequence[str], operation: Operation, payload: bytes | str
+        self,
+        vins: Sequence[str],
+        operation: Operation,
+        payload: bytes | str,
+        *,
+        follow: str | None = None,
     ) -> list[Pending]:
-        return [self.send(vin, operation, payload) for vin in vins]
+        return [self.send(vin, operation, payload, follow=follow) for vin in vins]
 
     def wait(
         self,
@@ -192,7 +219,9 @@ class Engine:
                 pending._notify = None
                 if not pending.done.is_set():
                     # A late reply is not ours to report any more.
-                    self._pending.pop(pending.reply_topic, None)
+                    self._pending.pop(pending.key, None)
+                    if pending.outcome is not None:
+                        self._pending.pop(pending.outcome.key, None)
 
     def open(self, timeout: float) -> None:
         self.connection.open(timeout)
@@ -226,8 +255,10 @@ class Engine:
             self._complete_locked(pending, Reply(code=NOT_DELIVERED, message=message))
 
     def _complete_locked(self, pending: Pending, reply: Reply) -> None:
-        if self._pending.pop(pending.reply_topic, None) is None:
+        if self._pending.pop(pending.key, None) is None:
             return  # answered already, or given up by wait()
+        if not reply.ok and pending.outcome is not None:
+            self._pending.pop(pending.outcome.key, None)  # a refused request has no outcome
         pending.reply = reply
         pending.answered_at = time.monotonic()
         pending.done.set()
@@ -237,7 +268,8 @@ class Engine:
     def _dispatch(self, topic: str, payload: bytes, retained: bool) -> None:
         """paho's thread: a reply completes its request; presence is remembered."""
         with self._lock:
-            pending = self._pending.get(topic)
+            # The reply comes first; a second message on the topic is the outcome.
+            pending = self._pending.get(topic) or self._pending.get(topic + _OUTCOME)
             status_vin = self._status_topics.get(topic)
             if pending is not None:
                 self._complete_locked(pending, Reply.parse(payload))

@@ -71,6 +71,8 @@ class CarResult:
     """From publishing the request to its reply."""
     workloads: list[Instance] | None = None
     """With --wait: the instances waited for, with their last known state."""
+    logs: dict[str, list[str]] | None = None
+    """With --wait: the last log lines of workloads that failed, by workload."""
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,7 @@ class CarResult:
             "reply": self.reply,
             "error": None if self.code is None else {"code": self.code, "message": self.message},
             "workloads": None if self.workloads is None else [w.to_dict() for w in self.workloads],
+            **({"logs": self.logs} if self.logs else {}),
         }
 
 

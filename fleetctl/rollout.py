@@ -11,7 +11,7 @@ from fleet_connector.topics import Operation
 from fleetctl.client import Engine, Pending
 from fleetctl.progress import Progress
 from fleetctl.results import BROKER_REFUSED, NO_REPLY, STOPPED, CarResult, RunResult, Status
-from fleetctl.waiting import WaitOutcome, added_instances, wait_running
+from fleetctl.waiting import WaitOutcome, follow_level, wait_outcomes
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Plan:
     max_failures: int | None = None
     wait_running: bool = False
     wait_timeout: float = 120.0
-    poll_interval: float = 0.5
+    settle: float = 2.0
     payload_for: Callable[[str], bytes] | None = None
     """Each car's own payload (a request signed for it) instead of ``payload``."""
 
@@ -37,10 +37,7 @@ def waves(vins: Sequence[str], batch_size: int | None) -> list[list[str]]:
 def run(
     engine: Engine, command: str, vins: Sequence[str], plan: Plan, progress: Progress
 ) -> RunResult:
-    operations = [plan.operation]
-    if plan.wait_running:
-        operations.append(Operation.STATE)
-    refused = engine.subscribe(vins, operations, plan.timeout)
+    refused = engine.subscribe(vins, [plan.operation], plan.timeout)
     planned = waves(vins, plan.batch_size)
     results: dict[str, CarResult] = {}
     failures = 0
@@ -87,17 +84,20 @@ def _run_wave(engine: Engine, wave: list[str], plan: Plan, progress: Progress) -
         if not (ok and plan.wait_running):
             progress.advance(ok)
 
+    follow = follow_level(plan.settle, plan.wait_timeout) if plan.wait_running else None
     if plan.payload_for is None:
-        pendings = engine.send_many(wave, plan.operation, plan.payload)
+        pendings = engine.send_many(wave, plan.operation, plan.payload, follow=follow)
     else:
-        pendings = [engine.send(vin, plan.operation, plan.payload_for(vin)) for vin in wave]
+        pendings = [
+            engine.send(vin, plan.operation, plan.payload_for(vin), follow=follow) for vin in wave
+        ]
     engine.wait(pendings, plan.timeout, on_reply=replied)
     cars = [_result(engine, pending, plan.timeout) for pending in pendings]
     for car in cars:
         if car.status is Status.TIMEOUT:
             progress.advance(False)
     if plan.wait_running:
-        _wait(engine, cars, plan, progress)
+        _wait(engine, cars, pendings, plan, progress)
     return cars
 
 
@@ -144,22 +144,33 @@ def _no_reply(engine: Engine, vin: str, timeout: float) -> str:
     return f"{message}; {presence.describe()}; it may still carry out the request"
 
 
-def _wait(engine: Engine, cars: list[CarResult], plan: Plan, progress: Progress) -> None:
+def _wait(
+    engine: Engine,
+    cars: list[CarResult],
+    pendings: list[Pending],
+    plan: Plan,
+    progress: Progress,
+) -> None:
     by_vin = {car.vin: car for car in cars}
-    targets = {car.vin: added_instances(car.reply) for car in cars if car.ok}
+    outcomes = {
+        pending.vin: pending.outcome
+        for pending, car in zip(pendings, cars, strict=True)
+        if car.ok and pending.outcome is not None
+    }
 
     def done(vin: str, outcome: WaitOutcome) -> None:
         car = by_vin[vin]
         car.workloads = outcome.instances
+        car.logs = outcome.logs
         car.status = outcome.status
         car.code, car.message = outcome.code, outcome.message
         progress.advance(outcome.status is Status.OK)
 
-    wait_running(
+    wait_outcomes(
         engine,
-        targets,
+        outcomes,
+        settle=plan.settle,
         wait_timeout=plan.wait_timeout,
         request_timeout=plan.timeout,
-        poll_interval=plan.poll_interval,
         on_done=done,
     )

@@ -1,94 +1,27 @@
-"""``--wait running``: poll the cars' workload states until what an apply added runs.
+"""``--wait running``: the apply is followed to its outcome by the connector itself.
 
-The connector offers no state-change notifications, so we ask each car for exactly the
-instances its apply added (``workloadStates.<agent>.<workload>.<id>``) until all run, one
-fails, or the wait time is up.
+The request goes out with the ``follow;settle=S;deadline=D`` topic level (MQTT 3.1.1 and 5
+alike); after its usual reply the connector sends one outcome message, judged on Ankaios's
+state events: ``running`` once every workload has run for the settle time, ``failed`` (with
+Ankaios's info and the last log lines), ``timeout`` with where each workload is stuck. Nothing
+is polled.
 """
 
 from __future__ import annotations
 
-import enum
-import json
-import threading
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from fleet_connector.topics import Operation
-from fleetctl.client import Engine
+from fleetctl.client import Engine, Pending
 from fleetctl.results import NOT_RUNNING, WAIT_TIMEOUT, Instance, Status
 
-# Replies after which asking again may well succeed.
-_TRANSIENT = frozenset({"TIMEOUT", "UNAVAILABLE", "BUSY"})
-# States an instance does not leave on its own towards Running.
-_FAILED_STATES = frozenset({"FAILED", "NOT_SCHEDULED", "SUCCEEDED", "STOPPING", "REMOVED"})
+# Log lines of a failed workload shown in the message (the JSON output has them all).
+SHOWN_LOG_LINES = 3
 
 
-class Phase(enum.Enum):
-    RUNNING = "running"
-    FAILED = "failed"
-    PENDING = "pending"
-
-
-def added_instances(reply: Any) -> list[Instance]:
-    """The instances an apply reply lists under ``added_workloads``."""
-    added = reply.get("added_workloads", []) if isinstance(reply, dict) else []
-    return [
-        Instance(
-            str(w.get("agent_name", "")),
-            str(w.get("workload_name", "")),
-            str(w.get("workload_id", "")),
-        )
-        for w in added
-        if isinstance(w, dict)
-    ]
-
-
-def read_states(reply: Any, instances: list[Instance]) -> list[Instance]:
-    """The instances with their execution state from a state reply (unchanged if missing)."""
-    states = reply.get("workload_states", {}) if isinstance(reply, dict) else {}
-    updated = []
-    for instance in instances:
-        state = _dig(states, instance.agent, instance.workload, instance.id)
-        if not isinstance(state, dict):
-            updated.append(instance)
-            continue
-        updated.append(
-            replace(
-                instance,
-                state=str(state.get("state", "")),
-                substate=str(state.get("substate", "")),
-                additional_info=str(state.get("additional_info", "")),
-            )
-        )
-    return updated
-
-
-def _dig(tree: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
-
-
-def phase_of(instance: Instance) -> Phase:
-    if instance.state == "RUNNING":
-        return Phase.RUNNING
-    if instance.state in _FAILED_STATES or instance.substate.endswith("STARTING_FAILED"):
-        return Phase.FAILED
-    # Pending, agent disconnected or not reported yet: may still get there.
-    return Phase.PENDING
-
-
-def verdict(instances: list[Instance]) -> Phase:
-    phases = [phase_of(i) for i in instances]
-    if Phase.FAILED in phases:
-        return Phase.FAILED
-    if all(p is Phase.RUNNING for p in phases):
-        return Phase.RUNNING
-    return Phase.PENDING
+def follow_level(settle: float, deadline: float) -> str:
+    return f"follow;settle={settle:g};deadline={deadline:g}"
 
 
 @dataclass
@@ -97,69 +30,104 @@ class WaitOutcome:
     instances: list[Instance]
     code: str | None = None
     message: str = ""
+    logs: dict[str, list[str]] | None = None
 
 
-def wait_running(
+def instances_of(outcome: Any) -> list[Instance]:
+    workloads = outcome.get("workloads") if isinstance(outcome, dict) else None
+    if not isinstance(workloads, dict):
+        return []
+    found = []
+    for name, report in workloads.items():
+        if not isinstance(report, dict):
+            continue
+
+        def text(key: str, report: dict[str, Any] = report) -> str:
+            value = report.get(key)
+            return "" if value is None else str(value)
+
+        found.append(
+            Instance(
+                text("agent"),
+                str(name),
+                text("instance_id"),
+                state=text("state"),
+                substate=text("substate"),
+                additional_info=text("info"),
+            )
+        )
+    return found
+
+
+def judge(outcome: Any, settle: float) -> WaitOutcome:
+    """What an outcome message means for ``--wait running``."""
+    instances = instances_of(outcome)
+    overall = outcome.get("outcome") if isinstance(outcome, dict) else None
+    reports = outcome.get("workloads", {}) if isinstance(outcome, dict) else {}
+    logs = {
+        name: [str(line) for line in report.get("logs") or []]
+        for name, report in reports.items()
+        if isinstance(report, dict) and report.get("logs")
+    }
+    if overall == "running":
+        return WaitOutcome(Status.OK, instances, logs=logs or None)
+    bad = []
+    for instance in instances:
+        report = reports.get(instance.workload, {})
+        if not isinstance(report, dict) or report.get("outcome") == "running":
+            continue
+        detail = f"{instance.describe()} [{report.get('outcome')}]"
+        lines = logs.get(instance.workload)
+        if lines:
+            detail += " last lines: " + " | ".join(lines[-SHOWN_LOG_LINES:])
+        elif report.get("logs_error"):
+            detail += f" (no logs: {report['logs_error']})"
+        bad.append(detail)
+    message = "; ".join(bad) or f"outcome {overall}"
+    if overall == "timeout":
+        return WaitOutcome(Status.TIMEOUT, instances, WAIT_TIMEOUT, message, logs or None)
+    if overall in ("failed", "succeeded", "not_scheduled", "removed") and settle:
+        message = f"{message} (within the settle time of {settle:g}s or before)"
+    return WaitOutcome(Status.FAILED, instances, NOT_RUNNING, message, logs or None)
+
+
+def wait_outcomes(
     engine: Engine,
-    targets: Mapping[str, list[Instance]],
+    outcomes: Mapping[str, Pending],
     *,
+    settle: float,
     wait_timeout: float,
     request_timeout: float,
-    poll_interval: float,
     on_done: Callable[[str, WaitOutcome], None] | None = None,
 ) -> dict[str, WaitOutcome]:
-    """Polls every car in ``targets`` until its instances run, fail, or time runs out."""
-    deadline = time.monotonic() + wait_timeout
-    waiting = {vin: list(instances) for vin, instances in targets.items()}
-    problems: dict[str, str] = {}
-    outcomes: dict[str, WaitOutcome] = {}
-    pause = threading.Event()
+    """Waits for each car's outcome message; the connector sends it by the deadline."""
+    results: dict[str, WaitOutcome] = {}
+    by_pending = {id(p): vin for vin, p in outcomes.items()}
 
-    def finish(vin: str, outcome: WaitOutcome) -> None:
-        outcomes[vin] = outcome
-        del waiting[vin]
+    def arrived(pending: Pending) -> None:
+        vin = by_pending[id(pending)]
+        reply = pending.reply
+        if reply is None:
+            return
+        if reply.ok:
+            result = judge(reply.data, settle)
+        else:
+            result = WaitOutcome(Status.FAILED, [], reply.code, reply.message)
+        results[vin] = result
         if on_done is not None:
-            on_done(vin, outcome)
+            on_done(vin, result)
 
-    for vin in [v for v, instances in waiting.items() if not instances]:
-        finish(vin, WaitOutcome(Status.OK, []))
-    while waiting:
-        requests = [
-            engine.send(vin, Operation.STATE, json.dumps([i.mask for i in instances]))
-            for vin, instances in waiting.items()
-        ]
-        engine.wait(requests, max(0.0, min(request_timeout, deadline - time.monotonic())))
-        for request in requests:
-            vin, reply = request.vin, request.reply
-            if reply is None:
-                problems[vin] = "no reply to the last state request"
-                continue
-            if not reply.ok:
-                if reply.code in _TRANSIENT:
-                    problems[vin] = f"{reply.code}: {reply.message}"
-                    continue
-                finish(vin, WaitOutcome(Status.FAILED, waiting[vin], reply.code, reply.message))
-                continue
-            problems.pop(vin, None)
-            instances = read_states(reply.data, waiting[vin])
-            waiting[vin] = instances
-            phase = verdict(instances)
-            if phase is Phase.RUNNING:
-                finish(vin, WaitOutcome(Status.OK, instances))
-            elif phase is Phase.FAILED:
-                bad = [i for i in instances if phase_of(i) is Phase.FAILED]
-                message = "; ".join(i.describe() for i in bad)
-                finish(vin, WaitOutcome(Status.FAILED, instances, NOT_RUNNING, message))
-        remaining = deadline - time.monotonic()
-        if not waiting or remaining <= 0:
-            break
-        # Pacing, not synchronisation: nothing tells us when a state changes.
-        pause.wait(min(poll_interval, remaining))
-    for vin in list(waiting):
-        not_running = [i for i in waiting[vin] if phase_of(i) is not Phase.RUNNING]
-        detail = "; ".join(i.describe() for i in not_running)
-        if vin in problems:
-            detail = f"{detail}; last poll: {problems[vin]}" if detail else problems[vin]
-        message = f"not running after {wait_timeout:g}s: {detail}"
-        finish(vin, WaitOutcome(Status.TIMEOUT, waiting[vin], WAIT_TIMEOUT, message))
-    return outcomes
+    engine.wait(list(outcomes.values()), wait_timeout + request_timeout, on_reply=arrived)
+    for vin in outcomes:
+        if vin not in results:
+            result = WaitOutcome(
+                Status.TIMEOUT,
+                [],
+                WAIT_TIMEOUT,
+                f"no outcome within {wait_timeout + request_timeout:g}s (a connector that "
+                "cannot follow requests, or one that stopped)",
+            )
+            results[vin] = result
+            if on_done is not None:
+                on_done(vin, result)
+    return results

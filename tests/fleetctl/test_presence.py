@@ -44,23 +44,28 @@ def test_status_of_named_cars_sets_the_exit_code(fleet: Any, fleetctl: Any) -> N
     assert statuses == ["online", "offline", "unknown"]
 
 
-def test_watch_count_prints_topic_and_payload(fleet: Any, fleetctl: Any) -> None:
-    run = fleetctl("watch", "--vins", "CAR01-CAR20", "--count", "20")
+def test_watch_raw_count_prints_topic_and_payload(fleet: Any, fleetctl: Any) -> None:
+    # Each car has its retained presence and the live state of its agent.
+    run = fleetctl("watch", "--raw", "--vins", "CAR01-CAR20", "--count", "40")
     assert run.code == 0
     lines = run.out.splitlines()
-    assert len(lines) == 20
+    assert len(lines) == 40
     topics = set()
     for line in lines:
         topic, payload = line.split(" ", 1)
         topics.add(topic)
-        assert json.loads(payload)["status"] == "online"
-    assert topics == {f"vehicle/CAR{n:02d}/status" for n in range(1, 21)}
+        if topic.endswith("/status"):
+            assert json.loads(payload)["status"] == "online"
+        else:
+            assert topic.endswith("/agents/agent_A") and json.loads(payload)["connected"]
+    cars = range(1, 21)
+    assert {f"vehicle/CAR{n:02d}/status" for n in cars} <= topics
 
 
 def test_watch_program_follows_replies_until_sigterm(fleet: Any, fleetctl: Any) -> None:
     env = {**os.environ, **fleet.env(), "PYTHONUNBUFFERED": "1"}
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "fleetctl", "watch", "--vin", "CAR04"],
+        [sys.executable, "-m", "fleetctl", "watch", "--raw", "--vin", "CAR04"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -71,13 +76,17 @@ def test_watch_program_follows_replies_until_sigterm(fleet: Any, fleetctl: Any) 
     killer.start()
     try:
         assert watcher.stdout is not None
-        # The retained presence comes first, so from here on the watcher is subscribed.
+        # Retained messages come first, so from the presence on the watcher is subscribed.
         first = watcher.stdout.readline()
-        assert first.startswith("vehicle/CAR04/status {")
+        while not first.startswith("vehicle/CAR04/status {"):
+            assert first.startswith(("vehicle/CAR04/agents/", "vehicle/CAR04/workloads/"))
+            first = watcher.stdout.readline()
         run = fleetctl("state", "workloadStates", "--vin", "CAR04", "-o", "json")
         request_id = json.loads(run.out)["cars"][0]["request_id"]
         # Requests go under the car's topics too, so the watcher sees both.
         request = watcher.stdout.readline()
+        while request.startswith(("vehicle/CAR04/agents/", "vehicle/CAR04/workloads/")):
+            request = watcher.stdout.readline()
         assert request == f'vehicle/CAR04/state/req/{request_id} ["workloadStates"]\n'
         reply = watcher.stdout.readline()
         assert reply.startswith(f"vehicle/CAR04/state/resp/{request_id} {{")

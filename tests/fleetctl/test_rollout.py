@@ -83,7 +83,7 @@ def test_wait_running(fleet: Any, fleetctl: Any, manifest: Any) -> None:
     for car in json.loads(run.out)["cars"]:
         [workload] = car["workloads"]
         assert workload["workload_name"] == name
-        assert workload["state"] == "RUNNING"
+        assert workload["state"] == "running"
         assert workload["workload_id"] == car["reply"]["added_workloads"][0]["workload_id"]
 
 
@@ -101,8 +101,6 @@ def test_wait_reports_failed_and_late_workloads(fleet: Any, fleetctl: Any, manif
         "running",
         "--wait-timeout",
         "1",
-        "--poll-interval",
-        "0.2",
         "-o",
         "json",
     )
@@ -112,14 +110,14 @@ def test_wait_reports_failed_and_late_workloads(fleet: Any, fleetctl: Any, manif
     late = cars["CAR01"]
     assert late["status"] == "timeout"
     assert late["error"]["code"] == "WAIT_TIMEOUT"
-    assert f"{elsewhere}: PENDING (PENDING_INITIAL)" in late["error"]["message"]
+    assert f"{elsewhere}: pending (Initial)" in late["error"]["message"]
     states = {w["workload_name"]: w["state"] for w in late["workloads"]}
-    assert states == {here: "RUNNING", elsewhere: "PENDING"}
+    assert states == {here: "running", elsewhere: "pending"}
 
     failed = cars[fleet.failing_runtime]
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "NOT_RUNNING"
-    assert f"{here}: PENDING (PENDING_STARTING_FAILED)" in failed["error"]["message"]
+    assert f"{here}: pending (StartingFailed)" in failed["error"]["message"]
     assert "image map" in failed["error"]["message"]
 
 
@@ -127,4 +125,4 @@ def test_wait_table_explains_failures(fleet: Any, fleetctl: Any, manifest: Any) 
     path, [name] = manifest("agent_A")
     run = fleetctl("apply", str(path), "--vin", fleet.failing_runtime, "--wait", "running")
     assert run.code == 1
-    assert f"{fleet.failing_runtime}  failed  NOT_RUNNING: {name}: PENDING" in run.out
+    assert f"{fleet.failing_runtime}  failed  NOT_RUNNING: {name}: pending" in run.out

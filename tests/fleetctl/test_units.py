@@ -1,4 +1,4 @@
-"""The pure parts: VIN selection, state classification, progress bar, table layout."""
+"""The pure parts: VIN selection, outcome judgement, progress bar, table layout."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from fleet_connector.options import ConfigError
 from fleetctl import fleet
 from fleetctl.progress import Progress
-from fleetctl.results import Instance
-from fleetctl.waiting import Phase, added_instances, phase_of, read_states, verdict
+from fleetctl.results import Instance, Status
+from fleetctl.waiting import judge
 
 
 @pytest.mark.parametrize(
@@ -56,58 +56,55 @@ def test_select_merges_in_order_without_duplicates(tmp_path: Path) -> None:
     ]
 
 
-def instance(state: str = "", substate: str = "") -> Instance:
-    return Instance("agent_A", "app", "id1", state, substate)
-
-
-@pytest.mark.parametrize(
-    ("state", "substate", "phase"),
-    [
-        ("RUNNING", "RUNNING_OK", Phase.RUNNING),
-        ("PENDING", "PENDING_INITIAL", Phase.PENDING),
-        ("PENDING", "PENDING_STARTING", Phase.PENDING),
-        ("PENDING", "PENDING_WAITING_TO_START", Phase.PENDING),
-        ("PENDING", "PENDING_STARTING_FAILED", Phase.FAILED),
-        ("FAILED", "FAILED_EXEC_FAILED", Phase.FAILED),
-        ("NOT_SCHEDULED", "NOT_SCHEDULED", Phase.FAILED),
-        ("SUCCEEDED", "SUCCEEDED_OK", Phase.FAILED),
-        ("AGENT_DISCONNECTED", "AGENT_DISCONNECTED", Phase.PENDING),
-        ("", "", Phase.PENDING),
-    ],
-)
-def test_phases(state: str, substate: str, phase: Phase) -> None:
-    assert phase_of(instance(state, substate)) is phase
-
-
-def test_verdict_fails_on_any_failure_and_runs_only_when_all_run() -> None:
-    running, pending, failed = instance("RUNNING"), instance("PENDING"), instance("FAILED")
-    assert verdict([running, running]) is Phase.RUNNING
-    assert verdict([running, pending]) is Phase.PENDING
-    assert verdict([pending, failed]) is Phase.FAILED
-
-
-def test_states_are_read_from_the_sdk_shape() -> None:
-    reply = {
-        "added_workloads": [{"agent_name": "agent_A", "workload_name": "app", "workload_id": "id1"}]
-    }
-    [added] = added_instances(reply)
-    assert added.mask == "workloadStates.agent_A.app.id1"
-    state = {
-        "workload_states": {
-            "agent_A": {
-                "app": {
-                    "id1": {
-                        "state": "FAILED",
-                        "substate": "FAILED_EXEC_FAILED",
-                        "additional_info": "Exit code: '1'",
-                    }
-                }
+def test_an_outcome_running_is_ok_and_keeps_the_states() -> None:
+    outcome = {
+        "outcome": "running",
+        "workloads": {
+            "app": {
+                "outcome": "running",
+                "agent": "agent_A",
+                "instance_id": "id1",
+                "state": "running",
+                "substate": "Ok",
+                "info": "",
             }
-        }
+        },
     }
-    [read] = read_states(state, [added])
-    assert read.describe() == "app: FAILED (FAILED_EXEC_FAILED): Exit code: '1'"
-    assert read_states({"workload_states": {}}, [added]) == [added]
+    judged = judge(outcome, settle=2)
+    assert judged.status is Status.OK
+    assert judged.instances == [Instance("agent_A", "app", "id1", "running", "Ok", "")]
+
+
+def test_a_failed_outcome_says_why_with_the_last_lines() -> None:
+    outcome = {
+        "outcome": "failed",
+        "workloads": {
+            "ok": {"outcome": "running", "state": "running", "substate": "Ok"},
+            "app": {
+                "outcome": "failed",
+                "state": "failed",
+                "substate": "ExecFailed",
+                "info": "Exit code: '2'",
+                "logs": ["a", "b", "c", "invalid INTERVAL"],
+            },
+        },
+    }
+    judged = judge(outcome, settle=2)
+    assert judged.status is Status.FAILED
+    assert judged.code == "NOT_RUNNING"
+    assert judged.message.startswith("app: failed (ExecFailed): Exit code: '2' [failed]")
+    assert "last lines: b | c | invalid INTERVAL" in judged.message
+    assert "ok:" not in judged.message
+
+
+def test_a_timeout_outcome_is_a_wait_timeout() -> None:
+    outcome = {
+        "outcome": "timeout",
+        "workloads": {"app": {"outcome": "timeout", "state": "pending", "substate": "Initial"}},
+    }
+    judged = judge(outcome, settle=2)
+    assert (judged.status, judged.code) == (Status.TIMEOUT, "WAIT_TIMEOUT")
+    assert "app: pending (Initial)" in judged.message
 
 
 def test_progress_draws_only_when_enabled() -> None:
