@@ -33,7 +33,7 @@ from fleet_connector.options import (
     positive_float,
     positive_int,
 )
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.topics import Operation
 from fleetctl import (
     dashboard,
     fleet,
