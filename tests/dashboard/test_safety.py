@@ -41,6 +41,8 @@ def test_markup_in_workload_states_shows_as_text(
         "since": "2026-12-01T00:00:00+00:00",
     }
     probe.client.publish(f"vehicle/{vin}/workloads/{name}", json.dumps(state), 1, retain=True)
+    agent = {"connected": True, "tags": {IMAGE: SCRIPT}, "cpu_usage": SCRIPT, "since": IMAGE}
+    probe.client.publish(f"vehicle/{vin}/agents/{name}", json.dumps(agent), 1, retain=True)
     status = {"status": "online", "ankaios": SCRIPT, "connector_version": IMAGE, "since": SCRIPT}
     probe.client.publish(f"vehicle/{vin}/status", json.dumps(status), 1, retain=True)
     probe.client.publish(
@@ -55,9 +57,13 @@ def test_markup_in_workload_states_shows_as_text(
         row = page.workloads()[name]
         assert row[:6] == [name, IMAGE, f"failed{SCRIPT}", SCRIPT, IMAGE, "2026-12-01 00:00:00 UTC"]
         assert page.cars()[vin][4] == IMAGE
+        assert page.agents()[name][1:5] == ["connected", "", f"{IMAGE}={SCRIPT}", IMAGE]
         not_pwned(page)
     finally:
-        for topic in (f"vehicle/{vin}/workloads/{name}", f"vehicle/{vin}/status"):
+        for kind in ("workloads", "agents"):
+            topic = f"vehicle/{vin}/{kind}/{name}"
+            probe.client.publish(topic, b"", 1, retain=True).wait_for_publish(5)
+        for topic in (f"vehicle/{vin}/status",):
             probe.client.publish(topic, b"", 1, retain=True).wait_for_publish(5)
 
 

@@ -95,9 +95,10 @@ def test_the_agents_of_a_car_and_a_filter_by_workload_state(
 
     page.select_car(first)
     page.wait(lambda: "agent_A" in page.agents(), 5)
-    details = page.agents()["agent_A"][1]
-    assert "connected: true" in details
-    assert "free_memory: " in details
+    agent = page.agents()["agent_A"]
+    assert agent[1] == "connected"
+    assert agent[2].startswith("CPU ")
+    assert agent[2].endswith(" GiB free")
 
 
 def open_logs(page: Page, workload: str) -> None:
@@ -178,3 +179,27 @@ def test_a_followed_tail_grows_and_closing_it_cancels_it_on_the_car(
         if "end" in message:
             break
     assert message["end"] == "cancelled"
+
+
+def test_a_followed_apply_shows_its_outcome_when_the_workload_crashes(
+    make_car: Callable[..., Car],
+    open_dashboard: Callable[..., tuple[Dashboard, Page]],
+    probe: MqttProbe,
+    vins: list[str],
+    tmp_path: Path,
+) -> None:
+    car = process_car(make_car, vins[0], tmp_path)
+    _, page = open_dashboard("--vin", car.vin)
+    page.wait(lambda: car.vin in page.cars(), 5)
+    pid_file = tmp_path / "app.pid"
+    probe.publish(f"vehicle/{car.vin}/manifest/apply/req/f1/follow", app_manifest("app", pid_file))
+    page.wait(lambda: len(page.outcomes()) == 1, 10)
+    assert "added app" in page.outcomes()[0]
+    page.wait(lambda: pid_file.exists() and pid_file.read_text(), 10)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    page.wait(lambda: len(page.outcomes()) == 2, 10)
+    followed = page.outcomes()[0]
+    assert f"{car.vin} apply f1" in followed
+    assert "followed: failed; app failed (failed/ExecFailed)" in followed
+    item = page.driver.find_element("css selector", "#outcomes li")
+    assert "failed" in (item.get_attribute("class") or "")

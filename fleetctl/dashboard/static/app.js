@@ -231,14 +231,43 @@
     workloadsBody.replaceChildren(...rows);
     $("no-workloads").hidden = rows.length > 0;
     const agents = Array.from(car.agents.keys()).sort().map((name) => {
+      const agent = car.agents.get(name);
       const row = el("tr");
       row.dataset.agent = name;
       cell(row, name);
-      const details = Object.entries(car.agents.get(name)).map(([k, v]) => k + ": " + v);
-      cell(row, details.join("; "));
+      const connected = agent.connected === "true";
+      cell(row, "").append(el("span", "presence presence-" + (connected ? "online" : "offline"),
+        connected ? "connected" : "disconnected"));
+      cell(row, agentLoad(agent));
+      cell(row, agentTags(agent.tags));
+      cell(row, shortTime(agent.since)).title = agent.since || "";
       return row;
     });
     agentsBody.replaceChildren(...agents);
+  }
+
+  function agentLoad(agent) {
+    const parts = [];
+    const cpu = Number(agent.cpu_usage);
+    if (agent.cpu_usage && Number.isFinite(cpu)) parts.push("CPU " + cpu + " %");
+    const free = Number(agent.free_memory);
+    if (agent.free_memory && Number.isFinite(free)) {
+      parts.push((free / 2 ** 30).toFixed(1) + " GiB free");
+    }
+    return parts.join(", ");
+  }
+
+  function agentTags(tags) {
+    // The tags arrive as JSON text; shown as "key=value" pairs, or as they are.
+    try {
+      const parsed = JSON.parse(tags || "{}");
+      if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
+        return Object.entries(parsed).map(([k, v]) => k + "=" + String(v)).join(", ");
+      }
+    } catch (error) {
+      // not JSON: shown as it came
+    }
+    return tags || "";
   }
 
   function drawOutcomes() {
