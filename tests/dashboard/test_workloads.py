@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from dashboard.browser_kit import (
     HOSTILE_LINE,
     SECOND,
@@ -101,6 +102,20 @@ def test_the_agents_of_a_car_and_a_filter_by_workload_state(
     assert agent[2].endswith(" GiB free")
 
 
+@pytest.fixture
+def watched(
+    make_car: Callable[..., Car],
+    open_dashboard: Callable[..., tuple[Dashboard, Page]],
+    vins: list[str],
+    tmp_path: Path,
+) -> tuple[Car, Page]:
+    """A car running workloads as processes, and the dashboard watching it."""
+    car = process_car(make_car, vins[0], tmp_path)
+    _, page = open_dashboard("--vin", car.vin)
+    page.wait(lambda: car.vin in page.cars(), 5)
+    return car, page
+
+
 def open_logs(page: Page, workload: str) -> None:
     page.driver.find_element(
         "css selector", f'#workloads tr[data-workload="{workload}"] button'
@@ -115,15 +130,9 @@ def log_text(page: Page) -> str:
 
 
 def test_a_log_tail_shows_the_workloads_lines_as_text(
-    make_car: Callable[..., Car],
-    open_dashboard: Callable[..., tuple[Dashboard, Page]],
-    probe: MqttProbe,
-    vins: list[str],
-    tmp_path: Path,
+    watched: tuple[Car, Page], probe: MqttProbe, tmp_path: Path
 ) -> None:
-    car = process_car(make_car, vins[0], tmp_path)
-    _, page = open_dashboard("--vin", car.vin)
-    page.wait(lambda: car.vin in page.cars(), 5)
+    car, page = watched
     page.select_car(car.vin)
     pid_file = tmp_path / "app.pid"
     Requester(probe, car.vin).apply(app_manifest("app", pid_file))
@@ -143,15 +152,9 @@ def test_a_log_tail_shows_the_workloads_lines_as_text(
 
 
 def test_a_followed_tail_grows_and_closing_it_cancels_it_on_the_car(
-    make_car: Callable[..., Car],
-    open_dashboard: Callable[..., tuple[Dashboard, Page]],
-    probe: MqttProbe,
-    vins: list[str],
-    tmp_path: Path,
+    watched: tuple[Car, Page], probe: MqttProbe, tmp_path: Path
 ) -> None:
-    car = process_car(make_car, vins[0], tmp_path)
-    _, page = open_dashboard("--vin", car.vin)
-    page.wait(lambda: car.vin in page.cars(), 5)
+    car, page = watched
     page.select_car(car.vin)
     Requester(probe, car.vin).apply(app_manifest("ticker", tmp_path / "t.pid", TICKER))
     page.wait(lambda: page.workloads().get("ticker", ["", "", ""])[2] == "running", 10)
@@ -182,15 +185,9 @@ def test_a_followed_tail_grows_and_closing_it_cancels_it_on_the_car(
 
 
 def test_a_followed_apply_shows_its_outcome_when_the_workload_crashes(
-    make_car: Callable[..., Car],
-    open_dashboard: Callable[..., tuple[Dashboard, Page]],
-    probe: MqttProbe,
-    vins: list[str],
-    tmp_path: Path,
+    watched: tuple[Car, Page], probe: MqttProbe, tmp_path: Path
 ) -> None:
-    car = process_car(make_car, vins[0], tmp_path)
-    _, page = open_dashboard("--vin", car.vin)
-    page.wait(lambda: car.vin in page.cars(), 5)
+    car, page = watched
     pid_file = tmp_path / "app.pid"
     probe.publish(f"vehicle/{car.vin}/manifest/apply/req/f1/follow", app_manifest("app", pid_file))
     page.wait(lambda: len(page.outcomes()) == 1, 10)
