@@ -646,7 +646,9 @@ def run_watch(invocation: Invocation) -> int:
             seen = 0
             while limit is None or seen < limit:
                 topic, payload = arrived.get()
-                print(live.watch_line(topic, payload, raw=args.raw, at=live.now()), flush=True)
+                # One message per line, whatever a car put into it.
+                line = live.watch_line(topic, payload, raw=args.raw, at=live.now())
+                print(output.terminal_safe(line), flush=True)
                 seen += 1
         except (KeyboardInterrupt, _Stopped):
             pass

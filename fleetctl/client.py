@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Operation, Topics
 from fleetctl.connection import Connection
 from fleetctl.presence import Presence
-from fleetctl.results import BROKER_REFUSED, NOT_DELIVERED
+from fleetctl.results import BAD_REPLY, BROKER_REFUSED, NOT_DELIVERED
 
 # MQTT 5 PUBACK reason "No matching subscribers": not an error for the broker, but for us
 # it means no car session holds the request, so no reply will ever come.
@@ -43,18 +44,98 @@ class Reply:
         return self.code is None
 
     @classmethod
-    def parse(cls, payload: bytes) -> Reply:
+    def parse(cls, payload: bytes, operation: Operation | None = None) -> Reply:
+        """The reply, checked as hostile data: a car may send anything (a defect, or a
+        compromised car), and one car's reply must never break fleetctl for the others."""
         try:
             data = json.loads(payload)
         except (UnicodeDecodeError, ValueError):
             text = payload[:200].decode("utf-8", "replace")
-            return cls(code="BAD_REPLY", message=f"the reply is not JSON: {text!r}")
-        if isinstance(data, dict) and set(data) == {"error"} and isinstance(data["error"], dict):
+            return cls(code=BAD_REPLY, message=f"the reply is not JSON: {text!r}")
+        except RecursionError:
+            return cls(code=BAD_REPLY, message="the reply is nested too deeply")
+        problem = reply_problem(data, operation)
+        if problem is not None:
+            return cls(code=BAD_REPLY, message=f"the reply has the wrong shape: {problem}")
+        if isinstance(data, dict) and "error" in data:
             error = data["error"]
-            return cls(
-                code=str(error.get("code", "UNKNOWN")), message=str(error.get("message", ""))
-            )
+            return cls(code=error["code"], message=error.get("message", ""))
         return cls(data=data)
+
+
+# Deeper replies are refused: printing them (JSON, YAML) recurses once per level.
+MAX_DEPTH = 32
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_UPDATE_FIELDS = ("added_workloads", "deleted_workloads")
+
+
+def reply_problem(data: Any, operation: Operation | None) -> str | None:
+    """What is wrong with a reply's shape for its operation, or None."""
+    if _depth_exceeds(data, MAX_DEPTH):
+        return f"nested more than {MAX_DEPTH} levels deep"
+    if isinstance(data, dict) and "error" in data:
+        error = data["error"]
+        if not isinstance(error, dict):
+            return "an error reply is {'error': {'code': ..., 'message': ...}}"
+        if not isinstance(error.get("code"), str) or not _CODE.fullmatch(error["code"]):
+            return "the error code is not an upper-case code such as POLICY_DENIED"
+        if not isinstance(error.get("message", ""), str):
+            return "the error message is not text"
+        return None
+    if operation in (Operation.APPLY, Operation.DELETE):
+        if not isinstance(data, dict):
+            return "an apply or delete reply is a mapping"
+        for key in _UPDATE_FIELDS:
+            items = data.get(key)
+            if not isinstance(items, list) or not all(
+                isinstance(item, dict)
+                and all(isinstance(item.get(f), str) for f in _INSTANCE_FIELDS)
+                for item in items
+            ):
+                return f"{key} is not a list of workload instances"
+    elif operation is Operation.STATE:
+        if not isinstance(data, dict):
+            return "a state reply is a mapping"
+        states = data.get("workload_states", {})
+        if not _nested_dicts(states, 3) or not all(
+            isinstance(state.get(f, ""), str)
+            for agent in states.values()
+            for workload in agent.values()
+            for state in workload.values()
+            for f in ("state", "substate", "additional_info")
+        ):
+            return "workload_states is not agent -> workload -> id -> state"
+        desired = data.get("desired_state", {})
+        if not isinstance(desired, dict) or not all(
+            isinstance(desired.get(key, {}), dict) for key in ("workloads", "configs")
+        ):
+            return "desired_state is not a mapping with workloads and configs"
+    return None
+
+
+_INSTANCE_FIELDS = ("agent_name", "workload_name", "workload_id")
+
+
+def _nested_dicts(value: Any, levels: int) -> bool:
+    """Whether ``value`` is a mapping of mappings ``levels`` deep, leaves mappings too."""
+    if not isinstance(value, dict):
+        return False
+    if levels == 0:
+        return True
+    return all(_nested_dicts(child, levels - 1) for child in value.values())
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(current, dict):
+            stack.extend((child, depth + 1) for child in current.values())
+        elif isinstance(current, list):
+            stack.extend((child, depth + 1) for child in current)
+    return False
 
 
 @dataclass
@@ -272,7 +353,7 @@ class Engine:
             pending = self._pending.get(topic) or self._pending.get(topic + _OUTCOME)
             status_vin = self._status_topics.get(topic)
             if pending is not None:
-                self._complete_locked(pending, Reply.parse(payload))
+                self._complete_locked(pending, Reply.parse(payload, pending.operation))
             elif status_vin is not None:
                 presence = Presence.parse(status_vin, payload)
                 if presence is not None:

@@ -6,6 +6,7 @@ callers turn it into per-request events or queue it for the main thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,6 +19,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from fleet_connector.broker import BrokerSettings
+
+log = logging.getLogger(__name__)
 
 QOS = 1
 # One SUBSCRIBE per this many filters keeps packets small for brokers with size limits.
@@ -193,4 +196,14 @@ class Connection:
             self._on_ack(mid, reason)
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._on_message(msg.topic, bytes(msg.payload), bool(msg.retain))
+        # An exception here would end paho's network thread and with it every reply of
+        # every car; one car's message is not worth that.
+        try:
+            self._on_message(msg.topic, bytes(msg.payload), bool(msg.retain))
+        except Exception as e:
+            log.warning(
+                "message on %.200r could not be handled (%s: %.200s); ignored",
+                msg.topic,
+                type(e).__name__,
+                e,
+            )

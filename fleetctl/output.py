@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +49,7 @@ def render_presence(cars: Sequence[Presence], fmt: str) -> str:
         for c in cars
     )
     parts = [f"{n} {status}" for status, n in counts.items() if status != "total"]
-    return table(rows) + f"\n{len(cars)} car(s): " + ", ".join(parts)
+    return table(rows) + f"\n{len(cars)} car(s): " + terminal_safe(", ".join(parts))
 
 
 def dump(data: Any, fmt: str) -> str:
@@ -57,8 +58,22 @@ def dump(data: Any, fmt: str) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
 
 
+# Control characters (ANSI escapes, newlines, carriage returns), bidirectional overrides
+# and other invisible characters a car could send to rewrite or fake rows on a terminal.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]"
+)
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character that could act on a terminal shown escaped (\\x1b)."""
+    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 def table(rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell; the last column is left ragged."""
+    """Columns padded to their widest cell; the last column is left ragged. Cells are
+    made terminal-safe: they hold what cars sent."""
+    rows = [[terminal_safe(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:

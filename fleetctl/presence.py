@@ -41,14 +41,17 @@ class Presence:
             return None
         try:
             data: Any = json.loads(payload)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             data = None
         if not isinstance(data, dict):
             return cls(vin=vin, status="invalid")
 
         def text(key: str) -> str:
+            # Whatever a car publishes is shown, so only plain values are taken.
             value = data.get(key)
-            return "" if value is None else str(value)
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                return ""
+            return str(value)[:200]
 
         return cls(
             vin=vin,

@@ -23,6 +23,8 @@ NOT_RUNNING = "NOT_RUNNING"
 WAIT_TIMEOUT = "WAIT_TIMEOUT"
 BROKER_REFUSED = "BROKER_REFUSED"
 NOT_DELIVERED = "NOT_DELIVERED"
+BAD_REPLY = "BAD_REPLY"
+"""The car's reply is not JSON, too deep, or not shaped like a reply to the request."""
 STOPPED = "ROLLOUT_STOPPED"
 
 
