@@ -353,7 +353,10 @@ class Engine:
             pending = self._pending.get(topic) or self._pending.get(topic + _OUTCOME)
             status_vin = self._status_topics.get(topic)
             if pending is not None:
-                self._complete_locked(pending, Reply.parse(payload, pending.operation))
+                # An outcome is shaped otherwise than the reply to its operation.
+                is_outcome = pending.key.endswith(_OUTCOME)
+                shape = None if is_outcome else pending.operation
+                self._complete_locked(pending, Reply.parse(payload, shape))
             elif status_vin is not None:
                 presence = Presence.parse(status_vin, payload)
                 if presence is not None:
