@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from fleetctl.connection import BrokerError
+from fleetctl.dashboard import is_loopback
 from fleetctl.dashboard.feed import Feed
 from fleetctl.dashboard.logs import LogRequestError
 
@@ -151,11 +151,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
 def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
     """The Host headers a loopback dashboard answers; None (any) on other addresses."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback(host):
         return None
     names = {host, "localhost", "127.0.0.1", "[::1]"}
     return frozenset(f"{name}:{port}" for name in names)

@@ -1,4 +1,5 @@
-"""The dashboard's model of the fleet: what a message changes, and what it may not."""
+"""The dashboard's model of the fleet (what a message changes, and what it may not), and
+which addresses it treats as loopback."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 import pytest
 
+from fleetctl.dashboard import is_loopback
 from fleetctl.dashboard.model import (
     MAX_PER_CAR,
     MAX_TEXT,
@@ -13,6 +15,7 @@ from fleetctl.dashboard.model import (
     Topic,
     parse_topic,
 )
+from fleetctl.dashboard.server import allowed_hosts
 
 
 def update(model: FleetModel, topic: str, payload: object) -> list[dict[str, object]]:
@@ -124,3 +127,24 @@ def test_outcomes_say_what_the_reply_says() -> None:
     assert followed["ok"] == "no"
     assert followed["summary"] == "followed: failed; app failed (failed/exec_failed)"
     assert update(model, "vehicle/C/manifest/apply/resp", b"") == []
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("192.0.2.10", False),
+        ("dashboard.example", False),
+    ],
+)
+def test_only_loopback_addresses_go_without_a_warning(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_a_loopback_dashboard_answers_only_its_own_host_names() -> None:
+    assert allowed_hosts("127.0.0.1", 8080) == {"127.0.0.1:8080", "localhost:8080", "[::1]:8080"}
+    assert allowed_hosts("192.0.2.10", 8080) is None
