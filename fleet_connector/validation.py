@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 SCHEMA_VERSIONS = ("v1", "v0.1")
@@ -50,11 +51,29 @@ def _validator(api_version: str) -> jsonschema.protocols.Validator:
     return validator
 
 
+@functools.cache
+def _fast(api_version: str) -> Any:
+    return fastjsonschema.compile(schema(api_version))
+
+
+def _passes_compiled(version: str, document: Any) -> bool:
+    try:
+        _fast(version)(document)
+    except Exception:
+        # Any doubt (a finding, or input it cannot handle) is settled by jsonschema.
+        return False
+    return True
+
+
 def check(document: Any) -> Findings:
     """Errors and warnings for a loaded manifest (a mapping with a known apiVersion)."""
     version = document.get("apiVersion") if isinstance(document, dict) else None
     if version not in SCHEMA_VERSIONS:
         version = "v1"
+    # A manifest without findings, the usual case, passes the compiled schema ten times
+    # faster than jsonschema walks it; jsonschema then explains only the others.
+    if _passes_compiled(version, document):
+        return Findings()
     errors: list[str] = []
     warnings: list[str] = []
     for error in _validator(version).iter_errors(document):
