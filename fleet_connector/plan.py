@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ankaios_sdk._protos import _ank_base
 
-# The module, not its names: ankaios_emulator.state imports fleet_connector.rendering, so
-# whichever package is imported first finds the other half-initialised.
-from ankaios_emulator import state as server
 from fleet_connector.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX, Manifest
 from fleet_connector.rendering import RenderedWorkload
+
+if TYPE_CHECKING:
+    from ankaios_emulator.state import DesiredState
 
 CREATE = "create"
 REPLACE = "replace"
@@ -48,17 +49,30 @@ class CurrentStateError(Exception):
     """The state read from Ankaios could not be modelled (it should not happen)."""
 
 
-def server_model(current: _ank_base.CompleteState) -> server.DesiredState:
+def server() -> ModuleType:
+    """The emulator's server model, loaded on the first plan or apply check.
+
+    Its package brings the emulator's runtimes along (about 6 MB a car would carry for
+    nothing until then). Imported late also because ankaios_emulator.state imports
+    fleet_connector.rendering: at the top, either package would find the other
+    half-initialised.
+    """
+    from ankaios_emulator import state  # noqa: PLC0415
+
+    return state
+
+
+def server_model(current: _ank_base.CompleteState) -> DesiredState:
     """The Ankaios server's desired state, rebuilt from a state read from Ankaios."""
     desired = current.desiredState
     masks = [f"{WORKLOADS_PREFIX}.{name}" for name in sorted(desired.workloads.workloads)] + [
         f"{CONFIGS_PREFIX}.{name}" for name in sorted(desired.configs.configs)
     ]
-    model = server.DesiredState()
+    model: DesiredState = server().DesiredState()
     if masks:
         try:
             model.update(current, masks)
-        except server.UpdateError as e:
+        except server().UpdateError as e:
             raise CurrentStateError(str(e)) from None
     return model
 
@@ -71,7 +85,7 @@ def plan(current: _ank_base.CompleteState, manifest: Manifest, *, deleting: bool
     result: dict[str, Any] = {"operation": "delete" if deleting else "apply"}
     try:
         model.update(update, manifest.masks)
-    except server.UpdateError as e:
+    except server().UpdateError as e:
         # Ankaios would change nothing, so every item the manifest names stays unchanged.
         result["ankaios"] = {"verdict": "rejected", "message": str(e)}
     else:

@@ -40,15 +40,29 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.store import Store
 from fleet_connector.topics import Operation
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
 log = logging.getLogger(__name__)
+
+
+def _ed25519() -> ModuleType:
+    """cryptography, loaded on first use: it costs a car about 8 MB of memory, and most
+    connectors never check a signature."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
+
+    return ed25519
+
 
 DOMAIN = b"ankaios-fleet-connector signed request v1\n"
 ENVELOPE_MAGIC = b"ANKAIOS-SIGNED-REQUEST-V1\n"
@@ -168,7 +182,7 @@ class SigningKey:
     def generate(cls, key_id: str) -> SigningKey:
         if not _KEY_ID.fullmatch(key_id):
             raise ValueError("a key id is 1 to 64 letters, digits or any of _ . -")
-        return cls(key_id, Ed25519PrivateKey.generate())
+        return cls(key_id, _ed25519().Ed25519PrivateKey.generate())
 
     def to_text(self) -> str:
         raw = self.private.private_bytes_raw()
@@ -185,7 +199,7 @@ class SigningKey:
         if not _KEY_ID.fullmatch(key_id):
             raise ValueError(f"{path} has no valid key-id line")
         raw = _b64(fields.get("private-key", ""), 32, "private-key")
-        return cls(key_id, Ed25519PrivateKey.from_private_bytes(raw))
+        return cls(key_id, _ed25519().Ed25519PrivateKey.from_private_bytes(raw))
 
     def trusted_line(self) -> str:
         """This key's line for a car's ``TRUSTED_KEYS`` file."""
@@ -231,7 +245,7 @@ def load_trusted_keys(path: Path) -> dict[str, Ed25519PublicKey]:
             raw = _b64(words[2], 32, "the public key")
         except ValueError as e:
             raise ValueError(f"{path}:{number}: {e}") from None
-        keys[words[0]] = Ed25519PublicKey.from_public_bytes(raw)
+        keys[words[0]] = _ed25519().Ed25519PublicKey.from_public_bytes(raw)
     return keys
 
 
@@ -366,6 +380,8 @@ class Verifier:
             raise _refused(f"it was made for {claims.operation.value}, not {operation.value}")
         if claims.targets != (ALL_CARS,) and self._vin not in claims.targets:
             raise _refused(f"it was made for VIN {','.join(claims.targets)}, not {self._vin}")
+        from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - see _ed25519
+
         try:
             public.verify(signature, signed_bytes(claims, payload))
         except InvalidSignature:

@@ -14,10 +14,9 @@ from collections.abc import Callable
 
 from ankaios_sdk._protos import _ank_base
 
-from ankaios_emulator import state as server
 from fleet_connector.errors import RequestError
 from fleet_connector.manifest import Manifest
-from fleet_connector.plan import CurrentStateError, server_model
+from fleet_connector.plan import CurrentStateError, server, server_model
 from fleet_connector.rendering import RenderedWorkload
 from fleet_connector.workload_images import CannotTell
 
@@ -41,7 +40,7 @@ def started_workloads(
     before = model.rendered()
     try:
         model.update(manifest.apply_state(), manifest.masks)
-    except server.UpdateError as e:
+    except server().UpdateError as e:
         raise CannotTell(f"Ankaios would not take the update as it is: {e}") from None
     after = model.rendered()
     return [workload for name, workload in sorted(after.items()) if before.get(name) != workload]

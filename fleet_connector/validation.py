@@ -17,10 +17,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-import jsonschema
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_VERSIONS = ("v1", "v0.1")
 
@@ -44,6 +46,9 @@ def schema(api_version: str) -> dict[str, Any]:
 
 @functools.cache
 def _validator(api_version: str) -> jsonschema.protocols.Validator:
+    # Loaded only to explain a manifest with findings: it costs a car about 4 MB.
+    import jsonschema  # noqa: PLC0415
+
     document = schema(api_version)
     cls = jsonschema.validators.validator_for(document)
     cls.check_schema(document)

@@ -30,7 +30,15 @@ def plan_delete(requester: Requester, manifest: bytes | str) -> Any:
 
 
 def snapshot(emulator: Emulator) -> Any:
-    return emulator.complete_state(["desiredState", "workloadStates"])
+    """The desired state and the workload instances (their states move on by themselves)."""
+    state = emulator.complete_state(["desiredState", "workloadStates"])
+    instances = {
+        (agent, name, instance)
+        for agent, workloads in state.get("workloadStates", {}).items()
+        for name, by_id in workloads.items()
+        for instance in by_id
+    }
+    return state["desiredState"], instances
 
 
 def test_plan_create_on_an_empty_car(
