@@ -270,14 +270,13 @@ class Connector:
             log.exception("reply to request id=%s could not be sent", request.request_id)
             with contextlib.suppress(Exception):
                 self.mqtt.ack(request)
-        trace = dict(request.user_properties).get("traceparent")
         log.info(
             "request id=%s topic=%s outcome=%s duration_ms=%.1f%s",
             request.request_id,
             request.topic,
             code or "OK",
             (time.monotonic() - request.received) * 1000,
-            f" traceparent={trace}" if trace else "",
+            request.log_trace,
         )
         if code is None and request.operation in FOLLOWABLE:
             try:

@@ -47,6 +47,13 @@ class Request:
     user_properties: list[tuple[str, str]] = field(default_factory=list)
     """MQTT 5 user properties of the request (follow settings, trace context)."""
 
+    @property
+    def log_trace(self) -> str:
+        """`` traceparent=<...>`` for its log lines when the requester sent W3C Trace Context
+        (MQTT 5 user property), else nothing."""
+        trace = dict(self.user_properties).get("traceparent")
+        return f" traceparent={trace}" if trace else ""
+
     @functools.cached_property
     def dedupe_key(self) -> tuple[str, str, bytes, bytes] | None:
         """What makes two deliveries the same request; None when the requester chose no id."""

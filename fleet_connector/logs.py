@@ -274,7 +274,11 @@ class LogStreams:
         self._answer(request, error.to_json())
         self._ack(request)
         log.info(
-            "logs request id=%s topic=%s outcome=%s", request.request_id, request.topic, error.code
+            "logs request id=%s topic=%s outcome=%s%s",
+            request.request_id,
+            request.topic,
+            error.code,
+            request.log_trace,
         )
 
     def _open(self, request: Request) -> None:
@@ -415,10 +419,11 @@ class LogStreams:
                 error = RequestError(ErrorCode.REJECTED, text)
             self._answer(stream.request, error.to_json())
             log.info(
-                "logs request id=%s topic=%s outcome=%s",
+                "logs request id=%s topic=%s outcome=%s%s",
                 stream.request.request_id,
                 stream.request.topic,
                 error.code,
+                stream.request.log_trace,
             )
             return
         message: dict[str, Any] | None = None
@@ -474,11 +479,12 @@ class LogStreams:
             end["message"] = stream.message
         self._answer(stream.request, json.dumps(end))
         log.info(
-            "logs request id=%s topic=%s outcome=%s lines=%d",
+            "logs request id=%s topic=%s outcome=%s lines=%d%s",
             stream.request.request_id,
             stream.request.topic,
             stream.end,
             stream.sent,
+            stream.request.log_trace,
         )
 
     def _close_campaign(self, stream: _Stream, *, cancel: bool) -> None:

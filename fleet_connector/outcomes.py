@@ -254,11 +254,12 @@ class Outcomes:
         with self._lock:
             self._count -= 1
         log.info(
-            "follow id=%s topic=%s outcome=%s duration_ms=%.1f",
+            "follow id=%s topic=%s outcome=%s duration_ms=%.1f%s",
             follow.request.request_id,
             follow.request.topic,
             overall,
             (time.monotonic() - follow.started) * 1000,
+            follow.request.log_trace,
         )
 
 
