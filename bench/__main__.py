@@ -21,13 +21,22 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import dashboard, fleet, footprint, handoffs, latency, throughput
+from bench import dashboard, fleet, footprint, handoffs, latency, live, throughput
 from bench.common import REPO, mosquitto_binary, nats_binary, tool_version
 
 # Python threads of ~6 per car contend for one interpreter lock: past a few hundred cars a
 # host spends its time handing the lock around (bench/README.md, "1,000 cars").
 CARS_PER_HOST = 100
-BENCHMARKS = ("latency", "throughput", "footprint", "fleet", "bridged", "nats", "dashboard")
+BENCHMARKS = (
+    "latency",
+    "throughput",
+    "footprint",
+    "fleet",
+    "bridged",
+    "nats",
+    "dashboard",
+    "live",
+)
 
 
 def machine() -> dict[str, str]:
@@ -389,12 +398,18 @@ def main() -> int:
                     results[name] = fleet.run_nats(work / name, args.cars, args.hosts, args.applies)
                 elif name == "dashboard":
                     results[name] = dashboard.run(work / name)
+                elif name == "live":
+                    results[name] = live.run(work / name)
             except Exception as e:
                 traceback.print_exc()
                 results[name] = {"failed": f"{type(e).__name__}: {e}"}
             durations[name] = round(time.monotonic() - started, 1)
             print(f"   {name}: {durations[name]} s", file=sys.stderr, flush=True)
-    lines = rows(results, args) + dashboard.rows(results.get("dashboard"))
+    lines = (
+        rows(results, args)
+        + dashboard.rows(results.get("dashboard"))
+        + live.rows(results.get("live"))
+    )
     text = table(lines)
     print(text)
     report = [

@@ -240,6 +240,9 @@ class ControlInterface:
         finally:
             with self._collecting_cond:
                 self._collecting -= 1
+                # Wake the connection thread now: events and log entries that came after
+                # this answer would otherwise wait for its next poll (up to 0.2 s).
+                self._collecting_cond.notify_all()
         return results
 
     def open_stream(

@@ -398,6 +398,10 @@ class LogStreams:
             streams = list(self._streams)
         for stream in streams:
             self._pump_one(stream, now)
+        with self._lock:
+            # A full batch left lines behind that the rate allows now: no pause before them.
+            if any(s.waiting and s.tokens >= len(s.waiting[0][2]) for s in self._streams):
+                self._wake.set()
 
     def _pump_one(self, stream: _Stream, now: float) -> None:
         with self._lock:
