@@ -65,6 +65,12 @@ class Connection:
     def protocol(self) -> str:
         return self.settings.protocol
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now; paho reconnects by itself after a loss."""
+        client = self._client
+        return client is not None and client.is_connected()
+
     def open(self, timeout: float) -> None:
         """Connects; falls back to MQTT 3.1.1 if the broker does not speak 5 (and we may)."""
         reason = self._connect(timeout)

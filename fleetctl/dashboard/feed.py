@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 BATCH_SECONDS = 0.05
 # Batches a page may have waiting before it is sent the whole model instead.
 PAGE_QUEUE = 200
+# How often the broker connection is looked at, so pages can say their view may be stale.
+LINK_CHECK_SECONDS = 0.5
 
 
 def fleet_filters() -> list[str]:
@@ -55,6 +57,8 @@ class Feed:
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: Connection | None = None
+        self._broker_up = False
+        self._link_check: asyncio.Task[None] | None = None
         self.logs = logs.Sessions(self._publish)
 
     async def start(self, timeout: float) -> None:
@@ -68,8 +72,22 @@ class Feed:
         if refused:
             connection.close()
             raise BrokerError(f"the broker refused subscriptions {', '.join(refused)}")
+        self._broker_up = True
+        self._link_check = asyncio.create_task(self._watch_link())
+
+    async def _watch_link(self) -> None:
+        while self._connection is not None:
+            await asyncio.sleep(LINK_CHECK_SECONDS)
+            connection = self._connection
+            up = connection is not None and connection.connected
+            if up != self._broker_up:
+                self._broker_up = up
+                log.warning("broker connection %s", "back" if up else "lost")
+                self._queue([{"t": "broker", "connected": up}])
 
     def stop(self) -> None:
+        if self._link_check is not None:
+            self._link_check.cancel()
         connection, self._connection = self._connection, None
         if connection is not None:
             self.logs.cancel_all()
@@ -102,7 +120,9 @@ class Feed:
         self._changed(parsed, payload)
 
     def _changed(self, topic: Topic, payload: bytes) -> None:
-        changes = self.model.update(topic, payload)
+        self._queue(self.model.update(topic, payload))
+
+    def _queue(self, changes: list[Change]) -> None:
         if not changes:
             return
         self._pending.extend(changes)
@@ -121,14 +141,17 @@ class Feed:
                 # than the model as it is now.
                 while not page.empty():
                     page.get_nowait()
-                page.put_nowait(self.model.snapshot())
+                page.put_nowait(self.snapshot())
 
     # -- pages ----------------------------------------------------------------------------
+
+    def snapshot(self) -> Change:
+        return {**self.model.snapshot(), "broker": self._broker_up}
 
     def listen(self) -> asyncio.Queue[Change]:
         """A new page's queue; the whole model is its first item."""
         page: asyncio.Queue[Change] = asyncio.Queue(PAGE_QUEUE)
-        page.put_nowait(self.model.snapshot())
+        page.put_nowait(self.snapshot())
         self._pages.add(page)
         return page
 

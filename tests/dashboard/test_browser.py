@@ -11,8 +11,16 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from dashboard.browser_kit import Car, Dashboard, Page, app_manifest, process_car
+from dashboard.browser_kit import (
+    Car,
+    Dashboard,
+    Page,
+    app_manifest,
+    process_car,
+    start_dashboard,
+)
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 from testkit import MANIFESTS, Broker, MqttProbe, Requester
@@ -59,6 +67,28 @@ def test_a_car_going_offline_turns_offline_within_a_second(
     assert time.monotonic() - stopped < SECOND
     assert page.text("count-offline") == "1"
     assert page.text("count-online") == "0"
+
+
+def test_the_page_says_when_the_dashboard_lost_the_broker(
+    make_broker: Callable[..., Broker], browser: Any, vins: list[str]
+) -> None:
+    own = make_broker()
+    dashboard = start_dashboard(own, "--vin", vins[0])
+    try:
+        page = Page(browser, dashboard.url).open()
+        own.stop()
+        page.wait(
+            lambda: (
+                page.driver.find_element("tag name", "body").get_attribute("data-link") == "broker"
+            ),
+            5,
+        )
+        assert "lost the broker" in page.text("link")
+        own.start()  # same port: the dashboard reconnects by itself
+        page.wait(lambda: page.text("link") == "live", 15)
+    finally:
+        browser.get("about:blank")
+        assert dashboard.stop() == 0
 
 
 def test_filters_by_vin_and_by_presence(

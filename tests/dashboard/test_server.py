@@ -93,6 +93,7 @@ def test_the_page_gets_the_fleet_once_then_changes(
         "t": "snapshot",
         "cars": [{"vin": vin, "presence": None, "workloads": {}, "agents": {}}],
         "outcomes": [],
+        "broker": True,
     }
     assert events.readline() == b"\n"
     probe.publish(f"vehicle/{vin}/agents/agent_A", json.dumps({"connected": True}))

@@ -313,14 +313,22 @@
     $("link").textContent = text;
   }
 
+  function setBroker(connected) {
+    if (connected) setLink("live", "live");
+    else setLink("broker", "the dashboard lost the broker: what you see may be out of date");
+  }
+
   const feed = new EventSource("/events");
   feed.onmessage = (event) => {
     const message = JSON.parse(event.data);
     if (message.t === "snapshot") {
       applySnapshot(message);
-      setLink("live", "live");
+      setBroker(message.broker);
     } else {
-      for (const change of message.changes) applyChange(change);
+      for (const change of message.changes) {
+        if (change.t === "broker") setBroker(change.connected);
+        else applyChange(change);
+      }
     }
     schedule();
   };
