@@ -20,6 +20,7 @@ from fleet_connector.handler import Handler, Request
 from fleet_connector.logs import LogStreams
 from fleet_connector.mqtt import MqttLink
 from fleet_connector.outcomes import Outcomes, follow_spec
+from fleet_connector.redaction import Redactor
 from fleet_connector.replies import ReplyCache
 from fleet_connector.signatures import Verifier
 from fleet_connector.store import Store
@@ -75,6 +76,7 @@ class Connector:
             Ankaios(self.control_interface, config.request_timeout),
             config.policy,
             strict=config.strict,
+            redact=Redactor([config.broker.password]),
             verifier=Verifier(
                 config.vin,
                 config.trusted_keys,

@@ -15,6 +15,7 @@ from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.manifest import Manifest, parse_manifest
 from fleet_connector.plan import CurrentStateError, plan
 from fleet_connector.policy import Policy
+from fleet_connector.redaction import Redactor
 from fleet_connector.signatures import Verifier
 from fleet_connector.topics import Operation
 
@@ -73,8 +74,10 @@ class Handler:
         *,
         strict: bool = False,
         verifier: Verifier | None = None,
+        redact: Redactor | None = None,
     ) -> None:
         self._ankaios = ankaios
+        self._redact = redact or Redactor(())
         self._policy = policy
         self._strict = strict
         self._verifier = verifier
@@ -92,7 +95,7 @@ class Handler:
             log.exception("request %s failed unexpectedly", request.request_id or "-")
             error = RequestError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
             return error.to_json(), error.code
-        return json.dumps(reply), None
+        return self._redact(json.dumps(reply)), None
 
     def handle_reads(self, requests: list[Request]) -> list[tuple[str, ErrorCode | None]]:
         """Like :meth:`handle` for several state requests, pipelined to Ankaios."""
@@ -116,7 +119,7 @@ class Handler:
             if isinstance(result, RequestError):
                 replies[index] = (result.to_json(), result.code)
             else:
-                replies[index] = (json.dumps(result), None)
+                replies[index] = (self._redact(json.dumps(result)), None)
         return [reply for reply in replies if reply is not None]
 
     def _read_alone(self, masks: list[str]) -> dict[str, Any] | RequestError:

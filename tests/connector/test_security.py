@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import time
@@ -11,15 +13,17 @@ from pathlib import Path
 
 import pytest
 import trustme
-from testkit import MANIFESTS, Broker, MqttProbe, Requester, free_port
+import yaml
+from testkit import MANIFESTS, Broker, MqttProbe, Requester, free_port, wait_for_port
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
 from fleet_connector.broker import BrokerSettings
-from fleet_connector.topics import Operation
+from fleet_connector.topics import Operation, Topics
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto"
+SENDER = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
 
 
 @dataclass
@@ -79,14 +83,24 @@ def shipped_config(pki: Pki, port: int, operator_port: int, data: Path | None = 
     return config.replace("/var/lib/mosquitto/", f"{data}/")
 
 
+def start_shipped(
+    make_broker: Callable[..., Broker],
+    pki: Pki,
+    ports: tuple[int, int],
+    data: Path | None = None,
+) -> Broker:
+    """Mosquitto with the shipped configuration on ``ports`` (cars, operators); the
+    operators' port is ``operator_port``."""
+    broker = make_broker(port=ports[0], config_text=shipped_config(pki, *ports, data=data))
+    wait_for_port(broker.host, ports[1])
+    broker.operator_port = ports[1]  # type: ignore[attr-defined]
+    return broker
+
+
 @pytest.fixture
 def fleet_broker(pki: Pki, make_broker: Callable[..., Broker]) -> Broker:
-    """Mosquitto with the shipped configuration and ACL, on free ports (the operators'
-    listener's port is ``operator_port``)."""
-    port, operator_port = free_port(), free_port()
-    broker = make_broker(port=port, config_text=shipped_config(pki, port, operator_port))
-    broker.operator_port = operator_port  # type: ignore[attr-defined]
-    return broker
+    """Mosquitto with the shipped configuration and ACL, on free ports."""
+    return start_shipped(make_broker, pki, (free_port(), free_port()))
 
 
 def tls_connector(
@@ -373,3 +387,99 @@ def test_quick_losses_after_connect_count_as_a_takeover_on_mqtt_311() -> None:
     now[0] += 600
     watch.lost(None, "c")  # a connection that lasted is an ordinary loss
     assert watch.takeovers == 1
+
+
+def test_a_request_the_broker_acknowledged_survives_a_broker_sigkill(
+    pki: Pki, make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    # The shipped persistence settings, with the broker's database in this test's directory.
+    data = tmp_path / "mosquitto-data"
+    data.mkdir()
+    ports = (free_port(), free_port())
+    broker = start_shipped(make_broker, pki, ports, data)
+    with Emulator(control_interface=tmp_path / "car1") as emulator:
+        first = tls_connector(pki.identity("car1"), broker, "car1", emulator)
+        assert first.mqtt.wait_subscribed(10)
+        first.stop()  # the car is offline; its session waits in the broker
+        operator = probe_as(pki, broker, "operator")
+        topics = Topics("car1")
+        operator.publish(topics.request(Operation.APPLY, "kept"), SENDER)  # acknowledged
+        operator.close()
+        broker.kill()
+        restarted = start_shipped(make_broker, pki, ports, data)
+        operator = probe_as(pki, restarted, "operator")
+        operator.subscribe(topics.response(Operation.APPLY, "kept"))
+        second = tls_connector(pki.identity("car1"), restarted, "car1", emulator)
+        try:
+            reply = json.loads(operator.expect(topics.response(Operation.APPLY, "kept")).payload)
+            assert reply["added_workloads"][0]["workload_name"] == "vehicle-data-sender"
+        finally:
+            second.stop()
+            operator.close()
+
+
+def test_the_broker_refuses_messages_over_its_size_limit(pki: Pki, fleet_broker: Broker) -> None:
+    operator = probe_as(pki, fleet_broker, "operator")
+    watcher = probe_as(pki, fleet_broker, "operator")
+    try:
+        watcher.subscribe("vehicle/car9/#")
+        sender = probe_as(pki, fleet_broker, "operator")
+        # mosquitto announces the limit (MQTT 5) and drops a client that exceeds it.
+        with contextlib.suppress(RuntimeError, ValueError):
+            sender.publish("vehicle/car9/manifest/apply/req/huge", b"#" * (5 * 1024 * 1024))
+        sender.close()
+        operator.publish("vehicle/car9/manifest/apply/req/small", b"#")
+        assert watcher.expect().topic == "vehicle/car9/manifest/apply/req/small"
+    finally:
+        operator.close()
+        watcher.close()
+
+
+def test_the_connectors_password_is_not_readable_through_the_state(
+    broker: Broker, tmp_path: Path, requester: Requester, vin: str
+) -> None:
+    # A startup state that (against the README's advice) names the password in runtimeConfig.
+    secret = 'pa"ss-w0rd-ü'
+    startup = {
+        "apiVersion": "v0.1",
+        "workloads": {
+            "fleetconnector": {
+                "runtime": "podman",
+                "agent": "agent_A",
+                "restartPolicy": "NEVER",
+                "controlInterfaceAccess": {
+                    "allowRules": [
+                        {"type": "StateRule", "operation": "Read", "filterMask": ["desiredState"]}
+                    ]
+                },
+                "runtimeConfig": "image: ghcr.io/eclipse-ankaios/fleet-connector:0.5.3\n"
+                f"commandOptions: [\"-e\", 'MQTT_PASSWORD={secret}']\n",
+            }
+        },
+    }
+    with Emulator(control_interface=tmp_path / "ci", state=startup) as emu:
+        settings = BrokerSettings(
+            host=broker.host, port=broker.port, username="car", password=secret
+        )
+        connector = Connector(
+            Config(vin=vin, broker=settings, control_interface=emu.control_interface)
+        )
+        connector.start()
+        try:
+            assert connector.mqtt.wait_subscribed(10)
+            for masks in (["desiredState.workloads"], ["desiredState.workloads.fleetconnector"]):
+                reply = requester.send(Operation.STATE, json.dumps(masks)).payload.decode()
+                workloads = json.loads(reply)["desired_state"]["workloads"]
+                assert "MQTT_PASSWORD=<redacted>" in str(workloads), workloads
+                assert "w0rd" not in reply
+        finally:
+            connector.stop()
+
+
+def test_the_shipped_startup_states_hold_no_secrets() -> None:
+    for path in MANIFESTS.rglob("state*.yaml"):
+        for name, workload in yaml.safe_load(path.read_text())["workloads"].items():
+            for secret in ("PASSWORD=", "PRIVATE KEY"):
+                assert secret not in workload["runtimeConfig"], f"{path}: {name} holds {secret}"
+    least = (MANIFESTS / "state-least-privilege.yaml").read_text()
+    assert "MQTT_PASSWORD_FILE=/etc/fleet/" in least
