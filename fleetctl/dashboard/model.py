@@ -22,6 +22,9 @@ MAX_TEXT = 500
 # Workloads and agents kept per car: a car publishing more is cut off, not the dashboard.
 MAX_PER_CAR = 200
 OUTCOMES_KEPT = 100
+# Cars kept when no cars are named: anyone who may publish under vehicle/ could otherwise
+# grow the dashboard (and every page) without bound with made-up VINs.
+MAX_CARS = 20_000
 
 WORKLOAD_FIELDS = ("agent", "instance_id", "state", "substate", "info", "since")
 PRESENCE_FIELDS = ("status", "ankaios", "connector_version", "sdk_version", "started_at", "since")
@@ -189,7 +192,7 @@ class FleetModel:
 
     def _car(self, vin: str) -> Car | None:
         car = self.cars.get(vin)
-        if car is None and not self.fixed:
+        if car is None and not self.fixed and len(self.cars) < MAX_CARS:
             car = self.cars[vin] = Car(vin)
         return car
 

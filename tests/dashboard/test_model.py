@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fleetctl.dashboard import is_loopback
+from fleetctl.dashboard import is_loopback, model
 from fleetctl.dashboard.model import (
     MAX_PER_CAR,
     MAX_TEXT,
@@ -86,6 +86,14 @@ def test_a_car_cannot_grow_the_model_without_bound() -> None:
     for n in range(MAX_PER_CAR + 10):
         update(model, f"vehicle/C/workloads/w{n}", {"state": "running"})
     assert len(model.cars["C"].workloads) == MAX_PER_CAR
+
+
+def test_made_up_vins_cannot_grow_the_model_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model, "MAX_CARS", 3)
+    fleet = FleetModel()
+    for n in range(5):
+        update(fleet, f"vehicle/V{n}/status", {"status": "online"})
+    assert list(fleet.cars) == ["V0", "V1", "V2"]
 
 
 def test_with_cars_named_others_are_ignored_and_the_named_are_known() -> None:
