@@ -59,7 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="give each workload with controlInterfaceAccess DIR/<workload>/control_interface",
     )
     parser.add_argument("--runtime", choices=RUNTIME_NAMES, default="simulate")
-    parser.add_argument("--agent", default="agent_A", help="name of the emulated agent")
+    parser.add_argument(
+        "--agent",
+        action="append",
+        type=_agent_spec,
+        metavar="NAME[:KEY=VALUE,...]",
+        help="an emulated agent with its tags; repeat for several (default agent_A); the "
+        "first one serves --control-interface when its workload is not in --state",
+    )
+    parser.add_argument(
+        "--state-agents",
+        action="store_true",
+        help="also emulate every agent a workload in --state names",
+    )
+    parser.add_argument(
+        "--signal-agent",
+        action="append",
+        metavar="NAME",
+        help="agent that SIGRTMIN+1 disconnects, and reconnects the next time "
+        "(repeatable; default: every agent but the first, or the only one)",
+    )
     parser.add_argument(
         "--workload-name",
         default="fleetconnector",
@@ -102,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _agent_spec(text: str) -> tuple[str, dict[str, str]]:
+    name, _, tags_text = text.partition(":")
+    tags: dict[str, str] = {}
+    for item in filter(None, tags_text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"agent tag {item!r} is not KEY=VALUE")
+        tags[key] = value
+    if not name:
+        raise argparse.ArgumentTypeError("agent name missing")
+    return name, tags
+
+
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.control_interface is None and args.run_dir is None:
         parser.error("give --control-interface DIR or --run-dir DIR (or both)")
@@ -121,14 +153,26 @@ def _fail(exc: Exception) -> int:
 
 # Free for us: USR1, USR2 and HUP are taken, QUIT is Ctrl-\ in a terminal.
 SERVER_RESTART_SIGNAL = signal.SIGRTMIN
+AGENT_CONNECTION_SIGNAL = signal.SIGRTMIN + 1
 
 
-def _inject(emulator: Emulator, signum: int) -> None:
+def _toggle_agents(emulator: Emulator, agents: list[str]) -> None:
+    connected = set(emulator.complete_state(["agents"]).get("agents", {}))
+    for agent in agents:
+        if agent in connected:
+            emulator.disconnect_agent(agent)
+        else:
+            emulator.reconnect_agent(agent)
+
+
+def _inject(emulator: Emulator, signum: int, signal_agents: list[str]) -> None:
     """SIGUSR1 restarts the agent, SIGUSR2 closes the connection, SIGHUP sends garbage,
-    SIGRTMIN restarts the server."""
+    SIGRTMIN restarts the server, SIGRTMIN+1 disconnects/reconnects agents."""
     try:
         if signum == SERVER_RESTART_SIGNAL:
             emulator.restart_server()
+        elif signum == AGENT_CONNECTION_SIGNAL:
+            _toggle_agents(emulator, signal_agents)
         elif signum == signal.SIGUSR1:
             emulator.restart_agent()
         elif signum == signal.SIGUSR2:
@@ -150,12 +194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         access = load_access(args.access) if args.access is not None else None
+        agents = args.agent or [("agent_A", {})]
         emulator = Emulator(
             control_interface=args.control_interface,
             access=access,
             state=args.state,
             runtime=args.runtime,
-            agent=args.agent,
+            agent=agents[0][0],
+            agents=dict(agents),
+            state_agents=args.state_agents,
             workload_name=args.workload_name,
             run_dir=args.run_dir,
             image_map=args.image_map,
@@ -166,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except EmulatorError as exc:
         return _fail(exc)
+    primary = agents[0][0]
+    signal_agents = args.signal_agent or ([a for a in emulator.agents if a != primary] or [primary])
+    unknown = sorted(set(signal_agents) - set(emulator.agents))
+    if unknown:
+        parser.error(f"--signal-agent {unknown[0]} is not an emulated agent")
     emulator.faults.delay = args.delay_responses
     emulator.faults.drop = args.drop_responses
 
@@ -185,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGUSR2, on_fault)
     signal.signal(signal.SIGHUP, on_fault)
     signal.signal(SERVER_RESTART_SIGNAL, on_fault)
+    signal.signal(AGENT_CONNECTION_SIGNAL, on_fault)
     try:
         emulator.start()
     except (EmulatorError, OSError) as exc:
@@ -196,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Wake regularly so a signal is handled promptly on every Python version.
         while not done.wait(0.2):
             while not faults.empty():
-                _inject(emulator, faults.get())
+                _inject(emulator, faults.get(), signal_agents)
     finally:
         emulator.stop()
     return 0

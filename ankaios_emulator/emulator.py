@@ -29,6 +29,7 @@ from .events import altered_fields, diff
 from .faults import Faults
 from .logs import LogCampaign, LogOptions
 from .runtime import (
+    AGENT_DISCONNECTED,
     NOT_SCHEDULED,
     PENDING_INITIAL,
     PENDING_WAITING_TO_START,
@@ -90,6 +91,8 @@ class Emulator:
         reaccept_on_reconnect: bool = True,
         pace_frames: bool = True,
         workload_output: bool = True,
+        agents: Mapping[str, Mapping[str, str]] | Sequence[str] = (),
+        state_agents: bool = False,
     ) -> None:
         self._workload_output = workload_output
         self._ci_path = Path(control_interface) if control_interface is not None else None
@@ -114,16 +117,29 @@ class Emulator:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._states: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+        # The emulated agents and the tags each one's AgentHello brings (tags set at
+        # runtime are lost when the server restarts or the agent reconnects).
+        self._agent_tags: dict[str, dict[str, str]] = {agent: {}}
+        extra = agents.items() if isinstance(agents, Mapping) else ((a, {}) for a in agents)
+        for name, tags in extra:
+            self._agent_tags[str(name)] = {str(k): str(v) for k, v in tags.items()}
+        if state_agents:
+            for workload in self._desired.rendered().values():
+                if workload.agent:
+                    self._agent_tags.setdefault(workload.agent, {})
+        # The agents map of the complete state: the connected agents.
         self._agents: dict[str, dict[str, Any]] = {
-            agent: {"status": {"cpuUsage": 0, "freeMemory": _free_memory()}}
+            name: self._hello_attributes(name) for name in self._agent_tags
         }
-        # What each agent's AgentHello says about it (tags set at runtime are lost when
-        # the server restarts).
-        self._agents_at_hello = copy.deepcopy(self._agents)
         # Set while the emulated server is down (restart_server): requests wait in the
         # agent's channel to the server and reach the new one.
         self._server_down = False
-        self._queued_requests: list[tuple[str, Any]] = []
+        # (agent, workload name, request) waiting for the server or for their agent's
+        # reconnection
+        self._queued_requests: list[tuple[str, str, Any]] = []
+        # the agents' own view of their instances' states (what a ServerHello is
+        # matched against)
+        self._local_states: dict[str, ExecState] = {}
         self._stopped = threading.Event()
         self._requests: list[Any] = []
         self._sessions: dict[str, Session] = {}
@@ -149,6 +165,12 @@ class Emulator:
         self._unsupported: UnsupportedRuntime | None = None
         self._temp_run_dir: Path | None = None
         self._started = False
+
+    def _hello_attributes(self, agent: str) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"status": {"cpuUsage": 0, "freeMemory": _free_memory()}}
+        if self._agent_tags[agent]:
+            attributes["tags"] = dict(self._agent_tags[agent])
+        return attributes
 
     def _served_access(self) -> dict[str, Any]:
         """The rules of the workload served at ``control_interface``.
@@ -206,8 +228,10 @@ class Emulator:
                 self._delete_graph.insert(added)
                 # Our agent connects after the server started; its hello brings it the
                 # states of every other agent's workloads (Pending(Initial) ones included).
-                self._known_at_hello = {w.instance_name for w in added if w.agent != self._agent}
-            self._agent_update([w for w in added if w.agent == self._agent], [])
+                self._known_at_hello = {
+                    w.instance_name for w in added if w.agent not in self._agents
+                }
+            self._agent_update([w for w in added if w.agent in self._agents], [])
         except BaseException:
             self.stop()
             raise
@@ -388,45 +412,130 @@ class Emulator:
             return
         self._server_hello()
 
+    @property
+    def agents(self) -> list[str]:
+        """Every emulated agent, connected or not."""
+        return sorted(self._agent_tags)
+
+    def disconnect_agent(self, agent: str) -> None:
+        """The agent loses its connection to the server; its workloads keep running.
+
+        As the server handles ``AgentGone`` (``server/src/ankaios_server.rs``): the agent
+        leaves ``agents``, every state of its workloads becomes ``AgentDisconnected``
+        (events follow, agent data included), event subscriptions of its workloads end,
+        log campaigns its workloads requested are cancelled and the requesters of its
+        workloads' logs get ``LogsStopResponse``. Requests its workloads send wait until it
+        is back; updates for it meanwhile reach it with the ServerHello.
+        """
+        with self._lock:
+            self._check_agent(agent)
+            if agent not in self._agents:
+                return
+            with self._mutation(agents=True):
+                del self._agents[agent]
+                for per_id in self._states.get(agent, {}).values():
+                    for iid in per_id:
+                        per_id[iid] = AGENT_DISCONNECTED.to_tree()
+            for key in [k for k in self._subscriptions if self._session_agent(k[0]) == agent]:
+                del self._subscriptions[key]
+            cancelled = [
+                c for k, c in self._campaigns.items() if self._session_agent(k[0]) == agent
+            ]
+            for key in [k for k, c in self._campaigns.items() if c in cancelled]:
+                del self._campaigns[key]
+            others = list(self._campaigns.values())
+        log.info("agent %s disconnected", agent)
+        for campaign in cancelled:
+            campaign.cancel()
+        for campaign in others:
+            campaign.stop_agent(agent)
+
+    def reconnect_agent(self, agent: str) -> None:
+        """The agent connects again: AgentHello, then the ServerHello it acts on.
+
+        The server lists it in ``agents`` again (tags from its hello; events follow) and
+        sends it its workloads; the agent resumes, replaces, deletes and creates as after
+        a server restart (docs/emulator-semantics.md, section 6), including new
+        control-interface instances for resumed workloads.
+        """
+        with self._lock:
+            self._check_agent(agent)
+            if agent in self._agents or not self._started:
+                return
+            with self._mutation(agents=True):
+                self._agents[agent] = self._hello_attributes(agent)
+        log.info("agent %s connected", agent)
+        self._agent_hello(agent)
+        self._release_queued(agent)
+
+    def _check_agent(self, agent: str) -> None:
+        if agent not in self._agent_tags:
+            raise EmulatorError(f"no emulated agent {agent!r} (agents: {', '.join(self.agents)})")
+
+    def _session_agent(self, session: Session) -> str:
+        return self._agent_of_workload(session.workload_name)
+
     def _server_hello(self) -> None:
-        """The new server has started; the agent reconnects and gets its ServerHello."""
+        """The new server has started; every connected agent reconnects (ServerHello)."""
         startup = copy.deepcopy(self._startup)
         with self._lock:
             if not self._started:
                 return
-            own_startup = {n: w for n, w in startup.rendered().items() if w.agent == self._agent}
-            running = [(w, self._state_of(w)) for w in self._active.values()]
-            plan = plan_restart(running, own_startup)
             with self._mutation():
                 self._desired = startup
                 self._states = {}
                 added = sorted(startup.rendered().values(), key=lambda w: w.name)
                 self._set_initial_states(added)
-                for name, attributes in self._agents_at_hello.items():
-                    if name in self._agents:
-                        self._agents[name]["tags"] = copy.deepcopy(attributes.get("tags", {}))
-                        if not self._agents[name]["tags"]:
-                            del self._agents[name]["tags"]
-                # The resumed workloads' state checkers report them running again.
-                for workload in plan.resumed:
-                    self._write_state(workload, RUNNING)
+                for name in self._agents:
+                    self._agents[name] = self._hello_attributes(name)
             self._delete_graph = DeleteGraph()
             self._delete_graph.insert(added)
-            self._known_at_hello = {w.instance_name for w in added if w.agent != self._agent}
-            # Queued operations of the old server are void; what still runs is in the plan.
+            self._known_at_hello = {w.instance_name for w in added if w.agent not in self._agents}
+            # Queued operations of the old server are void; what still runs is matched
+            # against the ServerHello.
             self._waiting.clear()
             self._pending_deletes.clear()
             self._replacements.clear()
+            agents = sorted(self._agents)
+        for agent in agents:
+            self._agent_hello(agent)
+        with self._lock:
+            self._server_down = False
+        self._run_ready()
+        self._release_queued(None)
+
+    def _agent_hello(self, agent: str) -> None:
+        """The agent's handling of a ServerHello (``handle_server_hello``)."""
+        with self._lock:
+            wanted = {n: w for n, w in self._desired.rendered().items() if w.agent == agent}
+            running = [
+                (w, self._local_state_tree(w)) for w in self._active.values() if w.agent == agent
+            ]
+            plan = plan_restart(running, wanted)
+            # What the agent's scheduler still held for these workloads is superseded.
+            for name in [n for n, w in self._waiting.items() if w.agent == agent]:
+                del self._waiting[name]
+            for name in [n for n, p in self._pending_deletes.items() if p.workload.agent == agent]:
+                del self._pending_deletes[name]
+            with self._mutation():
+                # The resumed workloads' state checkers report them running again.
+                for workload in plan.resumed:
+                    self._write_state(workload, RUNNING)
             for old, new in plan.replaced:
                 self._replacements[old.instance_name] = new
             self._waiting.update({w.instance_name: w for w in plan.created})
             renew = {w.name for w in plan.resumed}
-            if self._ci_path is not None and self._workload_name not in own_startup:
+            if (
+                self._ci_path is not None
+                and self._workload_name not in wanted
+                and self._agent_of_workload(self._workload_name) == agent
+            ):
                 # The client under test runs outside the emulator, so it is never replaced.
                 renew.add(self._workload_name)
             sessions = [s for n, s in self._sessions.items() if n in renew]
         log.info(
-            "server restart: resumed %s, replaced %s, deleted %s, created %s",
+            "ServerHello to %s: resumed %s, replaced %s, deleted %s, created %s",
+            agent,
             [w.name for w in plan.resumed],
             [old.name for old, _ in plan.replaced],
             [w.name for w in plan.deleted],
@@ -439,12 +548,25 @@ class Emulator:
             self._stop_instance(old)
         for workload in plan.deleted:
             self._stop_instance(workload)
-        with self._lock:
-            self._server_down = False
-            queued = self._queued_requests
-            self._queued_requests = []
         self._run_ready()
-        for workload_name, request in queued:
+
+    def _local_state_tree(self, workload: RenderedWorkload) -> dict[str, Any] | None:
+        state = self._local_states.get(workload.instance_name)
+        return state.to_tree() if state is not None else None
+
+    def _agent_of_workload(self, name: str) -> str:
+        for workload in self._active.values():
+            if workload.name == name:
+                return workload.agent
+        rendered = self._desired.rendered().get(name)
+        return rendered.agent if rendered is not None else self._agent
+
+    def _release_queued(self, agent: str | None) -> None:
+        """Requests queued for the server (``None``: all) or for ``agent``'s reconnection."""
+        with self._lock:
+            ready = [q for q in self._queued_requests if agent is None or q[0] == agent]
+            self._queued_requests = [q for q in self._queued_requests if q not in ready]
+        for _, workload_name, request in ready:
             with self._lock:
                 current = self._sessions.get(workload_name)
             if current is not None:
@@ -550,8 +672,10 @@ class Emulator:
 
     def handle_request(self, session: Session, request: Any) -> None:
         with self._lock:
-            if self._server_down:
-                self._queued_requests.append((session.workload_name, request))
+            agent = self._agent_of_workload(session.workload_name)
+            if self._server_down or agent not in self._agents:
+                # Waits in the agent's channel to the server until it is connected again.
+                self._queued_requests.append((agent, session.workload_name, request))
                 return
         kind = request.WhichOneof("RequestContent")
         rid = request.requestId
@@ -626,9 +750,9 @@ class Emulator:
             mine_deleted = [
                 _PendingDelete(w, self._delete_graph.conditions_for(w.name))
                 for w in outcome.deleted
-                if w.agent == self._agent
+                if w.agent in self._agents
             ]
-            mine_added = [w for w in outcome.added if w.agent == self._agent]
+            mine_added = [w for w in outcome.added if w.agent in self._agents]
             self._cancel_campaigns_of(outcome.deleted)
             session.send_response(_update_success(rid, outcome))
         self._agent_update(mine_added, mine_deleted)
@@ -646,7 +770,7 @@ class Emulator:
             for name in accepted:
                 key = f"{name.workloadName}.{name.id}.{name.agentName}"
                 buffer = runtime.logs(key) if runtime is not None else None
-                if name.agentName == self._agent and buffer is not None:
+                if name.agentName in self._agents and buffer is not None:
                     sources.append((name, buffer))
             session.send_response(
                 ank_base.Response(
@@ -696,22 +820,27 @@ class Emulator:
         }
 
     @contextmanager
-    def _mutation(self) -> Iterator[None]:
-        """Wrap a change: events go out for whatever it altered, waiters wake up."""
+    def _mutation(self, agents: bool = False) -> Iterator[None]:
+        """Wrap a change: events go out for whatever it altered, waiters wake up.
+
+        ``agents``: compare the agents map too, as the server does for AgentHello and
+        AgentGone (not for updates, whose agent tags produce no events).
+        """
         with self._changed:
-            before = self._event_tree() if self._subscriptions else None
+            before = self._event_tree(agents) if self._subscriptions else None
             yield
             if before is not None:
-                self._send_events(before, self._event_tree())
+                self._send_events(before, self._event_tree(agents))
             self._changed.notify_all()
 
-    def _event_tree(self) -> dict[str, Any]:
-        # Ankaios compares desired state and workload states only; agent data never
-        # produces events.
-        return {
+    def _event_tree(self, agents: bool = False) -> dict[str, Any]:
+        tree = {
             "desiredState": self._desired.to_tree(),
             "workloadStates": copy.deepcopy(self._states),
         }
+        if agents:
+            tree["agents"] = copy.deepcopy(self._agents)
+        return tree
 
     def _send_events(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
         difference = diff(before, after)
@@ -792,8 +921,15 @@ class Emulator:
                 return
             if state.state == "Pending" and state.sub_state == "Starting":
                 self._starts[workload.name] = self._starts.get(workload.name, 0) + 1
-            with self._mutation():
-                self._write_state(workload, state)
+            if state == REMOVED:
+                self._local_states.pop(workload.instance_name, None)
+            else:
+                self._local_states[workload.instance_name] = state
+            # A disconnected agent's reports do not reach the server; on reconnection the
+            # ServerHello matches what it runs then.
+            if workload.agent in self._agents or self._server_down:
+                with self._mutation():
+                    self._write_state(workload, state)
             if state == REMOVED:
                 self._stopping.pop(workload.instance_name, None)
                 self._active.pop(workload.instance_name, None)

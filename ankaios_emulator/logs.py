@@ -96,6 +96,8 @@ class LogCampaign:
         ]
         self._remaining = len(self._threads)
         self._lock = threading.Lock()
+        # agents whose log providers went away (disconnected): their streams stop
+        self._gone_agents: set[str] = set()
 
     def start(self) -> None:
         if not self._threads:
@@ -105,6 +107,16 @@ class LogCampaign:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def stop_agent(self, agent: str) -> None:
+        """End the streams of ``agent``'s instances with ``LogsStopResponse`` (the server
+        does so for a disconnected agent's log providers)."""
+        with self._lock:
+            self._gone_agents.add(agent)
+
+    def _provider_gone(self, name: Any) -> bool:
+        with self._lock:
+            return str(name.agentName) in self._gone_agents
 
     def join(self, timeout: float) -> None:
         for thread in self._threads:
@@ -130,7 +142,12 @@ class LogCampaign:
         selected = self._options.select(lines)
         if selected and not self._cancel.is_set():
             self._send(self._entries(name, selected), self.cancel)
-        while self._options.follow and not closed and not self._cancel.is_set():
+        while (
+            self._options.follow
+            and not closed
+            and not self._cancel.is_set()
+            and not self._provider_gone(name)
+        ):
             new, closed = buffer.wait_beyond(count, _FOLLOW_POLL_S)
             count += len(new)
             if self._options.until is not None:

@@ -216,4 +216,4 @@ def test_cli_restarts_the_server_on_sigrtmin(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0
-    assert "server restart: resumed" in stderr
+    assert "ServerHello to agent_A: resumed" in stderr
