@@ -345,6 +345,10 @@ class ControlInterface:
             except OSError as e:
                 self.last_error = f"{self.path}: {e.strerror or e}"
                 log.debug("control interface not ready: %s", self.last_error)
+            except Exception as e:
+                # A defect must not end this thread: the car would stay cut off from Ankaios.
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("control interface failed unexpectedly; connecting again")
             finally:
                 self._close(in_fd)
                 self._set_connected(False)

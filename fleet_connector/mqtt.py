@@ -90,6 +90,9 @@ class MqttLink:
     def _new_client(self, settings: BrokerSettings) -> mqtt.Client:
         client = settings.make_client(self._client_id, clean=False)
         client.manual_ack_set(True)
+        # A defect in any callback is logged by paho instead of ending its network thread.
+        client.suppress_exceptions = True
+        client.enable_logger(log)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         status = self._status_payload("offline")
         client.will_set(self._topics.status, status, qos=QOS, retain=True)
