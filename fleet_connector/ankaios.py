@@ -26,27 +26,24 @@ class Ankaios:
         self._timeout = timeout
 
     def apply(self, manifest: Manifest) -> dict[str, Any]:
-        return self._update(manifest.apply_state(), manifest.masks)
+        return self.update(manifest.apply_state(), manifest.masks)
 
     def delete(self, manifest: Manifest) -> dict[str, Any]:
-        return self._update(Manifest.delete_state(), manifest.masks)
+        return self.update(Manifest.delete_state(), manifest.masks)
+
+    def read(self, masks: list[str]) -> _ank_base.CompleteState:
+        """The state under ``masks`` as Ankaios's own protobuf (no SDK conversion)."""
+        request = _ank_base.Request(
+            completeStateRequest=_ank_base.CompleteStateRequest(fieldMask=masks)
+        )
+        state: _ank_base.CompleteState = self._content(
+            self._ask(request), ResponseType.COMPLETE_STATE
+        )._to_proto()
+        return state
 
     def desired_state(self) -> _ank_base.CompleteState:
         """The workloads and configs of the desired state, as Ankaios holds them now."""
-        request = _ank_base.Request(
-            completeStateRequest=_ank_base.CompleteStateRequest(
-                fieldMask=[WORKLOADS_PREFIX, CONFIGS_PREFIX]
-            )
-        )
-        answer: Response | Exception
-        try:
-            answer = self._ci.request(request, self._timeout)
-        except (Unavailable, TimeoutError) as e:
-            answer = e
-        state: _ank_base.CompleteState = self._content(
-            answer, ResponseType.COMPLETE_STATE
-        )._to_proto()
-        return state
+        return self.read([WORKLOADS_PREFIX, CONFIGS_PREFIX])
 
     def states(self, masks_per_request: list[list[str]]) -> list[dict[str, Any] | RequestError]:
         """Several state reads in one go: sent back to back, answers collected in order."""
@@ -62,17 +59,21 @@ class Ankaios:
                 results.append(e)
         return results
 
-    def _update(self, state: _ank_base.CompleteState, masks: list[str]) -> dict[str, Any]:
+    def update(self, state: _ank_base.CompleteState, masks: list[str]) -> dict[str, Any]:
         request = _ank_base.Request(
             updateStateRequest=_ank_base.UpdateStateRequest(newState=state, updateMask=masks)
         )
-        answer: Response | Exception
-        try:
-            answer = self._ci.request(request, self._timeout)
-        except (Unavailable, TimeoutError) as e:
-            answer = e
-        result: dict[str, Any] = self._content(answer, ResponseType.UPDATE_STATE_SUCCESS).to_dict()
+        result: dict[str, Any] = self._content(
+            self._ask(request), ResponseType.UPDATE_STATE_SUCCESS
+        ).to_dict()
         return result
+
+    def _ask(self, request: _ank_base.Request) -> Response | Exception:
+        """Ankaios's answer, or why there is none (turned into a RequestError by _content)."""
+        try:
+            return self._ci.request(request, self._timeout)
+        except (Unavailable, TimeoutError) as e:
+            return e
 
     @staticmethod
     def _content(answer: Response | Exception, expected: ResponseType) -> Any:

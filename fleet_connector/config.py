@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleet_connector import crashpoints
 from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
 from fleet_connector.logs import LogLimits
 from fleet_connector.options import (
@@ -151,6 +152,31 @@ CONNECTOR_OPTIONS = [
         4,
         positive_int,
     ),
+    Option(
+        "journal_entries",
+        "--journal-entries",
+        "JOURNAL_MAX_ENTRIES",
+        "changes the journal in STATE_DIR keeps; the oldest go first",
+        200,
+        positive_int,
+    ),
+    Option(
+        "journal_bytes",
+        "--journal-bytes",
+        "JOURNAL_MAX_BYTES",
+        "bytes of manifests, snapshots and replies the journal keeps",
+        16 << 20,
+        positive_int,
+    ),
+    Option(
+        "reconcile",
+        "--reconcile",
+        "RECONCILE",
+        "re-apply what Ankaios lost (e.g. after its server restarted) and the journal says "
+        "the cloud applied; off: the drift is only reported on vehicle/<VIN>/drift",
+        False,
+        is_switch=True,
+    ),
     Option("log_level", "--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 ]
 
@@ -176,6 +202,11 @@ class Config:
     strict: bool = False
     agent_interval: float = 10.0
     log_limits: LogLimits = field(default_factory=LogLimits)
+    journal_entries: int = 200
+    journal_bytes: int = 16 << 20
+    reconcile: bool = False
+    crash_at: str | None = None
+    """Test only: the crash point (see fleet_connector.crashpoints) from its variable."""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -214,6 +245,13 @@ def _trusted_keys(path: str | None, state_dir: str | None) -> Path | None:
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot use TRUSTED_KEYS {path!r}: {e}") from None
     return Path(path)
+
+
+def _crash_point(environ: Mapping[str, str]) -> str | None:
+    point = environ.get(crashpoints.ENV) or None
+    if point is not None and point not in crashpoints.POINTS:
+        raise ConfigError(f"{crashpoints.ENV} must be one of {', '.join(crashpoints.POINTS)}")
+    return point
 
 
 def parser() -> argparse.ArgumentParser:
@@ -255,5 +293,9 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             max_follow=values["log_max_follow"],
             max_streams=values["log_max_streams"],
         ),
+        journal_entries=values["journal_entries"],
+        journal_bytes=values["journal_bytes"],
+        reconcile=values["reconcile"],
+        crash_at=_crash_point(environ),
         log_level=level,
     )

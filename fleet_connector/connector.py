@@ -13,13 +13,17 @@ from importlib import metadata
 from typing import Any
 
 from fleet_connector.ankaios import Ankaios
+from fleet_connector.changes import Changes
 from fleet_connector.config import Config
 from fleet_connector.control_interface import ControlInterface
+from fleet_connector.crashpoints import CrashPoints
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Handler, Request
+from fleet_connector.journal import Journal
 from fleet_connector.logs import LogStreams
 from fleet_connector.mqtt import MqttLink
 from fleet_connector.outcomes import Outcomes, follow_spec
+from fleet_connector.reconcile import Reconciler
 from fleet_connector.redaction import Redactor
 from fleet_connector.replies import ReplyCache
 from fleet_connector.signatures import Verifier
@@ -42,6 +46,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class _DriftCheck:
+    """A queue item: compare Ankaios with the journal (after the control interface connects)."""
+
+
+_CHANGES = frozenset({Operation.APPLY, Operation.DELETE, Operation.ROLLBACK})
+
 # State requests sent to Ankaios at once (see _work).
 PIPELINED_READS = 16
 # Payload bytes waiting in the queue before new requests get BUSY: QUEUE_SIZE requests
@@ -60,7 +70,9 @@ class Connector:
         self.started_at = _now()
         self._status_since = self.started_at
         # None is the worker's signal to stop.
-        self._queue: queue.Queue[Request | None] = queue.Queue(maxsize=config.queue_size)
+        self._queue: queue.Queue[Request | _DriftCheck | None] = queue.Queue(
+            maxsize=config.queue_size
+        )
         self._stop = threading.Event()
         self._replies = ReplyCache()
         self.store = Store(config.state_dir) if config.state_dir else None
@@ -72,8 +84,16 @@ class Connector:
         self.control_interface = ControlInterface(
             config.control_interface, on_connection_change=self._control_interface_changed
         )
+        self._crash = CrashPoints(config.crash_at)
+        ankaios = Ankaios(self.control_interface, config.request_timeout)
+        self.journal = (
+            Journal(self.store, config.journal_entries, config.journal_bytes)
+            if self.store
+            else None
+        )
+        self._changes = Changes(ankaios, self.journal, self._crash) if self.journal else None
         self._handler = Handler(
-            Ankaios(self.control_interface, config.request_timeout),
+            ankaios,
             config.policy,
             strict=config.strict,
             redact=Redactor([config.broker.password]),
@@ -83,6 +103,19 @@ class Connector:
                 self.store,
                 require_signed=config.require_signed,
             ),
+            changes=self._changes,
+            crash=self._crash,
+        )
+        self.reconciler = (
+            Reconciler(
+                ankaios,
+                self.journal,
+                self._changes,
+                enabled=config.reconcile,
+                publish=self._publish_drift,
+            )
+            if self.journal and self._changes
+            else None
         )
         self.mqtt = MqttLink(
             config.broker,
@@ -195,9 +228,9 @@ class Connector:
             )
             self._finish(request, error.to_json(), error.code)
 
-    def _next(self, block: bool) -> Request | None:
+    def _next(self, block: bool) -> Request | _DriftCheck | None:
         request = self._queue.get() if block else self._queue.get_nowait()
-        if request is not None:
+        if isinstance(request, Request):
             with self._queued_lock:
                 self._queued_bytes -= len(request.payload)
         return request
@@ -222,7 +255,7 @@ class Connector:
                 self._stop.wait(WORKER_RESTART_DELAY)
 
     def _work(self) -> None:
-        held: Request | None = None
+        held: Request | _DriftCheck | None = None
         while True:
             request = held if held is not None else self._next(block=True)
             held = None
@@ -230,6 +263,9 @@ class Connector:
                 self.control_interface.wait_first_connection(self.config.request_timeout)
             if request is None or self._stop.is_set():
                 return
+            if isinstance(request, _DriftCheck):
+                self._check_drift()
+                continue
             if request.operation is not Operation.STATE:
                 try:
                     reply, code = self._handler.handle(request)
@@ -249,7 +285,7 @@ class Connector:
                 if following is None:
                     stopping = True
                     break
-                if following.operation is not Operation.STATE:
+                if isinstance(following, _DriftCheck) or following.operation is not Operation.STATE:
                     held = following
                     break
                 batch.append(following)
@@ -265,7 +301,7 @@ class Connector:
     def _finish(self, request: Request, reply: str, code: ErrorCode | None) -> None:
         self._replies.done(request, reply, code)
         try:
-            self.mqtt.reply(request, reply)
+            self._send_reply(request, reply)
         except Exception:
             # A reply paho will not send (e.g. a topic it refuses) must not end the worker;
             # the request is acknowledged so the broker does not hand it over again forever.
@@ -299,10 +335,56 @@ class Connector:
     def _broker_connected(self) -> None:
         self.live.broker_connected()
 
+    def _send_reply(self, request: Request, reply: str) -> None:
+        if request.journal_entry is not None:
+            self._reply_once(request, request.journal_entry, reply)
+        elif self._crash.point == "after-reply" and request.operation in _CHANGES:
+            info = self.mqtt.answer(request, reply)
+            info.wait_for_publish(self.config.request_timeout)
+            self._crash.reach("after-reply")
+        else:
+            self.mqtt.reply(request, reply)
+
+    def _reply_once(self, request: Request, entry: int, reply: str) -> None:
+        """Replies to a journaled change unless its reply reached the broker before.
+
+        The request is acknowledged only after the broker has the reply and the journal
+        knows it, so a redelivery after a crash is answered exactly when no reply got out.
+        """
+        assert self.journal is not None
+        if request.already_replied:
+            log.info("request id=%s redelivered; its reply went out before", request.request_id)
+            self.mqtt.ack(request)
+            return
+        info = self.mqtt.answer(request, reply)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(self.config.request_timeout)
+        if info.is_published():
+            self.journal.mark_replied(entry)
+            self._crash.reach("after-reply")
+        self.mqtt.ack(request)
+
+    def _check_drift(self) -> None:
+        assert self.reconciler is not None
+        # The report is retained on the broker; wait for it a while on boot.
+        self.mqtt.wait_subscribed(self.config.request_timeout)
+        try:
+            self.reconciler.check()
+        except Exception:
+            log.exception("drift check failed unexpectedly")
+
+    def _publish_drift(self, report: dict[str, Any]) -> None:
+        self.mqtt.publish(self.topics.drift, json.dumps(report), retain=True)
+
     def _control_interface_changed(self, connected: bool) -> None:
         self.live.control_interface_changed(connected)
         self.logs.connection_changed(connected)
         self._status_since = _now()
+        if connected and self.reconciler is not None:
+            # Ankaios may have restarted from its startup state (a car reboot, a server
+            # restart): whatever the cloud applied may be gone.
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(_DriftCheck())
         if self.mqtt.connected:
             self.mqtt.publish_status("online")
 

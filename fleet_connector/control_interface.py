@@ -15,6 +15,7 @@ answer with its own id, so a late answer is dropped instead of answering the nex
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -41,6 +42,8 @@ PROBE_AFTER = 0.5
 _POLL_INTERVAL = 0.2
 # Reconnect backoff ceiling before the first connection (after it: max_backoff).
 BOOT_MAX_BACKOFF = 0.5
+# Silence after which a request is preceded by a Hello (see _hello_if_idle).
+HELLO_AFTER_IDLE = 1.0
 
 
 def proto_of(response: Response) -> Any:
@@ -144,6 +147,7 @@ class ControlInterface:
         self._broken: str | None = None  # set by a requester that saw the connection end
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self._last_heard = time.monotonic()
 
     # -- public -------------------------------------------------------------------------
 
@@ -199,6 +203,7 @@ class ControlInterface:
         each request still waits at most ``timeout`` from when it was sent.
         """
         sent: list[tuple[str, _Pending, float] | Exception] = []
+        self._hello_if_idle(timeout)
         for request in requests:
             if not request.requestId:
                 request.requestId = str(uuid.uuid4())
@@ -320,6 +325,24 @@ class ControlInterface:
                 waiting.done.set()
         with self._collecting_cond:
             self._collecting_cond.notify_all()
+
+    def _hello_if_idle(self, timeout: float) -> None:
+        """After a silence, says Hello before the next request.
+
+        When the Ankaios server restarts (1.0.1), the agent gives a running workload a new
+        control-interface instance on the descriptors it holds: no end of file, but the new
+        instance closes the connection for good unless its first frame is a Hello, and the
+        FIFO files are gone, so there is no reconnecting. The server is away at least the
+        agent's 1 s reconnect interval, so a Hello before any request that follows a
+        second of silence reaches a new instance first; it answers ControlInterfaceAccepted
+        (see _dispatch). An unchanged instance only logs the Hello as "yet another Hello"
+        (a warning in the agent's log), the price of surviving a server restart.
+        """
+        if not self._connected.is_set() or time.monotonic() - self._last_heard < HELLO_AFTER_IDLE:
+            return
+        hello = _control_api.ToAnkaios(hello=_control_api.Hello(protocolVersion=ANKAIOS_VERSION))
+        with contextlib.suppress(OSError, _ConnectionLost):
+            self._write(hello.SerializeToString(), timeout)
 
     def _forget(self, request_id: str) -> None:
         with self._pending_lock:
@@ -449,6 +472,7 @@ class ControlInterface:
                 return
         if not chunk:
             raise _ConnectionLost("the agent closed the control interface")
+        self._last_heard = time.monotonic()
         self._buffer.extend(chunk)
         for frame in decode_frames(self._buffer):
             self._dispatch(frame)
@@ -463,6 +487,7 @@ class ControlInterface:
             return []
         if not chunk:
             raise _ConnectionLost("the agent closed the control interface")
+        self._last_heard = time.monotonic()
         buffer.extend(chunk)
         return decode_frames(buffer)
 
@@ -475,7 +500,11 @@ class ControlInterface:
         if response.content_type == ResponseType.CONNECTION_CLOSED:
             raise _ConnectionLost(f"Ankaios closed the connection: {response.content}")
         if response.content_type == ResponseType.CONTROL_INTERFACE_ACCEPTED:
-            log.debug("control interface: repeated ControlInterfaceAccepted ignored")
+            # Only a new control-interface instance accepts a Hello while we are connected:
+            # the Ankaios server restarted, with its startup state and no subscriptions.
+            log.warning("control interface: accepted again; the Ankaios server restarted")
+            if self._on_connection_change:
+                self._on_connection_change(True)
             return
         request_id = response.get_request_id()
         with self._pending_lock:

@@ -27,6 +27,8 @@ class ErrorCode(enum.StrEnum):
     """The request's MQTT message expiry passed before it could be carried out."""
     SIGNATURE_INVALID = "SIGNATURE_INVALID"
     """A signature is missing where REQUIRE_SIGNED asks for one, or does not hold."""
+    NO_JOURNAL = "NO_JOURNAL"
+    """Rollback and history need the journal; the connector keeps none (no STATE_DIR)."""
     INTERNAL = "INTERNAL"
     """A defect in the connector; the message says what happened."""
 

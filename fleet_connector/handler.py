@@ -10,8 +10,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet_connector import rollback
 from fleet_connector.ankaios import Ankaios
+from fleet_connector.changes import Changes, Outcome
+from fleet_connector.crashpoints import CrashPoints
 from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.journal import history
 from fleet_connector.manifest import Manifest, parse_manifest
 from fleet_connector.plan import CurrentStateError, plan
 from fleet_connector.policy import Policy
@@ -47,6 +51,10 @@ class Request:
     """The ``follow`` level of the request topic, if any (see fleet_connector/outcomes.py)."""
     user_properties: list[tuple[str, str]] = field(default_factory=list)
     """MQTT 5 user properties of the request (follow settings, trace context)."""
+    journal_entry: int | None = None
+    """The journal row of a change, once it has one."""
+    already_replied: bool = False
+    """The journal shows its reply reached the broker before (a redelivery after a crash)."""
 
     @property
     def log_trace(self) -> str:
@@ -63,6 +71,16 @@ class Request:
         digest = hashlib.sha256(self.payload).digest()
         return (self.topic, self.reply_topic, self.correlation_data or b"", digest)
 
+    @property
+    def journal_key(self) -> bytes | None:
+        """The dedupe key as one value for the journal; None when there is none."""
+        key = self.dedupe_key
+        if key is None:
+            return None
+        topic, reply_topic, correlation, digest = key
+        parts = [topic.encode(), reply_topic.encode(), correlation, digest]
+        return hashlib.sha256(b"".join(b"%d:%s" % (len(part), part) for part in parts)).digest()
+
 
 class Handler:
     """Carries out requests against Ankaios; one call at a time (the SDK is not concurrent)."""
@@ -75,12 +93,16 @@ class Handler:
         strict: bool = False,
         verifier: Verifier | None = None,
         redact: Redactor | None = None,
+        changes: Changes | None = None,
+        crash: CrashPoints | None = None,
     ) -> None:
         self._ankaios = ankaios
         self._redact = redact or Redactor(())
         self._policy = policy
         self._strict = strict
         self._verifier = verifier
+        self._changes = changes
+        self._crash = crash or CrashPoints()
 
     def handle(self, request: Request) -> tuple[str, ErrorCode | None]:
         """The reply text and, for a failure, its error code."""
@@ -147,20 +169,42 @@ class Handler:
         return self._verifier.admit(request.operation, request.payload, request.user_properties)
 
     def _execute(self, request: Request, payload: bytes) -> dict[str, Any]:
+        if request.operation in (Operation.ROLLBACK, Operation.HISTORY):
+            return self._journaled(request, payload)
         manifest = parse_manifest(payload)
         planned = request.operation.planned
         if planned is not None:
             reply = self._plan(manifest, deleting=planned is Operation.DELETE)
         else:
             self._check_manifest(manifest, deleting=request.operation is Operation.DELETE)
+            if self._changes is not None:
+                return self._journaled_change(request, manifest, payload)
+            self._crash.reach("before-ankaios")
             if request.operation is Operation.APPLY:
                 reply = self._ankaios.apply(manifest)
             else:
                 reply = self._ankaios.delete(manifest)
+            self._crash.reach("after-ankaios")
         # Only when there are any, so that replies without warnings stay as they were.
         if manifest.warnings:
             reply["warnings"] = list(manifest.warnings)
         return reply
+
+    def _journaled_change(
+        self, request: Request, manifest: Manifest, payload: bytes
+    ) -> dict[str, Any]:
+        assert self._changes is not None
+        applying = request.operation is Operation.APPLY
+        outcome = self._changes.carry_out(
+            key=request.journal_key,
+            request_id=request.request_id or "-",
+            operation="apply" if applying else "delete",
+            manifest=payload.decode(),
+            state=manifest.apply_state() if applying else Manifest.delete_state(),
+            masks=manifest.masks,
+            extra={"warnings": list(manifest.warnings)} if manifest.warnings else None,
+        )
+        return self._answered(request, outcome)
 
     def _check_manifest(self, manifest: Manifest, *, deleting: bool) -> None:
         """What refuses a manifest before it reaches Ankaios: STRICT, then the policy."""
@@ -188,6 +232,49 @@ class Handler:
             ) from None
         reply["policy"] = verdict
         return reply
+
+    def _journaled(self, request: Request, payload: bytes) -> dict[str, Any]:
+        if self._changes is None:
+            raise RequestError(
+                ErrorCode.NO_JOURNAL,
+                f"{request.operation.value} needs the journal, and this connector keeps none "
+                "(STATE_DIR is not set)",
+            )
+        journal = self._changes.journal
+        if request.operation is Operation.HISTORY:
+            return history(journal, payload)
+        undo = rollback.plan(journal, payload)
+        outcome = self._changes.carry_out(
+            key=request.journal_key,
+            request_id=request.request_id or "-",
+            operation="rollback",
+            manifest=undo.description,
+            state=undo.state,
+            masks=undo.masks,
+            rollback_of=undo.target.seq,
+            extra=undo.reply_extra,
+        )
+        return self._answered(request, outcome)
+
+    @staticmethod
+    def _answered(request: Request, outcome: Outcome) -> dict[str, Any]:
+        request.journal_entry = outcome.entry
+        request.already_replied = outcome.replied
+        if outcome.code is not None:
+            raise _Answered(outcome.reply, outcome.code)
+        reply: dict[str, Any] = json.loads(outcome.reply)
+        return reply
+
+
+class _Answered(RequestError):
+    """A failure whose reply text the journal already holds."""
+
+    def __init__(self, reply: str, code: ErrorCode) -> None:
+        super().__init__(code, reply)
+        self._reply = reply
+
+    def to_json(self) -> str:
+        return self._reply
 
 
 def parse_field_masks(payload: bytes) -> list[str]:

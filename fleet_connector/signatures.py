@@ -78,7 +78,7 @@ FIELDS = {
 }
 ALL_CARS = "*"
 # Requests that change the car; only these must be signed under REQUIRE_SIGNED.
-CHANGING = frozenset({Operation.APPLY, Operation.DELETE})
+CHANGING = frozenset({Operation.APPLY, Operation.DELETE, Operation.ROLLBACK})
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _VIN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")

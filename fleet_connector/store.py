@@ -25,9 +25,9 @@ DATABASE = "connector.sqlite3"
 class Store:
     """One SQLite database in the state directory; safe to use from several threads."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, name: str = DATABASE) -> None:
         self.directory = directory
-        self.path = directory / DATABASE
+        self.path = directory / name
         self.set_aside: Path | None = None
         """Where an unreadable database found at start was moved, if one was."""
         directory.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,7 @@ class Store:
         return db
 
     def _set_aside(self, error: Exception) -> Path:
-        target = self.path.with_name(f"{DATABASE}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
         for suffix in ("", "-wal", "-shm"):
             source = Path(f"{self.path}{suffix}")
             if source.exists():

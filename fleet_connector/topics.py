@@ -7,9 +7,12 @@ Layout, with ``<base>`` = ``vehicle/<VIN>``::
     <base>/manifest/plan/req[/<request-id>]    ->  <base>/manifest/plan/resp[/<request-id>]
     <base>/manifest/plan-delete/req[/<id>]     ->  <base>/manifest/plan-delete/resp[/<id>]
     <base>/state/req[/<request-id>]            ->  <base>/state/resp[/<request-id>]
+    <base>/manifest/rollback/req[/<request-id>] ->  <base>/manifest/rollback/resp[/<request-id>]
+    <base>/history/req[/<request-id>]          ->  <base>/history/resp[/<request-id>]
     <base>/status                                  retained presence of the connector
     <base>/workloads/<workload name>               retained live state of a workload
     <base>/agents/<agent name>                     retained live state of an agent
+    <base>/drift                                   retained report of state Ankaios lost
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Operation(enum.StrEnum):
     STATE = "state"
     LOGS = "logs"
     """Workloads' log lines, streamed in batches (fleet_connector/logs.py)."""
+    ROLLBACK = "manifest/rollback"
+    HISTORY = "history"
 
     @property
     def planned(self) -> Operation | None:
@@ -107,6 +112,10 @@ class Topics:
                 if name and not FORBIDDEN_TOPIC_CHARS.intersection(name):
                     return kind, name
         return None
+
+    @property
+    def drift(self) -> str:
+        return f"{self.base}/drift"
 
     def request(self, operation: Operation, request_id: str | None = None) -> str:
         topic = f"{self.base}/{operation.value}/req"

@@ -50,6 +50,7 @@ from fleetctl import (
 from fleetctl.client import Engine
 from fleetctl.connection import BrokerError, Connection
 from fleetctl.progress import Progress
+from fleetctl.rollouts import commands as rollouts
 
 OK, FAILED, USAGE = 0, 1, 2
 # Commands that never connect to a broker.
@@ -393,6 +394,26 @@ def build_parser() -> argparse.ArgumentParser:
         "agents, recent apply/delete outcomes and log tails, updated live. Read-only.",
     )
     dashboard.add_arguments(board, _checked(dashboard.port, "a port from 0 to 65535"))
+
+    rollouts.add_parser(commands, broker, _Parser)
+    rollback = commands.add_parser(
+        "rollback",
+        parents=common,
+        help="undo the last change on cars (needs the connectors' STATE_DIR)",
+        description="Undo the newest change of every car named, from its connector's journal; "
+        "with --entry or --request-id, that journal entry.",
+    )
+    target = rollback.add_mutually_exclusive_group()
+    target.add_argument("--entry", type=count, metavar="N", help="the journal entry to undo")
+    target.add_argument("--request-id", metavar="ID", help="the request to undo, by its id")
+    history = commands.add_parser(
+        "history",
+        parents=common,
+        help="read cars' journals of changes, newest first",
+        description="Read the journal of changes of every car named (needs the connectors' "
+        "STATE_DIR).",
+    )
+    history.add_argument("--limit", type=count, metavar="N", help="the newest N entries only")
     return parser
 
 
@@ -437,10 +458,14 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invoc
         getattr(args, "vin", []), getattr(args, "vins", []), getattr(args, "vins_file", [])
     )
     payload = b""
-    if args.command in ("apply", "delete", "plan", "state") and not vins:
+    if args.command in ("apply", "delete", "plan", "state", "rollback", "history") and not vins:
         raise ConfigError("name the cars with --vin, --vins or --vins-file")
-    if args.command in ("apply", "delete", "plan"):
+    if args.command == "rollout":
+        rollouts.check(args)
+    elif args.command in ("apply", "delete", "plan"):
         payload = load_manifest(Path(args.file))
+    elif args.command in ("rollback", "history"):
+        payload = _journal_selector(args)
     elif args.command == "sign":
         payload = _sign_payload(Path(args.file), args.operation)
     elif args.command == "logs" and len(vins) != 1:
@@ -459,6 +484,14 @@ def _sign_payload(path: Path, operation: str) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _journal_selector(args: argparse.Namespace) -> bytes:
+    selector: dict[str, Any] = {}
+    for key in ("entry", "request_id", "limit"):
+        if getattr(args, key, None) is not None:
+            selector[key] = getattr(args, key)
+    return json.dumps(selector).encode()
 
 
 def _json_list(items: Sequence[str]) -> bytes:
@@ -499,6 +532,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_get(invocation)
         if invocation.args.command == "logs":
             return run_logs(invocation)
+        if invocation.args.command == "rollout":
+            return rollouts.run(invocation.args, invocation.settings, CONNECT_TIMEOUT)
         if invocation.args.command == "dashboard":
             args = invocation.args
             return dashboard.run(
@@ -538,6 +573,8 @@ def _operation(args: argparse.Namespace) -> Operation:
         "apply": Operation.APPLY,
         "delete": Operation.DELETE,
         "state": Operation.STATE,
+        "rollback": Operation.ROLLBACK,
+        "history": Operation.HISTORY,
     }[args.command]
 
 
@@ -577,10 +614,18 @@ def run_requests(invocation: Invocation) -> int:
     result.extra = {
         "run_id": engine.run_id,
         "mqtt_protocol": engine.connection.protocol,
-        **({"file": args.file} if operation is not Operation.STATE else {"masks": args.masks}),
+        **_described(args),
     }
     print(output.render_run(result, args.output), flush=True)
     return OK if result.ok else FAILED
+
+
+def _described(args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "state":
+        return {"masks": args.masks}
+    if getattr(args, "file", None) is not None:
+        return {"file": args.file}
+    return {}
 
 
 def run_status(invocation: Invocation) -> int:

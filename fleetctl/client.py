@@ -224,13 +224,21 @@ class Engine:
         return refused
 
     def send(
-        self, vin: str, operation: Operation, payload: bytes | str, *, follow: str | None = None
+        self,
+        vin: str,
+        operation: Operation,
+        payload: bytes | str,
+        request_id: str | None = None,
+        *,
+        follow: str | None = None,
     ) -> Pending:
-        """``follow`` (``follow;settle=S;deadline=D``) asks for the outcome too (its topic
-        level works on MQTT 3.1.1 as well); it arrives in ``pending.outcome``."""
+        """``request_id`` is chosen here unless given (a rollout's ids are stable, so a
+        request sent again after a crash is the same request). ``follow``
+        (``follow;settle=S;deadline=D``) asks for the outcome too (its topic level works on
+        MQTT 3.1.1 as well); it arrives in ``pending.outcome``."""
         with self._lock:
             self._counter += 1
-            request_id = f"{self.run_id}-{self._counter}"
+            request_id = request_id or f"{self.run_id}-{self._counter}"
         topics = Topics(vin)
         reply_topic = topics.response(operation, request_id)
         pending = Pending(vin, operation, request_id, reply_topic)

@@ -111,7 +111,27 @@ def _details(command: str, car: CarResult) -> list[str]:
         return lines
     if command == "state":
         return _state_details(car.reply)
+    if command == "history":
+        return _history_details(car.reply)
     return [_update_detail(car)]
+
+
+def _history_details(reply: Any) -> list[str]:
+    entries = reply.get("entries") if isinstance(reply, dict) else None
+    if not isinstance(entries, list) or not entries:
+        return ["no changes journaled"]
+    lines = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        names = [*entry.get("workloads", []), *entry.get("configs", [])]
+        undone = entry.get("rolled_back_by")
+        lines.append(
+            f"#{entry.get('entry')} {entry.get('received_at', '')} {entry.get('operation')} "
+            f"{entry.get('outcome')} id={entry.get('request_id')} {', '.join(names) or '-'}"
+            + (f" (rolled back by #{undone})" if undone else "")
+        )
+    return lines
 
 
 def _update_detail(car: CarResult) -> str:

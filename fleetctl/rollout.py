@@ -92,16 +92,16 @@ def _run_wave(engine: Engine, wave: list[str], plan: Plan, progress: Progress) -
             engine.send(vin, plan.operation, plan.payload_for(vin), follow=follow) for vin in wave
         ]
     engine.wait(pendings, plan.timeout, on_reply=replied)
-    cars = [_result(engine, pending, plan.timeout) for pending in pendings]
+    cars = [result_of(engine, pending, plan.timeout) for pending in pendings]
     for car in cars:
         if car.status is Status.TIMEOUT:
             progress.advance(False)
     if plan.wait_running:
-        _wait(engine, cars, pendings, plan, progress)
+        wait_until_running(engine, cars, pendings, plan, progress)
     return cars
 
 
-def _result(engine: Engine, pending: Pending, timeout: float) -> CarResult:
+def result_of(engine: Engine, pending: Pending, timeout: float) -> CarResult:
     reply = pending.reply
     seconds = None if pending.answered_at is None else pending.answered_at - pending.sent_at
     if reply is None:
@@ -144,7 +144,7 @@ def _no_reply(engine: Engine, vin: str, timeout: float) -> str:
     return f"{message}; {presence.describe()}; it may still carry out the request"
 
 
-def _wait(
+def wait_until_running(
     engine: Engine,
     cars: list[CarResult],
     pendings: list[Pending],

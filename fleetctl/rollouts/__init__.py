@@ -1,0 +1,1 @@
+"""Rollouts as data: a YAML file describes them, a SQLite database records every car."""

@@ -1,0 +1,205 @@
+"""The journal in STATE_DIR: history, rollback, bounds; without STATE_DIR a clear error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testkit import MANIFESTS, Requester
+
+from ankaios_emulator import Emulator
+from fleet_connector import Connector
+from fleet_connector.store import DATABASE
+from fleet_connector.topics import Operation
+
+SENDER = "vehicle-data-sender"
+CONFIG = "vehicle-data-sender-config"
+SENDER_MANIFEST = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
+CONFIG_MANIFEST = (MANIFESTS / "config.yaml").read_bytes()
+
+
+@pytest.fixture
+def journaled(
+    emulator: Emulator, start_connector: Callable[..., Connector], tmp_path: Path
+) -> Connector:
+    return start_connector(emulator.control_interface, state_dir=tmp_path / "state")
+
+
+def history(requester: Requester, payload: str = "") -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = requester.call(Operation.HISTORY, payload, "h")["entries"]
+    return entries
+
+
+def ids(instances: list[dict[str, str]]) -> list[str]:
+    return [i["workload_id"] for i in instances]
+
+
+def sender_in_ankaios(emulator: Emulator) -> dict[str, Any] | None:
+    workloads = emulator.complete_state(["desiredState.workloads"])["desiredState"]
+    found: dict[str, Any] | None = workloads.get("workloads", {}).get(SENDER)
+    return found
+
+
+def test_history_lists_changes_newest_first_with_request_ids(
+    journaled: Connector, requester: Requester
+) -> None:
+    requester.call(Operation.APPLY, SENDER_MANIFEST, "first")
+    requester.call(Operation.APPLY, CONFIG_MANIFEST, "second")
+    requester.call(Operation.DELETE, SENDER_MANIFEST, "third")
+    entries = history(requester)
+    assert [e["request_id"] for e in entries] == ["third", "second", "first"]
+    assert [e["operation"] for e in entries] == ["delete", "apply", "apply"]
+    assert all(e["outcome"] == "OK" for e in entries)
+    assert entries[2]["workloads"] == [SENDER]
+    assert entries[2]["replaced"] == {"workloads": [], "configs": []}
+    assert entries[1]["replaced"] == {"workloads": [], "configs": [CONFIG]}
+    # Reads are not changes: they leave no entry.
+    requester.call(Operation.STATE, '["workloadStates"]', "read")
+    assert len(history(requester, "{}")) == 3
+    assert [e["request_id"] for e in history(requester, '{"limit": 1}')] == ["third"]
+
+
+def test_one_entry_whole_has_manifest_snapshot_and_reply(
+    journaled: Connector, requester: Requester
+) -> None:
+    requester.call(Operation.APPLY, SENDER_MANIFEST, "first")
+    reply = requester.call(Operation.APPLY, CONFIG_MANIFEST, "second")
+    newest = history(requester)[0]["entry"]
+    [entry] = history(requester, json.dumps({"entry": newest}))
+    assert entry["manifest"] == CONFIG_MANIFEST.decode()
+    assert entry["reply"] == reply
+    env = entry["snapshot"]["configs"]["configs"][CONFIG]["object"]["fields"]["env"]
+    interval = env["array"]["values"][3]["object"]["fields"]
+    assert interval["value"] == {"String": "1"}  # the value before the change
+    error = requester.call(Operation.HISTORY, '{"entry": 999}', "x")["error"]
+    assert error["code"] == "INVALID_REQUEST"
+    assert "no entry 999" in error["message"]
+
+
+def test_rollback_of_a_reconfiguration_brings_back_the_old_instance(
+    journaled: Connector, emulator: Emulator, requester: Requester
+) -> None:
+    [first] = requester.apply(SENDER_MANIFEST)["added_workloads"]
+    reconfigured = requester.apply(CONFIG_MANIFEST)
+    assert ids(reconfigured["deleted_workloads"]) == [first["workload_id"]]
+    rolled = requester.call(Operation.ROLLBACK, "", "undo-1")
+    assert ids(rolled["added_workloads"]) == [first["workload_id"]]
+    assert ids(rolled["deleted_workloads"]) == ids(reconfigured["added_workloads"])
+    assert rolled["rolled_back"]["request_id"] != "undo-1"
+    config = emulator.complete_state([f"desiredState.configs.{CONFIG}"])
+    env = config["desiredState"]["configs"][CONFIG]["env"]
+    assert {"key": "INTERVAL", "value": "1"} in env
+    [entry, undone, _] = history(requester)
+    assert entry["operation"] == "rollback"
+    assert entry["rollback_of"] == undone["entry"]
+    assert undone["rolled_back_by"] == entry["entry"]
+
+
+def test_repeated_rollbacks_walk_back_to_before_the_first_apply(
+    journaled: Connector, emulator: Emulator, requester: Requester
+) -> None:
+    requester.apply(SENDER_MANIFEST)
+    requester.delete(SENDER_MANIFEST)
+    assert sender_in_ankaios(emulator) is None
+    back = requester.call(Operation.ROLLBACK, "{}", "undo-delete")
+    assert [w["workload_name"] for w in back["added_workloads"]] == [SENDER]
+    assert sender_in_ankaios(emulator) is not None
+    gone = requester.call(Operation.ROLLBACK, "{}", "undo-apply")
+    assert [w["workload_name"] for w in gone["deleted_workloads"]] == [SENDER]
+    assert sender_in_ankaios(emulator) is None
+    assert CONFIG not in emulator.complete_state(["desiredState.configs"])["desiredState"].get(
+        "configs", {}
+    )
+    error = requester.call(Operation.ROLLBACK, "{}", "undo-more")["error"]
+    assert error == {
+        "code": "INVALID_REQUEST",
+        "message": "the journal holds no change to roll back",
+    }
+
+
+def test_rollback_of_a_named_entry_and_bad_selectors(
+    journaled: Connector, emulator: Emulator, requester: Requester
+) -> None:
+    requester.call(Operation.APPLY, SENDER_MANIFEST, "install")
+    requester.call(Operation.APPLY, "apiVersion: v1\nworkloads: {}\n", "refused")
+    by_id = requester.call(Operation.ROLLBACK, '{"request_id": "install"}', "r1")
+    assert by_id["rolled_back"]["request_id"] == "install"
+    assert sender_in_ankaios(emulator) is None
+    again = requester.call(Operation.ROLLBACK, '{"request_id": "install"}', "r2")["error"]
+    assert "already rolled back" in again["message"]
+    for payload, words in [
+        ("[1]", "a rollback request is"),
+        ('{"entry": "x"}', "entry must be"),
+        ('{"entry": 1, "request_id": "a"}', "not both"),
+        ('{"entry": 4242}', "no entry 4242"),
+        ('{"request_id": "nope"}', "no entry for request id"),
+    ]:
+        error = requester.call(Operation.ROLLBACK, payload, "bad")["error"]
+        assert error["code"] == "INVALID_REQUEST"
+        assert words in error["message"]
+
+
+def test_without_state_dir_rollback_and_history_say_so(
+    connector: Connector, requester: Requester
+) -> None:
+    assert requester.apply(SENDER_MANIFEST)["added_workloads"]
+    for operation in (Operation.ROLLBACK, Operation.HISTORY):
+        error = requester.call(operation, "{}", "no-journal")["error"]
+        assert error["code"] == "NO_JOURNAL"
+        assert "STATE_DIR is not set" in error["message"]
+
+
+def test_the_journal_is_bounded_by_entries(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    tmp_path: Path,
+) -> None:
+    start_connector(emulator.control_interface, state_dir=tmp_path, journal_entries=3)
+    for n in range(5):
+        requester.call(Operation.APPLY, SENDER_MANIFEST if n % 2 else CONFIG_MANIFEST, f"r{n}")
+    assert [e["request_id"] for e in history(requester)] == ["r4", "r3", "r2"]
+
+
+def test_the_journal_is_bounded_by_bytes(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    tmp_path: Path,
+) -> None:
+    start_connector(emulator.control_interface, state_dir=tmp_path, journal_bytes=3000)
+    for n in range(6):
+        requester.call(Operation.APPLY, SENDER_MANIFEST if n % 2 else CONFIG_MANIFEST, f"r{n}")
+    kept = [e["request_id"] for e in history(requester)]
+    assert kept[0] == "r5"
+    assert 1 <= len(kept) < 6
+
+
+def test_a_corrupt_journal_is_set_aside_and_the_connector_serves(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / DATABASE).write_bytes(b"not a database at all" * 200)
+    connector = start_connector(emulator.control_interface, state_dir=tmp_path)
+    assert connector.store is not None and connector.store.set_aside is not None
+    assert requester.call(Operation.APPLY, SENDER_MANIFEST, "after")["added_workloads"]
+    assert [e["request_id"] for e in history(requester)] == ["after"]
+
+
+def test_the_journal_survives_a_restart(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    tmp_path: Path,
+) -> None:
+    first = start_connector(emulator.control_interface, state_dir=tmp_path)
+    requester.call(Operation.APPLY, SENDER_MANIFEST, "before-restart")
+    first.stop()
+    start_connector(emulator.control_interface, state_dir=tmp_path)
+    assert [e["request_id"] for e in history(requester)] == ["before-restart"]
+    assert requester.call(Operation.ROLLBACK, "", "undo")["deleted_workloads"]
