@@ -142,7 +142,7 @@ class Connector:
             request_timeout=config.request_timeout,
             agent_interval=config.agent_interval,
         )
-        self.outcomes = Outcomes(self.live, self.control_interface, self.mqtt.answer)
+        self.outcomes = Outcomes(self.live, self.control_interface, self._publish_outcome)
         self.logs = LogStreams(
             self.control_interface,
             self.topics,
@@ -372,6 +372,15 @@ class Connector:
             self.reconciler.check()
         except Exception:
             log.exception("drift check failed unexpectedly")
+
+    def _publish_outcome(self, request: Request, payload: str) -> Any:
+        """A followed outcome goes into the change's journal entry too, then out."""
+        if self.journal is not None and request.journal_entry is not None:
+            try:
+                self.journal.record_followed(request.journal_entry, json.loads(payload)["outcome"])
+            except Exception:
+                log.exception("outcome of request id=%s not journaled", request.request_id)
+        return self.mqtt.answer(request, payload)
 
     def _publish_drift(self, report: dict[str, Any]) -> None:
         self.mqtt.publish(self.topics.drift, json.dumps(report), retain=True)

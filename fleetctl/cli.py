@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_arguments(board, _checked(dashboard.port, "a port from 0 to 65535"))
 
-    rollouts.add_parser(commands, broker, _Parser)
+    rollouts.add_parser(commands, broker)
     rollback = commands.add_parser(
         "rollback",
         parents=common,

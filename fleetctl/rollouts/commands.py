@@ -22,7 +22,7 @@ OK, FAILED, USAGE = 0, 1, 2
 ACTIONS = ("start", "status", "resume", "abort", "retry-failed", "list")
 
 
-def add_parser(commands: Any, broker: argparse.ArgumentParser, parser_class: type) -> None:
+def add_parser(commands: Any, broker: argparse.ArgumentParser) -> None:
     rollout = commands.add_parser(
         "rollout",
         parents=[broker],

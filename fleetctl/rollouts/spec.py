@@ -8,7 +8,7 @@
     canary: {count: 2}                   # or {percent: 1} or {vins: "CAR007,CAR042"}
     batchSize: 10%                       # or a count
     wait: running                        # a car is done when its workloads run
-    soakTime: 30                         # seconds every car of a wave must stay running
+    soakTime: 30                         # seconds what a car started must keep running
     progressDeadline: 120                # seconds a wave may take before its cars fail
     abort:
       minCars: 10                        # no threshold before this many cars finished
@@ -242,6 +242,11 @@ def load(path: Path) -> Spec:
                 factor=reader.number(ramp_spec.get("factor", 2), "rate.rampUp.factor", 1.0),
             )
         rate = Rate(reader.number(spec["perMinute"], "rate.perMinute", 0.001), ramp)
+    soak = reader.number(doc.get("soakTime", 0), "soakTime")
+    if soak and wait is None:
+        raise reader.fail(
+            "soakTime needs wait: running (it is how long what ran must keep running)"
+        )
     batch = reader.amount(doc["batchSize"], "batchSize") if "batchSize" in doc else None
     if batch is not None and batch.of(len(vins)) < 1:
         raise reader.fail("batchSize must be at least one car")
@@ -254,7 +259,7 @@ def load(path: Path) -> Spec:
         canary=canary,
         batch_size=batch,
         wait_running=wait == "running",
-        soak_time=reader.number(doc.get("soakTime", 0), "soakTime"),
+        soak_time=soak,
         progress_deadline=reader.number(doc.get("progressDeadline", 60), "progressDeadline", 0.1),
         min_cars=min_cars,
         thresholds=thresholds,

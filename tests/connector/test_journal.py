@@ -203,3 +203,18 @@ def test_the_journal_survives_a_restart(
     start_connector(emulator.control_interface, state_dir=tmp_path)
     assert [e["request_id"] for e in history(requester)] == ["before-restart"]
     assert requester.call(Operation.ROLLBACK, "", "undo")["deleted_workloads"]
+
+
+def test_a_followed_outcome_is_recorded_in_the_entry(
+    journaled: Connector, requester: Requester
+) -> None:
+    topics = requester.topics
+    requester.probe.publish(
+        topics.request(Operation.APPLY, "f1") + "/follow;settle=0.1;deadline=10", SENDER_MANIFEST
+    )
+    reply = json.loads(requester.probe.expect(topics.response(Operation.APPLY, "f1")).payload)
+    assert reply["added_workloads"]
+    outcome = json.loads(requester.probe.expect(topics.response(Operation.APPLY, "f1")).payload)
+    assert outcome["outcome"] == "running"
+    [entry] = history(requester)
+    assert (entry["request_id"], entry["followed"]) == ("f1", "running")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
 from fleet_connector.broker import BrokerSettings
 from fleetctl.cli import main
+from fleetctl.rollouts.spec import RampUp, Rate
 
 SENDER = MANIFESTS / "vehicle-data-sender.yaml"
 READ_ONLY = {"allowRules": [{"type": "StateRule", "operation": "Read", "filterMasks": ["*"]}]}
@@ -38,10 +41,16 @@ class Cars:
     emulators: dict[str, Emulator] = field(default_factory=dict)
     connectors: dict[str, Connector] = field(default_factory=dict)
 
-    def start(self, vin: str, *, read_only: bool = False, **config: Any) -> Connector:
+    def start(
+        self, vin: str, *, read_only: bool = False, failing: bool = False, **config: Any
+    ) -> Connector:
+        """A car; ``read_only``: applies are ACCESS_DENIED; ``failing``: workloads fail."""
         emulator = self.emulators.get(vin)
         if emulator is None:
             args: dict[str, Any] = {"access": READ_ONLY} if read_only else {}
+            if failing:
+                # Processes without an image map: every workload fails to start.
+                args["runtime"] = "process"
             emulator = Emulator(control_interface=self.directory / vin, **args).start()
             self.emulators[vin] = emulator
         connector = Connector(
@@ -338,6 +347,7 @@ def test_status_abort_and_list(
         ({"cars": "1-3", "speed": 3}, "unknown key 'speed'"),
         ({"manifest": "/no/such.yaml", "cars": "1"}, "cannot read manifest"),
         ({"batchSize": 1}, "cars is missing"),
+        ({"cars": "1", "soakTime": 5}, "soakTime needs wait: running"),
     ],
 )
 def test_bad_rollout_files_are_usage_errors(
@@ -368,3 +378,78 @@ def test_rollback_and_history_commands(cars: Cars, fleetctl: Any, tmp_path: Path
     nothing = fleetctl("rollback", "--vin", vin, "-o", "json")
     assert nothing.code == 1
     assert nothing.json()["cars"][0]["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_a_terminal_gets_a_live_table_of_the_waves(
+    cars: Cars, broker: Broker, rollout_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    p = prefix()
+    fleet = [f"{p}1", f"{p}2", f"{p}3"]
+    for vin in fleet:
+        cars.start(vin)
+    spec = rollout_file(cars=fleet, canary={"count": 1}, batchSize=1, progressDeadline=10)
+    db = tmp_path / "tty.sqlite3"
+    leader, follower = pty.openpty()
+    screen: list[bytes] = []
+
+    def drain() -> None:
+        # Read as it comes: a full terminal buffer would block the writer.
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO once the writer side is closed
+                return
+            if not chunk:
+                return
+            screen.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fleetctl", "rollout", "start", str(spec), "--db", str(db)],
+            env={**os.environ, **broker.env(), "COLUMNS": "100", "TERM": "xterm"},
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+        )
+        out, _ = process.communicate(timeout=60)
+    finally:
+        os.close(follower)
+        reader.join(10)
+        os.close(leader)
+    text = b"".join(screen).decode("utf-8", "replace")
+    assert process.returncode == 0
+    for word in ("wave", "done", "running", "failed", "pending", "canary"):
+        assert word in text
+    # stdout stays the plain final table.
+    assert "\x1b[" not in out
+    assert out.splitlines()[0].split() == ["VIN", "WAVE", "STATE", "DETAIL"]
+    assert "3 car(s): 3 ok" in out
+
+
+def test_rate_with_exponential_ramp_up() -> None:
+    rate = Rate(per_minute=30, ramp_up=RampUp(start=5, factor=2))
+    # One car at once, then 5 in the first minute, 10 in the second, 20, then 30 a minute.
+    assert rate.allowed(0) == 1
+    assert rate.allowed(60) == pytest.approx(1 + 5)
+    assert rate.allowed(120) == pytest.approx(1 + 5 + 10)
+    assert rate.allowed(240) == pytest.approx(1 + 5 + 10 + 20 + 30)
+    assert Rate(per_minute=120).allowed(30) == pytest.approx(1 + 60)
+
+
+def test_wait_running_with_soak_time_counts_workloads_that_fail_as_failed(
+    cars: Cars, fleetctl: Any, rollout_file: Callable[..., Path]
+) -> None:
+    p = prefix()
+    good, bad = f"{p}RUNS", f"{p}FAILS"
+    cars.start(good)
+    cars.start(bad, failing=True)
+    spec = rollout_file(cars=[good, bad], wait="running", soakTime=0.3, progressDeadline=20)
+    run = fleetctl("rollout", "start", str(spec), "-o", "json")
+    assert run.code == 1
+    status = run.json()
+    assert status["status"] == "done-with-failures"
+    [ran, failed] = status["cars"]
+    assert ran["state"] == "ok"
+    assert (failed["state"], failed["error"]["kind"]) == ("failed", "failed")
