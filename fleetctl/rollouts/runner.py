@@ -225,6 +225,8 @@ class Runner:
         return None
 
     def _finish(self) -> Outcome:
+        if self._aborted():
+            return Outcome(ABORTED, self._reason())
         states = [car.state for car in self._records.cars(self._id)]
         if any(state in (PENDING, *UNFINISHED) for state in states):
             offline = states.count(OFFLINE)

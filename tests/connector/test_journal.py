@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from testkit import MANIFESTS, Requester
 
 from ankaios_emulator import Emulator
@@ -218,3 +219,20 @@ def test_a_followed_outcome_is_recorded_in_the_entry(
     assert outcome["outcome"] == "running"
     [entry] = history(requester)
     assert (entry["request_id"], entry["followed"]) == ("f1", "running")
+
+
+@pytest.mark.parametrize("startup", ["state-least-privilege.yaml", "v1/state-least-privilege.yaml"])
+def test_the_least_privilege_startup_states_allow_the_journal_its_reads(
+    tmp_path: Path, start_connector: Callable[..., Connector], requester: Requester, startup: str
+) -> None:
+    # The snapshot reads desiredState.workloads.<name>, desiredState.configs.<name> and
+    # workloadStates.*.<name> before each change; rollback writes the same masks back.
+    state = yaml.safe_load((MANIFESTS / startup).read_text())
+    access = state["workloads"]["fleetconnector"]["controlInterfaceAccess"]
+    with Emulator(control_interface=tmp_path / "ci", access=access) as emu:
+        start_connector(emu.control_interface, state_dir=tmp_path / "state")
+        [first] = requester.apply(SENDER_MANIFEST)["added_workloads"]
+        assert requester.apply(CONFIG_MANIFEST)["added_workloads"]
+        rolled = requester.call(Operation.ROLLBACK, "", "undo")
+        assert [w["workload_id"] for w in rolled["added_workloads"]] == [first["workload_id"]]
+        assert [e["outcome"] for e in history(requester)] == ["OK", "OK", "OK"]

@@ -453,3 +453,40 @@ def test_wait_running_with_soak_time_counts_workloads_that_fail_as_failed(
     [ran, failed] = status["cars"]
     assert ran["state"] == "ok"
     assert (failed["state"], failed["error"]["kind"]) == ("failed", "failed")
+
+
+def test_abort_stops_a_rollout_running_in_another_process(
+    cars: Cars, broker: Broker, fleetctl: Any, rollout_file: Callable[..., Path]
+) -> None:
+    p = prefix()
+    fleet = [f"{p}{n}" for n in range(1, 7)]
+    for vin in fleet:
+        cars.start(vin)
+    counter = RequestCounter(broker)
+    spec = rollout_file(cars=fleet, batchSize=1, rate={"perMinute": 60}, progressDeadline=10)
+    command = ["rollout", "start", str(spec), "-o", "json", "--db", str(fleetctl.db)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleetctl", *command],
+        env={**os.environ, **broker.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        started = process.stderr.readline()
+        rid = started.split()[2]
+        assert started == f"fleetctl: rollout {rid} started\n"
+        counter.probe.expect(timeout=30)  # the first car is under way
+        aborted = fleetctl("rollout", "abort", rid, "-o", "json")
+        assert aborted.code == 0
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    final = json.loads(out)
+    assert (final["status"], final["reason"]) == ("aborted", "aborted by the operator")
+    assert final["totals"]["pending"] >= 3
+    sent = 1 + sum(counter.counts().values())
+    assert sent == final["totals"]["cars"] - final["totals"]["pending"]
