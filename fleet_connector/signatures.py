@@ -77,8 +77,11 @@ FIELDS = {
     "signature": "sig",
 }
 ALL_CARS = "*"
-# Requests that change the car; only these must be signed under REQUIRE_SIGNED.
-CHANGING = frozenset({Operation.APPLY, Operation.DELETE, Operation.ROLLBACK})
+# Requests that change nothing may stay unsigned under REQUIRE_SIGNED; every other
+# operation, also one added later, must be signed.
+READ_ONLY = frozenset(
+    {Operation.PLAN, Operation.PLAN_DELETE, Operation.STATE, Operation.LOGS, Operation.HISTORY}
+)
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _VIN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -345,9 +348,10 @@ class Verifier:
         if from_properties is not None and enveloped:
             raise _refused("a request is signed either by user properties or by an envelope")
         if from_properties is None and not enveloped:
-            if self._require and operation in CHANGING:
+            if self._require and operation not in READ_ONLY:
                 raise _refused(
-                    "this car carries out only signed apply and delete requests (REQUIRE_SIGNED)"
+                    f"this car carries out {operation.value} requests only when they are signed "
+                    "(REQUIRE_SIGNED)"
                 )
             return payload
         fields, inner = (from_properties, payload) if from_properties else parse_envelope(payload)

@@ -81,10 +81,15 @@ def check(document: Any) -> Findings:
         return Findings()
     errors: list[str] = []
     warnings: list[str] = []
-    for error in _validator(version).iter_errors(document):
-        warnings.extend(_unknown_keys(error))
-        if error.validator != "additionalProperties" or error.validator_value is not False:
-            errors.append(f"{_where(error.absolute_path)}: {_one_line(error.message)}")
+    try:
+        for error in _validator(version).iter_errors(document):
+            warnings.extend(_unknown_keys(error))
+            if error.validator != "additionalProperties" or error.validator_value is not False:
+                errors.append(f"{_where(error.absolute_path)}: {_one_line(error.message)}")
+    except RecursionError:
+        # Only a manifest the reader refused already gets here (it bounds the nesting of
+        # what it reads); the reader's message is the one to give.
+        return Findings()
     if version == "v0.1":
         errors = []
     return Findings(tuple(sorted(set(errors))), tuple(sorted(set(warnings))))

@@ -53,7 +53,12 @@ class Target:
         self.sent += 1
         reply = json.loads(self.requester.send(operation, payload, request_id).payload)
         assert set(reply) == {"error"}, (payload[:200], reply)
-        assert reply["error"]["code"] in ("INVALID_REQUEST", "POLICY_DENIED"), reply
+        # SIGNATURE_INVALID: a payload that starts like a signed envelope is one that fails.
+        assert reply["error"]["code"] in (
+            "INVALID_REQUEST",
+            "POLICY_DENIED",
+            "SIGNATURE_INVALID",
+        ), reply
         assert reply["error"]["message"]
         return reply
 

@@ -208,9 +208,9 @@ def test_a_plan_signature_is_no_apply_signature_and_plans_stay_open(
     assert "desired_state" in requester.state(["desiredState.workloads"])
     # ... apply and delete are not.
     for operation in (Operation.APPLY, Operation.DELETE):
-        message = refusal(requester.call(operation, TUTORIAL))
-        assert message == (
-            "this car carries out only signed apply and delete requests (REQUIRE_SIGNED)"
+        assert refusal(requester.call(operation, TUTORIAL)) == (
+            f"this car carries out {operation.value} requests only when they are signed "
+            "(REQUIRE_SIGNED)"
         )
     # A signed plan is checked like any signature, and cannot be replayed as an apply.
     plan = signer.envelope(key, operation=Operation.PLAN, counter=1)
