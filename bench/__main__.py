@@ -190,6 +190,16 @@ def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                 _met(ours["start_to_first_answer_s"] <= 0.2),
             )
         )
+        for step in fp.get("imports", [])[1:]:
+            out.append(
+                (
+                    f"  connector imports: + {step['step']}",
+                    f"+{step['adds_mib']:.1f} MiB, {step['seconds'] * 1000:.0f} ms "
+                    f"(RSS {step['rss_mib']:.1f} MiB)",
+                    "-",
+                    "",
+                )
+            )
         sender = fp["sender"]
         out.append(
             (

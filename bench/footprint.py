@@ -11,12 +11,15 @@ Each is started ``runs`` times; the medians are reported.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 from bench.client import Client
 from bench.common import (
+    REPO,
     Mosquitto,
     cpu_seconds,
     median,
@@ -109,6 +112,58 @@ def sender_start(workdir: Path, broker: Mosquitto, client: Client) -> dict[str, 
         proc.stop()
 
 
+# What a connector process loads, step by step: the baseline's two libraries first, then
+# the heavy dependencies the connector adds, then the rest of it.
+IMPORT_STEPS = [
+    "paho.mqtt.client,ankaios_sdk",
+    "jsonschema",
+    "ankaios_emulator.state",
+    "fleet_connector.__main__",
+]
+_IMPORT_PROBE = """
+import importlib, json, sys, time
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+out = [('python', rss(), 0.0)]
+for step in sys.argv[1:]:
+    started = time.perf_counter()
+    for module in step.split(','):
+        importlib.import_module(module)
+    out.append((step, rss(), time.perf_counter() - started))
+print(json.dumps(out))
+"""
+
+
+def import_costs() -> list[dict[str, object]]:
+    """RSS and import time each step adds (medians of 3 fresh interpreters)."""
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", _IMPORT_PROBE, *IMPORT_STEPS],
+                capture_output=True,
+                check=True,
+                cwd=REPO,
+            ).stdout
+        )
+        for _ in range(3)
+    ]
+    steps: list[dict[str, object]] = []
+    for i, (name, _, _) in enumerate(runs[0]):
+        rss = median([r[i][1] for r in runs])
+        before = median([r[i - 1][1] for r in runs]) if i else 0.0
+        steps.append(
+            {
+                "step": name,
+                "rss_mib": round(rss, 1),
+                "adds_mib": round(rss - before, 1),
+                "seconds": round(median([r[i][2] for r in runs]), 3),
+            }
+        )
+    return steps
+
+
 def run(workdir: Path, runs: int) -> dict[str, object]:
     broker = Mosquitto(workdir / "mosquitto").start()
     client = Client(broker.port)
@@ -131,6 +186,7 @@ def run(workdir: Path, runs: int) -> dict[str, object]:
             "sender": {
                 key: round(median([r[key] for r in sender_runs]), 3) for key in sender_runs[0]
             },
+            "imports": import_costs(),
         }
     finally:
         client.close()
