@@ -160,6 +160,44 @@ def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                 _met(raised["per_second"] >= 5000 and raised["answered"] == raised["requests"]),
             )
         )
+        out.append(
+            (
+                "  connector CPU per request; requests per CPU-second (one free core)",
+                f"{raised.get('connector_cpu_ms_per_request', 0):.3f} ms; "
+                f"{raised.get('per_connector_cpu_second', 0)}/s",
+                ">= 5000/s",
+                _met(raised.get("per_connector_cpu_second", 0) >= 5000),
+            )
+        )
+        for key, label in (
+            ("fast_responder", "the same with the fast Ankaios responder"),
+            ("single_loop_fast_responder", "the single-loop prototype, fast responder"),
+        ):
+            run = tp.get(key)
+            if run:
+                out.append(
+                    (
+                        f"  {label}",
+                        f"{run['per_second']:.0f} req/s, {run['answered']}/{run['requests']}; "
+                        f"{run.get('connector_cpu_ms_per_request', 0):.3f} ms CPU per request",
+                        "-",
+                        "",
+                    )
+                )
+        for key, label in (
+            ("emulator_ceiling", "emulator"),
+            ("responder_ceiling", "fast responder"),
+        ):
+            ceiling = tp.get(key)
+            if ceiling:
+                out.append(
+                    (
+                        f"  ceiling of the {label} alone (requests straight into its FIFO)",
+                        f"{ceiling['per_second']:.0f} req/s",
+                        "-",
+                        "",
+                    )
+                )
         window = tp["broker_window"]
         out.append(
             (
@@ -357,7 +395,7 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
     parser.add_argument("--samples", type=int, default=500, help="round trips per latency figure")
     parser.add_argument("--requests", type=int, default=10_000, help="pipelined requests")
-    parser.add_argument("--cars", type=int, default=100, help="cars in the fleet benchmarks")
+    parser.add_argument("--cars", type=int, default=1000, help="cars in the fleet benchmarks")
     parser.add_argument(
         "--hosts",
         type=int,

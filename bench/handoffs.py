@@ -79,7 +79,7 @@ def install(module: str) -> None:
         _patch(connector.Connector, "_enqueue", exit_="queued")
         _patch(handler.Handler, "handle_reads", entry="worker")
         _patch(handler.Handler, "handle", entry="worker")
-        _patch(control_interface.ControlInterface, "_write", exit_="written")
+        _patch(control_interface.ControlInterface, "_write_raw", exit_="written")
         _patch(control_interface.ControlInterface, "_dispatch", entry="answer_read")
         _patch(control_interface.ControlInterface, "_dispatch", exit_="dispatched")
         _patch(control_interface.ControlInterface, "requests", exit_="resumed")

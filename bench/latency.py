@@ -127,12 +127,20 @@ def ankaios_round_trips(workdir: Path, samples: int, warmup: int) -> tuple[Sampl
 
 
 def start_connector(
-    workdir: Path, port: int, vin: str, ci: Path, profile: str | None = None, **env: str
+    workdir: Path,
+    port: int,
+    vin: str,
+    ci: Path,
+    *,
+    profile: str | None = None,
+    module: str = "fleet_connector",
+    **env: str,
 ) -> Proc:
+    """The connector (or ``module``, e.g. the single-loop prototype) as a process of its own."""
     argv = (
-        python_module("bench.profiled", str(PROFILES / profile), "fleet_connector")
+        python_module("bench.profiled", str(PROFILES / profile), module)
         if profile
-        else python_module("fleet_connector")
+        else python_module(module)
     )
     return spawn(f"connector-{vin}", argv, workdir, connector_env(vin, port, ci, **env))
 

@@ -58,7 +58,10 @@ class SingleLoop:
         self.buffer = bytearray()
         ci = config.control_interface
         self.in_fd = os.open(ci / "input", os.O_RDONLY | os.O_NONBLOCK)
-        self.out_fd = os.open(ci / "output", os.O_WRONLY)
+        self.out_fd = os.open(ci / "output", os.O_WRONLY | os.O_NONBLOCK)
+        self.out_buffer = bytearray()
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.in_fd, selectors.EVENT_READ, "fifo")
         hello = _control_api.ToAnkaios(hello=_control_api.Hello(protocolVersion=ANKAIOS_VERSION))
         self._write_frame(hello.SerializeToString())
         self.client = config.broker.make_client(config.client_id, clean=False)
@@ -150,8 +153,22 @@ class SingleLoop:
     # -- Ankaios side ------------------------------------------------------------------
 
     def _write_frame(self, payload: bytes) -> None:
-        # Blocking write: a request frame is small and the agent reads all the time.
-        os.write(self.out_fd, encode_varint(len(payload)) + payload)
+        self.out_buffer += encode_varint(len(payload)) + payload
+        self._flush()
+
+    def _flush(self) -> None:
+        # Never block on the FIFO: Ankaios may be waiting for us to read its answers.
+        while self.out_buffer:
+            try:
+                written = os.write(self.out_fd, self.out_buffer)
+            except BlockingIOError:
+                break
+            del self.out_buffer[:written]
+        registered = "fifo_out" in (k.data for k in self.selector.get_map().values())
+        if self.out_buffer and not registered:
+            self.selector.register(self.out_fd, selectors.EVENT_WRITE, "fifo_out")
+        elif not self.out_buffer and registered:
+            self.selector.unregister(self.out_fd)
 
     def _fifo_readable(self) -> None:
         chunk = os.read(self.in_fd, 1 << 20)
@@ -184,8 +201,7 @@ class SingleLoop:
     def run(self) -> None:
         settings = self.config.broker
         self.client.connect(settings.host, settings.port, keepalive=settings.keepalive)
-        selector = selectors.DefaultSelector()
-        selector.register(self.in_fd, selectors.EVENT_READ, "fifo")
+        selector = self.selector
         sock = self.client.socket()
         assert sock is not None, "connect() opened the socket"
         selector.register(sock, selectors.EVENT_READ, "mqtt")
@@ -195,7 +211,9 @@ class SingleLoop:
                 self.client.loop_write()
             for key, _ in selector.select(timeout=1.0):
                 if key.data == "mqtt":
-                    self.client.loop_read()
+                    self.client.loop_read(max_packets=64)
+                elif key.data == "fifo_out":
+                    self._flush()
                 else:
                     self._fifo_readable()
                 if self.client.want_write():

@@ -93,6 +93,7 @@ def one_run(
     profile: str | None,
     *,
     fast: bool = False,
+    module: str = "fleet_connector",
 ) -> dict[str, object]:
     broker = Mosquitto(workdir / "mosquitto", max_inflight=broker_inflight).start()
     procs: list[Proc] = []
@@ -105,19 +106,29 @@ def one_run(
         client = Client(broker.port)
         client.subscribe(f"{topics.base}/+/resp/+")
         env = {"QUEUE_SIZE": str(queue_size)} if queue_size else {}
-        connector = start_connector(workdir, broker.port, vin, ci, profile=profile, **env)
+        connector = start_connector(
+            workdir, broker.port, vin, ci, profile=profile, module=module, **env
+        )
         procs.append(connector)
         wait_online(client, topics)
         cpu = {name: cpu_seconds(pid) for name, pid in _pids(broker, connector, emulator)}
         result = pipelined(client, topics, requests, timeout=max(60.0, requests / 100))
-        result["cpu_seconds"] = {
+        spent = {
             name: round(cpu_seconds(pid) - cpu[name], 2)
             for name, pid in _pids(broker, connector, emulator)
         }
+        result["cpu_seconds"] = spent
+        # Requests per CPU-second of the connector: what one idle core would sustain. On a
+        # shared machine the rate above is bounded by the CPU the connector gets.
+        answered = int(str(result["answered"]))
+        if spent["connector"] and answered:
+            result["connector_cpu_ms_per_request"] = round(spent["connector"] / answered * 1000, 3)
+            result["per_connector_cpu_second"] = round(answered / spent["connector"])
         result["connector_rss_mib_after"] = round(rss_mib(connector.pid), 1)
         result["queue_size"] = queue_size or 1000
         result["broker_max_inflight"] = broker_inflight
         result["ankaios"] = "fast responder" if fast else "emulator"
+        result["connector"] = module
         connector.stop(timeout=30)
         return result
     finally:
@@ -132,9 +143,11 @@ def run(workdir: Path, requests: int, profile: bool) -> dict[str, object]:
     raised = one_run(workdir / "raised", requests, max(2 * requests, 1000), 0, None)
     fast = one_run(workdir / "fast", requests, max(2 * requests, 1000), 0, None, fast=True)
     windowed = one_run(workdir / "windowed", min(requests, 2000), None, 20, None)
+    loop = one_run(workdir / "loop", requests, None, 0, None, fast=True, module="bench.single_loop")
     result: dict[str, object] = {
         "raised_queue": raised,
         "fast_responder": fast,
+        "single_loop_fast_responder": loop,
         "broker_window": windowed,
         "emulator_ceiling": ankaios_ceiling(workdir / "emulator-ceiling", requests, False),
         "responder_ceiling": ankaios_ceiling(workdir / "responder-ceiling", requests, True),

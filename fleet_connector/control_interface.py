@@ -72,6 +72,10 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _frame(payload: bytes) -> bytes:
+    return encode_varint(len(payload)) + payload
+
+
 def decode_frames(buffer: bytearray) -> list[bytes]:
     """Takes every complete frame off the front of ``buffer``; a partial frame stays."""
     frames: list[bytes] = []
@@ -202,7 +206,7 @@ class ControlInterface:
         Ankaios answers requests of one connection in order, so reads can be pipelined;
         each request still waits at most ``timeout`` from when it was sent.
         """
-        sent: list[tuple[str, _Pending, float] | Exception] = []
+        pendings: list[tuple[str, _Pending]] = []
         self._hello_if_idle(timeout)
         for request in requests:
             if not request.requestId:
@@ -210,19 +214,29 @@ class ControlInterface:
             pending = _Pending()
             with self._pending_lock:
                 self._pending[request.requestId] = pending
+            pendings.append((request.requestId, pending))
+        failure: Unavailable | None = None
+        if not self._connected.is_set():
+            failure = Unavailable(self._unavailable_reason())
+        else:
+            # One write for the whole batch: the agent is woken once, not once per request
+            # (a write that wakes another process costs more than the request's own work).
+            frames = b"".join(
+                _frame(_control_api.ToAnkaios(request=request).SerializeToString())
+                for request in requests
+            )
             try:
-                if not self._connected.is_set():
-                    raise Unavailable(self._unavailable_reason())
-                try:
-                    frame = _control_api.ToAnkaios(request=request).SerializeToString()
-                    self._write(frame, timeout)
-                except (OSError, _ConnectionLost) as e:
-                    raise Unavailable(f"could not write to the control interface: {e}") from None
-            except Unavailable as e:
-                self._forget(request.requestId)
-                sent.append(e)
-                continue
-            sent.append((request.requestId, pending, time.monotonic() + timeout))
+                self._write_raw(frames, timeout)
+            except (OSError, _ConnectionLost) as e:
+                failure = Unavailable(f"could not write to the control interface: {e}")
+        deadline = time.monotonic() + timeout
+        sent: list[tuple[str, _Pending, float] | Exception] = []
+        for request_id, pending in pendings:
+            if failure is not None:
+                self._forget(request_id)
+                sent.append(failure)
+            else:
+                sent.append((request_id, pending, deadline))
         results: list[Response | Exception] = []
         with self._collecting_cond:
             self._collecting += 1
@@ -522,7 +536,10 @@ class ControlInterface:
         pending.done.set()
 
     def _write(self, payload: bytes, timeout: float) -> None:
-        data = encode_varint(len(payload)) + payload
+        self._write_raw(_frame(payload), timeout)
+
+    def _write_raw(self, data: bytes, timeout: float) -> None:
+        """Writes whole frames, however long the pipe makes it wait (up to ``timeout``)."""
         deadline = time.monotonic() + timeout
         with self._write_lock:
             fd = self._out_fd
