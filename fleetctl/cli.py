@@ -234,8 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("file", metavar="FILE", help="the manifest (YAML), checked before sending")
     plan.add_argument("--delete", action="store_true", help="plan a delete instead of an apply")
-    plan.add_argument("--sign-key", metavar="KEY", help="sign each car's request with this key")
-    keys.add_validity(plan)
+    keys.add_signing(plan)
 
     checker = commands.add_parser(
         "validate",
@@ -406,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = rollback.add_mutually_exclusive_group()
     target.add_argument("--entry", type=count, metavar="N", help="the journal entry to undo")
     target.add_argument("--request-id", metavar="ID", help="the request to undo, by its id")
+    keys.add_signing(rollback)
     history = commands.add_parser(
         "history",
         parents=common,
@@ -423,8 +423,7 @@ def _add_plan_and_sign(parser: argparse.ArgumentParser, command: str) -> None:
         action="store_true",
         help=f"only show what the {command} would do in each car (as fleetctl plan)",
     )
-    parser.add_argument("--sign-key", metavar="KEY", help="sign each car's request with this key")
-    keys.add_validity(parser)
+    keys.add_signing(parser)
 
 
 def _version() -> str:

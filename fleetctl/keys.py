@@ -70,6 +70,12 @@ def add_sign_arguments(parser: argparse.ArgumentParser) -> None:
     add_validity(parser)
 
 
+def add_signing(parser: argparse.ArgumentParser) -> None:
+    """--sign-key and --sign-valid-for, for the commands that send requests."""
+    parser.add_argument("--sign-key", metavar="KEY", help="sign each car's request with this key")
+    add_validity(parser)
+
+
 def add_validity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sign-valid-for",

@@ -191,6 +191,14 @@ def test_apply_and_delete_signed_per_car(
     run = fleetctl("apply", str(sender_manifest), "--vins", vins, "--sign-key", key, env=env)
     assert run.code == 0, run.out + run.err
     assert all(SENDER in desired(emulator) for emulator in signed_cars.values())
+    # A rollback changes the car too: unsigned it is refused, signed it is carried out.
+    run = fleetctl("rollback", "--vins", vins, "-o", "json", env=env)
+    assert {c["error"]["code"] for c in json.loads(run.out)["cars"]} == {"SIGNATURE_INVALID"}
+    run = fleetctl("rollback", "--vins", vins, "--sign-key", key, env=env)
+    assert run.code == 0, run.out + run.err
+    assert not any(SENDER in desired(emulator) for emulator in signed_cars.values())
+    run = fleetctl("apply", str(sender_manifest), "--vins", vins, "--sign-key", key, env=env)
+    assert run.code == 0, run.out + run.err
     # A second run signs with a higher counter by itself.
     run = fleetctl("plan", str(sender_manifest), "--vins", vins, "--sign-key", key, env=env)
     assert run.code == 0, run.out
