@@ -42,6 +42,8 @@ from fleet_connector.workload_states import WorkloadStates
 log = logging.getLogger(__name__)
 
 MAX_WORKLOADS = 100
+# A stream that hears nothing from Ankaios for this many request timeouts is given up.
+IDLE_FACTOR = 2
 BATCH_LINES = 500
 _TICK = 0.1
 _FIELDS = frozenset({"workloads", "tail", "since", "until", "follow"})
@@ -139,6 +141,7 @@ class _Stream:
     accepted: int | None = None
     stopped: int = 0
     first: Response | None = None
+    last_activity: float = field(default_factory=time.monotonic)
     end: str | None = None
     message: str | None = None
 
@@ -170,6 +173,7 @@ class LogStreams:
         self._ack = ack
         self.limits = limits
         self._timeout = request_timeout
+        self._idle = IDLE_FACTOR * request_timeout
         self._lock = threading.Lock()
         self._streams: list[_Stream] = []
         self._inbox: queue.Queue[Request | tuple[str, str | None, bytes | None] | None] = (
@@ -227,6 +231,7 @@ class LogStreams:
         # On the control interface's reading thread: buffer, never wait.
         proto = proto_of(response)
         with self._lock:
+            stream.last_activity = time.monotonic()
             if stream.first is None:
                 stream.first = response
                 if response.content_type == ResponseType.LOGS_REQUEST_ACCEPTED:
@@ -404,13 +409,27 @@ class LogStreams:
                 self._wake.set()
 
     def _pump_one(self, stream: _Stream, now: float) -> None:
+        silent = now - stream.last_activity > self._idle
         with self._lock:
             first = stream.first
             refused = (
                 first is not None and first.content_type == ResponseType.ERROR and not stream.seq
             )
-            if refused:
+            unanswered = first is None and silent
+            if refused or unanswered:
                 self._streams.remove(stream)
+            elif silent and stream.follow_until is None and stream.end is None:
+                # Ankaios streams each instance until its LogsStopResponse; one that never
+                # comes (an agent that went away) must not keep the stream open for ever.
+                stream.end = "error"
+                stream.message = f"Ankaios sent nothing more for {self._idle:g} s"
+        if unanswered:
+            self._close_campaign(stream, cancel=True)
+            error = RequestError(
+                ErrorCode.TIMEOUT, f"Ankaios did not answer within {self._idle:g} s"
+            )
+            self._answer(stream.request, error.to_json())
+            return
         if first is not None and refused:
             # Ankaios refused the campaign: the usual error reply instead of batches.
             self._close_campaign(stream, cancel=False)

@@ -260,3 +260,18 @@ def test_the_startup_state_with_log_rules_lets_exactly_the_sender_logs_out(
         denied = stream(probe, ask(probe, vin, {"workloads": ["other"], "tail": 5}, "m2"))
         assert denied[-1]["error"]["code"] == "ACCESS_DENIED"
         assert "LogRule" in denied[-1]["error"]["message"]
+
+
+def test_a_stream_whose_agent_never_answers_ends_with_an_error(
+    car_with: Callable[..., Emulator], probe: MqttProbe, vin: str
+) -> None:
+    # agent_Z never connects: Ankaios accepts the request but no agent streams the logs.
+    car_with({}, request_timeout=0.5)
+    probe.subscribe(f"vehicle/{vin}/workloads/away")
+    probe.publish(
+        f"vehicle/{vin}/manifest/apply/req", manifest("away", image="talker:1", agent="agent_Z")
+    )
+    states_until(probe, f"vehicle/{vin}/workloads/away", "pending")
+    messages = stream(probe, ask(probe, vin, {"workloads": ["away"], "tail": 5}, "z1"))
+    assert messages[-1]["end"] == "error"
+    assert "nothing more" in messages[-1]["message"]
