@@ -238,13 +238,15 @@ def test_logs_on_mqtt_311(
         probe.close()
 
 
+@pytest.mark.parametrize("startup", ["state-live.yaml", "v1/state-live.yaml"])
 def test_the_startup_state_with_log_rules_lets_exactly_the_sender_logs_out(
     tmp_path: Path,
     start_connector: Callable[..., Connector],
     probe: MqttProbe,
     vin: str,
+    startup: str,
 ) -> None:
-    state = (MANIFESTS / "state-live.yaml").read_text()
+    state = (MANIFESTS / startup).read_text()
     with Emulator(state=state, run_dir=tmp_path / "run", runtime="simulate") as car:
         # The connector workload itself is simulated; this process plays it.
         start_connector(car.control_interface_of("fleetconnector"))
