@@ -57,9 +57,18 @@ def run(
 ) -> int:
     """Serves until SIGINT or SIGTERM (exit 0); raises BrokerError when the broker cannot be
     used; 1 when the address cannot be served on."""
-    # Imported here: the web server's import is paid only by the dashboard.
-    from fleetctl.dashboard.feed import Feed  # noqa: PLC0415
-    from fleetctl.dashboard.server import serve  # noqa: PLC0415
+    # Imported here: the web server's import is paid only by the dashboard, and it is an
+    # extra (aiohttp) that the car's images and the other commands do without.
+    try:
+        from fleetctl.dashboard.feed import Feed  # noqa: PLC0415
+        from fleetctl.dashboard.server import serve  # noqa: PLC0415
+    except ImportError as e:
+        print(
+            f"fleetctl: the dashboard needs its extra ({e.name or e}): "
+            "pip install 'ankaios-fleet-connector[dashboard]'",
+            file=sys.stderr,
+        )
+        return 1
 
     if not is_loopback(host):
         print(

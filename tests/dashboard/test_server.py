@@ -143,6 +143,16 @@ def test_usage_errors_exit_2_and_an_unusable_broker_exits_1(broker: Broker) -> N
         assert fleetctl(["dashboard", "--port", "0"], env) == 1
 
 
+def test_without_its_extra_the_dashboard_says_what_to_install(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As if aiohttp were not installed: importing the server fails.
+    monkeypatch.setitem(sys.modules, "aiohttp", None)
+    monkeypatch.setitem(sys.modules, "fleetctl.dashboard.server", None)
+    assert fleetctl(["dashboard", "--port", "0"], broker.env()) == 1
+    assert "pip install 'ankaios-fleet-connector[dashboard]'" in capsys.readouterr().err
+
+
 def test_a_port_in_use_exits_1_with_the_reason(broker: Broker) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port()))
