@@ -74,6 +74,8 @@ def target(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "ANKAIOS_CONTROL_INTERFACE_PATH": str(emu.control_interface),
             "MAX_PAYLOAD_SIZE": str(MAX_PAYLOAD),
             "LOG_LEVEL": "WARNING",
+            # With a journal, so that rollback and history are served (and fuzzed) too.
+            "STATE_DIR": str(tmp_path_factory.mktemp("fuzz-state")),
         }
         proc = subprocess.Popen([sys.executable, "-m", "fleet_connector"], env=env)
         probe = MqttProbe(broker)
@@ -189,6 +191,30 @@ def _is_valid_masks(payload: bytes) -> bool:
     return isinstance(value, list) and all(isinstance(m, str) and m for m in value)
 
 
+def not_a_history_selector() -> st.SearchStrategy[bytes]:
+    """Anything but empty, {} or {"limit": N} ({"entry": N} of an empty journal is an error)."""
+
+    def valid(payload: bytes) -> bool:
+        if not payload.strip():
+            return True
+        try:
+            value = json.loads(payload)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return False
+        return isinstance(value, dict) and (
+            not value
+            or (set(value) == {"limit"} and type(value["limit"]) is int and value["limit"] >= 1)
+        )
+
+    return st.one_of(
+        json_values().map(lambda v: json.dumps(v).encode()),
+        st.dictionaries(st.sampled_from(["limit", "entry", "x"]), json_values(), min_size=1).map(
+            lambda v: json.dumps(v).encode()
+        ),
+        st.binary(max_size=512),
+    ).filter(lambda b: not valid(b))
+
+
 # -- the properties ---------------------------------------------------------------------
 
 
@@ -211,6 +237,24 @@ def test_delete_fuzz(target: Target, payload: bytes) -> None:
 @given(payload=not_field_masks())
 def test_state_fuzz(target: Target, payload: bytes) -> None:
     target.error_for(Operation.STATE, payload)
+
+
+JOURNAL_FUZZ = settings(FUZZ, max_examples=max(1, EXAMPLES_PER_TOPIC // 4))
+
+
+@pytest.mark.timeout(600)
+@JOURNAL_FUZZ
+@given(payload=st.one_of(not_a_history_selector(), st.binary(max_size=512)))
+def test_rollback_fuzz(target: Target, payload: bytes) -> None:
+    # The journal is empty: whatever the selector, there is nothing to roll back.
+    target.error_for(Operation.ROLLBACK, payload)
+
+
+@pytest.mark.timeout(600)
+@JOURNAL_FUZZ
+@given(payload=not_a_history_selector())
+def test_history_fuzz(target: Target, payload: bytes) -> None:
+    target.error_for(Operation.HISTORY, payload)
 
 
 def test_still_serving_with_bounded_memory(target: Target) -> None:
