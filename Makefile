@@ -59,7 +59,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,dashboard]'
+	$(PY) -m pip install -q -e '.[dev,dashboard,terminal]'
 	touch $@
 
 # Everything, the container tests included (they need the images: built here first).

@@ -1,9 +1,9 @@
 """The live view of a rollout at a terminal: its waves and their cars, redrawn as they change.
 
 Drawn with ``rich`` (a live table: per wave the cars done, running, failed, offline and
-pending, and the rollout's current phase), only when stderr is a terminal; otherwise there
-is no live view at all, so piped and ``-o json`` output stays plain. ``rich`` is imported
-only then.
+pending, and the rollout's current phase), only when stderr is a terminal and the
+``terminal`` extra is installed; otherwise there is no live view at all, so piped and
+``-o json`` output stays plain. ``rich`` is imported only then.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ class LiveView:
             terminal = False
         if not terminal:
             return None
-        # Imported here: only a terminal needs it, and fleetctl starts faster without it.
-        from rich.console import Console  # noqa: PLC0415
-        from rich.live import Live  # noqa: PLC0415
+        # Imported here: only a terminal needs it, and it is an extra ('.[terminal]').
+        try:
+            from rich.console import Console  # noqa: PLC0415
+            from rich.live import Live  # noqa: PLC0415
+        except ImportError:
+            return None
 
         live = Live(console=Console(file=stream), auto_refresh=False, transient=False)
         live.start()
