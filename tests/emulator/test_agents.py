@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ankaios_sdk import Ankaios, ConnectionClosedException, Manifest
+from ankaios_sdk import Ankaios, ConnectionClosedException, LogEntry, LogsStopResponse, Manifest
 from emulator.ci_client import MakeEmulator
 
 from ankaios_emulator import Emulator, EmulatorError
@@ -187,3 +187,60 @@ def test_cli_agents_and_the_connection_signal(tmp_path: Path, sdk_path: Any) -> 
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=10)
     assert process.returncode == 0
+
+
+def test_state_agents_are_emulated(make_emulator: MakeEmulator) -> None:
+    state = APP.format(name="edge", agent="agent_C", image="edge")
+    emu = make_emulator(state=state, state_agents=True)
+    emu.wait_for(lambda e: only_state(e, "agent_C", "edge") == ("Running", "Ok"))
+    assert emu.agents == ["agent_A", "agent_C"]
+    assert sorted(emu.complete_state()["agents"]) == ["agent_A", "agent_C"]
+
+
+def test_without_state_agents_other_agents_stay_unconnected(make_emulator: MakeEmulator) -> None:
+    state = APP.format(name="edge", agent="agent_C", image="edge")
+    emu = make_emulator(state=state)
+    assert only_state(emu, "agent_C", "edge") == ("Pending", "Initial")
+    assert sorted(emu.complete_state()["agents"]) == ["agent_A"]
+
+
+def test_cli_rejects_a_malformed_agent_tag(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "ankaios_emulator", "--control-interface", str(tmp_path)]
+    result = subprocess.run(
+        [*command, "--agent", "agent_B:zone"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "agent tag 'zone' is not KEY=VALUE" in result.stderr
+
+
+def test_log_streams_of_a_disconnected_agent_stop(
+    make_emulator: MakeEmulator, tmp_path: Path
+) -> None:
+    script = tmp_path / "talker.py"
+    script.write_text("import time\nprint('hello', flush=True)\nwhile True:\n    time.sleep(0.1)\n")
+    access = {
+        "allowRules": [
+            {"type": "StateRule", "operation": "ReadWrite", "filterMasks": ["*"]},
+            {"type": "LogRule", "workloadNames": ["*"]},
+        ]
+    }
+    emu = make_emulator(
+        runtime="process",
+        agents=["agent_B"],
+        access=access,
+        image_map={"talker": [sys.executable, str(script)]},
+    )
+    with Ankaios() as ank:
+        [instance] = ank.apply_manifest(app("talker", "agent_B", "talker")).added_workloads
+        emu.wait_for(lambda e: "hello" in e.logs(str(instance)), 10)
+        campaign = ank.request_logs([instance], follow=True)
+        assert isinstance(campaign.queue.get(timeout=5), LogEntry)
+        emu.disconnect_agent("agent_B")
+        stop = campaign.queue.get(timeout=5)
+        assert isinstance(stop, LogsStopResponse)
+        assert stop.workload_instance_name.workload_name == "talker"
