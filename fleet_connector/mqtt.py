@@ -90,9 +90,9 @@ class MqttLink:
     def _new_client(self, settings: BrokerSettings) -> mqtt.Client:
         client = settings.make_client(self._client_id, clean=False)
         client.manual_ack_set(True)
-        # A defect in any callback is logged by paho instead of ending its network thread.
+        # A defect in any callback is reported by paho instead of ending its network thread.
         client.suppress_exceptions = True
-        client.enable_logger(log)
+        client.on_log = _log_callback_failure
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         status = self._status_payload("offline")
         client.will_set(self._topics.status, status, qos=QOS, retain=True)
@@ -338,6 +338,12 @@ class MqttLink:
                 self._cleared.clear()
             self._cleared[topic] = True
         client.publish(topic, b"", qos=QOS, retain=True)
+
+
+def _log_callback_failure(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+    # paho's other messages (e.g. its loop noticing a closed socket) are routine.
+    if text.startswith("Caught exception in"):
+        log.error("MQTT client: %s", text)
 
 
 def _log_id(correlation: bytes | None) -> str:

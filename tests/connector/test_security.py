@@ -403,8 +403,16 @@ def test_a_request_the_broker_acknowledged_survives_a_broker_sigkill(
         first.stop()  # the car is offline; its session waits in the broker
         operator = probe_as(pki, broker, "operator")
         topics = Topics("car1")
+        database = data / "mosquitto.db"
+        saved = database.stat().st_mtime_ns if database.exists() else 0
         operator.publish(topics.request(Operation.APPLY, "kept"), SENDER)  # acknowledged
         operator.close()
+        # mosquitto saves right after the change, not before it acknowledges: wait for that
+        # save (with the default autosave_interval of 30 minutes it never comes).
+        deadline = time.monotonic() + 5
+        while not (database.exists() and database.stat().st_mtime_ns != saved):
+            assert time.monotonic() < deadline, "the broker did not save the request"
+            time.sleep(0.01)
         broker.kill()
         restarted = start_shipped(make_broker, pki, ports, data)
         operator = probe_as(pki, restarted, "operator")
