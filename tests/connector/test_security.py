@@ -491,3 +491,23 @@ def test_the_shipped_startup_states_hold_no_secrets() -> None:
                 assert secret not in workload["runtimeConfig"], f"{path}: {name} holds {secret}"
     least = (MANIFESTS / "state-least-privilege.yaml").read_text()
     assert "MQTT_PASSWORD_FILE=/etc/fleet/" in least
+
+
+def test_the_shipped_acl_lets_a_car_clear_a_retained_request(
+    pki: Pki, fleet_broker: Broker, car1: Connector
+) -> None:
+    operator = probe_as(pki, fleet_broker, "operator")
+    try:
+        requester = Requester(operator, "car1")
+        topic = requester.topics.request(Operation.DELETE)
+        operator.client.publish(topic, SENDER, qos=1, retain=True).wait_for_publish(5)
+        refused = json.loads(operator.expect(requester.topics.response(Operation.DELETE)).payload)
+        assert refused["error"]["code"] == "INVALID_REQUEST"
+        # Cleared: a new subscription gets the marker published after it, nothing retained.
+        operator.subscribe(topic)
+        operator.subscribe("vehicle/car1/marker")
+        operator.publish("vehicle/car1/marker", b"m")
+        assert operator.expect().topic == "vehicle/car1/marker"
+        assert update_requests(car1.emulator) == 0  # type: ignore[attr-defined]
+    finally:
+        operator.close()
