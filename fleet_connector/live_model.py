@@ -121,9 +121,8 @@ class LiveModel:
         """A complete state: what it lacks is gone; unchanged states keep their ``since``."""
         old = self.instances
         self.instances = {}
-        self._merge(complete_state.workloadStates, now, old)
-        touched = {key[1] for key in old} | {key[1] for key in self.instances}
-        return touched
+        touched = self._merge(complete_state.workloadStates, now, old)
+        return touched | {key[1] for key in old if key not in self.instances}
 
     def apply_event(self, complete_state: Any, altered: Any, now: float) -> set[str]:
         touched: set[str] = set()
