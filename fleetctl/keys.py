@@ -88,7 +88,10 @@ def add_validity(parser: argparse.ArgumentParser) -> None:
 
 
 def _seconds(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds above 0")
     return value
