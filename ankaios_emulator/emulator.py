@@ -219,6 +219,12 @@ class Emulator:
                     self._ci_path, self._workload_name, Authorizer.from_tree(self._access)
                 )
                 self._main_session.authorizer_source = copy.deepcopy(self._access)
+            elif self._ci_path is not None:
+                log.warning(
+                    "%s has no allow rules: no control interface in %s (as in Ankaios)",
+                    self._workload_name,
+                    self._ci_path,
+                )
             self._started = True
             with self._mutation():
                 added = sorted(self._desired.rendered().values(), key=lambda w: w.name)

@@ -138,7 +138,7 @@ def test_a_process_keeps_running_while_its_agent_is_away(
         run_dir=tmp_path / "run",
         control_interface=None,
     )
-    emu.wait_for(lambda e: only_state(e, "agent_B", "sleeper") == ("Running", "Ok"), 10)
+    emu.wait_for(lambda e: only_state(e, "agent_B", "sleeper") == ("Running", "Ok"), 60)
     [pid] = emu.process_ids().values()
     emu.disconnect_agent("agent_B")
     emu.reconnect_agent("agent_B")
@@ -185,7 +185,7 @@ def test_cli_agents_and_the_connection_signal(tmp_path: Path, sdk_path: Any) -> 
             assert "agents.agent_B" in events.get(timeout=10).added_fields
     finally:
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=10)
+        process.communicate(timeout=30)
     assert process.returncode == 0
 
 
@@ -237,7 +237,7 @@ def test_log_streams_of_a_disconnected_agent_stop(
     )
     with Ankaios() as ank:
         [instance] = ank.apply_manifest(app("talker", "agent_B", "talker")).added_workloads
-        emu.wait_for(lambda e: "hello" in e.logs(str(instance)), 10)
+        emu.wait_for(lambda e: "hello" in e.logs(str(instance)), 60)
         campaign = ank.request_logs([instance], follow=True)
         assert isinstance(campaign.queue.get(timeout=5), LogEntry)
         emu.disconnect_agent("agent_B")

@@ -73,7 +73,7 @@ def test_output_on_stderr_and_in_the_logs(
         image_map=image_map,
         workload_output=shown,
     )
-    emu.wait_for(lambda e: "err line" in e.logs(instance_of(e, "printer")), 10)
+    emu.wait_for(lambda e: "err line" in e.logs(instance_of(e, "printer")), 60)
     # python3 ran with the emulator's own interpreter; stdout and stderr both served.
     assert emu.logs(instance_of(emu, "printer")) == [f"out {sys.executable}", "err line"]
     err = capsys.readouterr().err
@@ -106,7 +106,7 @@ def test_cli_shows_workload_output(tmp_path: Path) -> None:
         env={**os.environ, "PATH": "/usr/bin:/bin"},
     )
     # Ends the read below should the line never come.
-    watchdog = threading.Timer(20, process.kill)
+    watchdog = threading.Timer(90, process.kill)
     watchdog.start()
     try:
         assert process.stderr is not None
@@ -118,6 +118,6 @@ def test_cli_shows_workload_output(tmp_path: Path) -> None:
     finally:
         watchdog.cancel()
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=10)
+        process.communicate(timeout=30)
     assert f"printer | out {sys.executable}\n" in lines
     assert process.returncode == 0
