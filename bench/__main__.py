@@ -93,7 +93,13 @@ def _ms(sample: dict[str, Any]) -> str:
 def latency_rows(lat: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Issue #12's round-trip targets, as ratios to the baseline measured in the same run."""
     echo, ratio = lat["echo"], lat["ratios"]
-    out = [("Bare MQTT echo round trip p50 / p99", _ms(echo), "-", "")]
+    out = [
+        ("Bare MQTT echo round trip p50 / p99 (MQTT 5, QoS 1, ack after reply)", _ms(echo), "-", "")
+    ]
+    if "echo_qos0" in lat:
+        out.append(
+            ("  the same at the tutorial's MQTT 3.1.1, QoS 0", _ms(lat["echo_qos0"]), "-", "")
+        )
     for name in ("state", "apply"):
         ours, base = lat[name], lat[f"baseline_{name}"]
         out.append((f"Connector {name} round trip p50 / p99", _ms(ours), "-", ""))
@@ -270,12 +276,13 @@ def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
         slowest = [r["slowest_car_s"] for r in fl["applies"] if r["slowest_car_s"] is not None]
         broker_cpu = sum(r["broker_cpu_s"] for r in fl["applies"]) / len(fl["applies"])
         cars_cpu = sum(r["cars_cpu_s"] for r in fl["applies"]) / len(fl["applies"])
-        ok = fl["all_ok"]
+        ok = all(r["exit"] == 0 for r in fl["applies"])
         out.append(
             (
                 f"{cars}-car apply via fleetctl on {label} (fleetctl process, median of "
                 f"{len(walls)})",
-                f"{fl['apply_wall_s_median']:.2f} s" + ("" if ok else _not_ok(fl["applies"][-1])),
+                f"{fl['apply_wall_s_median']:.2f} s"
+                + ("" if ok else _not_ok(_failed_run(fl["applies"]))),
                 # Issue #7's target was set for 100 cars; #12 asks figures for 1,000.
                 "< 3 s" if cars == 100 else "- (all ok)",
                 _met((fl["apply_wall_s_median"] < 3 or cars != 100) and ok),
@@ -298,7 +305,7 @@ def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                     f"{cars}-car state via fleetctl on {label} (median of {len(states)}); "
                     "slowest car; broker CPU",
                     f"{fl['state_wall_s_median']:.2f} s"
-                    + ("" if state_ok else _not_ok(states[-1]))
+                    + ("" if state_ok else _not_ok(_failed_run(states)))
                     + f"; {max(state_slowest) if state_slowest else 0:.2f} s; "
                     + f"{sum(r['broker_cpu_s'] for r in states) / len(states):.2f} s",
                     "-",
@@ -324,20 +331,33 @@ def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
 # Why a target is missed, in one line each; bench/README.md ("Where the time goes") has the
 # measurements behind them.
 WHY = {
-    "state p50 / baseline": "the remaining thread hand-offs (paho -> worker, worker -> paho) "
-    "and QoS 1 with a manual ack on the wire; see the hand-off table below",
-    "state p50 over the bare echo": "the emulator's own share (its state round trip without "
-    "MQTT, above) plus the connector's processing; the echo does no work",
-    "apply p50 / baseline": "",
-    "p99 / baseline": "tail latency on a shared 2-core machine: a GIL hand-off that loses the "
-    "race waits for the other thread's next blocking call",
-    "idle RSS": "the connector imports more than the tutorial's script (its own modules, "
-    "argparse, importlib.metadata for the presence versions)",
-    "first answered request": "Python's start and imports (paho, protobuf, yaml) take most "
-    "of it; the baseline pays the same",
-    "Pipelined state requests": "one interpreter lock for paho's thread and the worker: "
-    "per-request Python work of both, serialised; the fast responder's row shows the "
-    "connector's own ceiling",
+    "state p50 / baseline": "What is left is outside the process as much as in it: the "
+    "connector speaks MQTT 5 at QoS 1 with a manual ack after the reply (see the two echo "
+    "rows: the QoS 1 echo is slower than the tutorial's QoS 0 by about that much), plus the "
+    "two thread hand-offs left (paho -> worker -> paho; hand-off table below). The "
+    "single-loop prototype row shows what removing the hand-offs gives",
+    "state p50 over the bare echo": "the emulator's own share (its state round trip alone, "
+    "above) plus the connector's processing; the echo does no work. The baseline misses it "
+    "too",
+    "apply p50 / baseline": "the connector reads and checks the manifest itself (YAML, "
+    "JSON-schema validation, policy) where the SDK only parses it; the single-loop row "
+    "shows the hand-offs' share",
+    "p99 / baseline": "tail latency on a shared 2-core machine (see the load average under "
+    "Machine): a GIL hand-off that loses the race waits for the other thread's next "
+    "blocking call; the baseline has one thread fewer in the path",
+    "idle RSS": "the import rows: jsonschema and the emulator's state module, which newer "
+    "features (manifest validation, plans) load, take about 8 MiB more than the "
+    "baseline's paho + SDK",
+    "first answered request": "Python's start and imports (paho and the SDK's protobuf "
+    "alone take about 0.1 s; see the import rows); the baseline misses it too",
+    "Pipelined state requests": "the connector's CPU per request (next row) on a machine "
+    "whose cores were shared; the emulator is not the limit (its ceiling row)",
+    "CPU per request": "per-request Python work, most of it paho's packet handling; the "
+    "single-loop prototype saves some of it (its row) but not enough for 0.2 ms "
+    "(bench/README.md, 'Where the time goes')",
+    "-car apply": "the first apply starts a workload in every car at once: each car's 8 "
+    "threads contend for its host process's GIL and some emulators answer after the "
+    "connector's REQUEST_TIMEOUT (5 s); the second apply and every state read were all ok",
 }
 
 
@@ -374,6 +394,10 @@ def findings(results: dict[str, Any], lines: list[tuple[str, str, str, str]]) ->
         )
         out.append("")
     return out
+
+
+def _failed_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next((r for r in runs if r["exit"] != 0), runs[-1])
 
 
 def _not_ok(run: dict[str, Any]) -> str:

@@ -79,17 +79,27 @@ def start_hosts(
     return procs, time.monotonic() - started
 
 
+# Above this many cars fleetctl sends in waves of WAVE cars (--batch-size): 1,000 cars
+# simulated on 2 cores cannot all work at once (bench/README.md, "1,000 cars").
+ALL_AT_ONCE_UP_TO = 250
+WAVE = 100
+
+
 def fleetctl(
     command: list[str], cars: int, port: int, protocol: str, timeout: float
 ) -> tuple[float, dict[str, Any], int]:
     """``fleetctl COMMAND --vins 1-N -o json`` as a process: wall time, its report, exit code."""
+    waves = ["--batch-size", str(WAVE)] if cars > ALL_AT_ONCE_UP_TO else []
     argv = python_module(
-        "fleetctl", *command, "--vins", f"1-{cars}", "-o", "json",
+        "fleetctl", *command, "--vins", f"1-{cars}", "-o", "json", *waves,
         "--broker-addr", "127.0.0.1", "--broker-port", str(port),
         "--mqtt-protocol", protocol, "--timeout", str(timeout),
     )  # fmt: skip
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, timeout=timeout + 30, check=False)
+    waves_count = -(-cars // WAVE) if cars > ALL_AT_ONCE_UP_TO else 1
+    done = subprocess.run(
+        argv, cwd=REPO, capture_output=True, timeout=timeout * waves_count + 30, check=False
+    )
     wall = time.perf_counter() - started
     try:
         report: dict[str, Any] = json.loads(done.stdout)
@@ -107,7 +117,9 @@ def drive(
     protocol: str,
     applies: int,
     timeout: float,
+    applies_too: bool = True,
 ) -> dict[str, object]:
+    """``applies`` rounds of fleetctl apply (unless ``applies_too`` is off) and state."""
     host_rss = sum(rss_mib(p.pid) for p in hosts)
     threads = sum(thread_count(p.pid) for p in hosts)
     before = [cpu_seconds(p.pid) for p in hosts]
@@ -123,11 +135,12 @@ def drive(
         "timeout": timeout,
     }
     for i in range(applies):
-        apply = ["apply", str(APPLY_FILES[i % 2])]
-        runs.append(one_command(apply, hosts, **common))
+        if applies_too:
+            apply = ["apply", str(APPLY_FILES[i % 2])]
+            runs.append(one_command(apply, hosts, **common))
         state = ["state", "workloadStates"]
         state_runs.append(one_command(state, hosts, **common))
-    walls = [r["wall_s"] for r in runs]
+    walls = [r["wall_s"] for r in runs] or [0.0]
     return {
         "cars": cars,
         "host_processes": len(hosts),
@@ -201,7 +214,7 @@ def fleet_on(
             port=operator_port,
             protocol=protocol,
             applies=applies,
-            timeout=60,
+            timeout=30,
         )
         result["fleet_ready_s"] = round(ready, 2)
         result["broker_rss_mib"] = round(sum(rss_mib(pid) for pid in broker_pids), 1)
@@ -299,6 +312,33 @@ def run_nats(
         cluster.stop()
 
 
+def run_state_only(workdir: Path, cars: int, hosts: int) -> dict[str, object]:
+    """Cars on one mosquitto, ``fleetctl state`` only: what a fleet costs when nothing is
+    started (an apply makes every car's emulator start a workload and send its events)."""
+    broker = Mosquitto(workdir / "mosquitto").start()
+    procs: list[Proc] = []
+    try:
+        procs, ready = start_hosts(
+            workdir, cars, hosts, ports=[broker.port], protocol="5", timeout=300
+        )
+        result = drive(
+            procs,
+            [broker.pid],
+            cars=cars,
+            port=broker.port,
+            protocol="5",
+            applies=1,
+            timeout=60,
+            applies_too=False,
+        )
+        result["fleet_ready_s"] = round(ready, 2)
+        return result
+    finally:
+        for proc in procs:
+            proc.stop()
+        broker.stop()
+
+
 if __name__ == "__main__":
     import tempfile
 
@@ -306,7 +346,10 @@ if __name__ == "__main__":
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         hosts = min(2, os.cpu_count() or 1)
-        if which == "nats-default":
+        if which == "state-only":
+            hosts = max(hosts, -(-n // 100))
+            print(json.dumps(run_state_only(Path(tmp), n, hosts), indent=1))
+        elif which == "nats-default":
             print(json.dumps(run_nats(Path(tmp), n, hosts, 1, ""), indent=1))
         else:
             runner = run_nats if which == "nats" else run_mosquitto
