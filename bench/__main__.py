@@ -419,7 +419,9 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
     parser.add_argument("--samples", type=int, default=500, help="round trips per latency figure")
     parser.add_argument("--requests", type=int, default=10_000, help="pipelined requests")
-    parser.add_argument("--cars", type=int, default=1000, help="cars in the fleet benchmarks")
+    parser.add_argument(
+        "--cars", type=int, default=250, help="cars in the fleet benchmarks (1,000: see README)"
+    )
     parser.add_argument(
         "--hosts",
         type=int,
