@@ -81,7 +81,7 @@ def count_after_crash(
     with Emulator(control_interface=tmp_path / "ci", pace_frames=False) as emu:
         crashing = start(broker, vin, emu.control_interface, state_dir, point)
         try:
-            requester.wait_online()
+            requester.wait_online(timeout=60)  # a loaded machine starts Python slowly
             probe.publish(requester.topics.request(Operation.APPLY, "once"), SENDER_MANIFEST)
             assert crashing.wait(timeout=60) == -9, "the connector did not crash"
         finally:
