@@ -15,7 +15,15 @@ from fleetctl.client import Engine
 from fleetctl.progress import Progress
 from fleetctl.rollouts import spec as rollout_spec
 from fleetctl.rollouts.live import LiveView
-from fleetctl.rollouts.records import DONE, Records, Rollout, default_path
+from fleetctl.rollouts.records import (
+    DONE,
+    INTERRUPTED,
+    RUNNING,
+    Records,
+    Rollout,
+    default_path,
+    owned_by_a_live_process,
+)
 from fleetctl.rollouts.runner import Runner
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -142,7 +150,7 @@ def summary(records: Records, rollout: Rollout) -> dict[str, Any]:
         "id": rollout.id,
         "file": rollout.source,
         "operation": rollout.operation,
-        "status": rollout.status,
+        "status": _shown_status(rollout),
         "reason": rollout.reason,
         "totals": {
             "cars": len(cars),
@@ -172,6 +180,13 @@ def summary(records: Records, rollout: Rollout) -> dict[str, Any]:
     }
 
 
+def _shown_status(rollout: Rollout) -> str:
+    """``interrupted`` for a rollout recorded as running whose process is gone."""
+    if rollout.status == RUNNING and not owned_by_a_live_process(rollout.owner_pid):
+        return INTERRUPTED
+    return rollout.status
+
+
 def _render(records: Records, rollout: Rollout, fmt: str) -> str:
     data = summary(records, rollout)
     if fmt != "table":
@@ -184,7 +199,7 @@ def _render(records: Records, rollout: Rollout, fmt: str) -> str:
         detail = "" if error is None else f"{error['code']}: {error['message']}"
         rows.append([car["vin"], wave, car["state"], detail])
     totals = data["totals"]
-    line = f"rollout {rollout.id}: {rollout.status}" + (
+    line = f"rollout {rollout.id}: {data['status']}" + (
         f" ({rollout.reason})" if rollout.reason else ""
     )
     counts = ", ".join(f"{n} {state}" for state, n in totals.items() if n and state != "cars")

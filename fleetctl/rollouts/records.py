@@ -43,6 +43,8 @@ RUNNING, ABORTED, INCOMPLETE, DONE, DONE_WITH_FAILURES = (
     "done",
     "done-with-failures",
 )
+INTERRUPTED = "interrupted"
+"""Shown, never stored: recorded as running, but its process is gone (resume it)."""
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS rollouts (
@@ -230,7 +232,7 @@ class Records:
             if row is None:
                 return f"there is no rollout {rollout_id}"
             status, owner = row
-            if status == RUNNING and owner not in (None, os.getpid()) and _alive(owner):
+            if status == RUNNING and owner != os.getpid() and owned_by_a_live_process(owner):
                 return f"rollout {rollout_id} is running in process {owner}"
             if status == ABORTED:
                 return f"rollout {rollout_id} was aborted"
@@ -299,7 +301,11 @@ class Records:
         return int(cursor.rowcount)
 
 
-def _alive(pid: int) -> bool:
+def owned_by_a_live_process(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
