@@ -113,6 +113,9 @@ class Connector:
                 self._changes,
                 enabled=config.reconcile,
                 publish=self._publish_drift,
+                vet=lambda state, masks: config.policy.check_update(
+                    ankaios.desired_state, state, masks
+                ),
             )
             if self.journal and self._changes
             else None
@@ -327,6 +330,10 @@ class Connector:
     def _watched(self, message: Any) -> None:
         is_cancel, request_id = self.topics.parse_logs_cancel(message.topic)
         if is_cancel:
+            if message.retain:
+                # Delivered again at every connect, it would end streams it was never meant for.
+                log.warning("retained log cancel on %s ignored", message.topic)
+                return
             properties = message.properties if self.mqtt.v5 else None
             self.logs.cancel(request_id, getattr(properties, "CorrelationData", None))
         else:

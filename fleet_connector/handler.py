@@ -26,6 +26,9 @@ from fleet_connector.topics import Operation
 log = logging.getLogger(__name__)
 
 MAX_FIELD_MASKS = 1000
+# What plan and history answers reveal of the car: the policy's allowedFieldMasks must
+# allow reading these, as a state request for them would need.
+DEFINITIONS = ("desiredState.workloads", "desiredState.configs")
 
 
 @dataclass
@@ -218,6 +221,8 @@ class Handler:
             self._policy.check_apply(self._ankaios.desired_state, manifest)
 
     def _plan(self, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
+        # A plan shows the current definitions it would replace (from/to).
+        self._policy.check_field_masks(DEFINITIONS)
         try:
             self._check_manifest(manifest, deleting=deleting)
         except RequestError as e:
@@ -242,8 +247,12 @@ class Handler:
             )
         journal = self._changes.journal
         if request.operation is Operation.HISTORY:
+            # The journal holds manifests and snapshots: whoever may not read the
+            # definitions in the car may not read them here either.
+            self._policy.check_field_masks(DEFINITIONS)
             return history(journal, payload)
         undo = rollback.plan(journal, payload)
+        self._policy.check_update(self._ankaios.desired_state, undo.state, undo.masks)
         outcome = self._changes.carry_out(
             key=request.journal_key,
             request_id=request.request_id or "-",

@@ -202,6 +202,16 @@ class Journal:
             (),
         )
 
+    def later_changes(self, seq: int) -> list[Entry]:
+        """Applies and deletes after ``seq`` that may have taken effect and were not undone."""
+        rows = self._store.query(
+            f"SELECT {_COLUMNS} FROM journal WHERE seq > ? "  # noqa: S608
+            "AND operation IN ('apply', 'delete') AND rolled_back_by IS NULL "
+            "AND outcome IN ('OK', 'TIMEOUT', 'PENDING') ORDER BY seq",
+            (seq,),
+        )
+        return [_entry(row) for row in rows]
+
     def expected(self) -> dict[tuple[str, str], bytes | None]:
         """(kind, name) -> what the cloud last put there; None where it deleted it."""
         rows = self._store.query("SELECT kind, name, definition FROM journal_expected")

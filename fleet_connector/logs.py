@@ -372,8 +372,11 @@ class LogStreams:
                 s
                 for s in self._streams
                 if (correlation is not None and s.request.correlation_data == correlation)
+                # Without correlation data a cancel names a stream by its topic id alone, so
+                # it must not reach streams that correlation data identifies.
                 or (
                     correlation is None
+                    and s.request.correlation_data is None
                     and (s.request.request_id if s.request.has_topic_id else None) == request_id
                 )
             ]

@@ -124,10 +124,39 @@ class Policy:
     ) -> None:
         """The rules on what runs, for what an apply would start; ``read_state`` reads the
         car's desired workloads and configs. Where that cannot be told, the apply is refused."""
+        self._check_what_runs(read_state, manifest.apply_state(), manifest.masks, "apply")
+
+    def check_update(
+        self,
+        read_state: Callable[[], _ank_base.CompleteState],
+        state: _ank_base.CompleteState,
+        masks: list[str],
+    ) -> None:
+        """Every rule, for an update the connector makes itself from its journal (a rollback,
+        a reconcile): what it puts back passed the policy once, but a config put back can
+        re-render a workload into another image, and the policy may have changed since."""
+        for mask in masks:
+            parts = mask.split(".")
+            in_workloads = len(parts) > 2 and parts[:2] == ["desiredState", "workloads"]
+            workload = parts[2] if in_workloads else None
+            if workload is not None and workload in self.protected_workloads:
+                raise _denied(
+                    "protectedWorkloads",
+                    f"workload {workload!r} may not be replaced or deleted remotely",
+                )
+        self._check_what_runs(read_state, state, masks, "update")
+
+    def _check_what_runs(
+        self,
+        read_state: Callable[[], _ank_base.CompleteState],
+        state: _ank_base.CompleteState,
+        masks: list[str],
+        what: str,
+    ) -> None:
         if not self.judges_what_runs:
             return
         try:
-            workloads = started_workloads(read_state, manifest)
+            workloads = started_workloads(read_state, state, masks)
         except CannotTell as e:
             rules = [
                 rule
@@ -138,7 +167,7 @@ class Policy:
                 if value is not None
             ]
             raise _denied(
-                ", ".join(rules), f"the connector cannot tell what this apply would run: {e}"
+                ", ".join(rules), f"the connector cannot tell what this {what} would run: {e}"
             ) from None
         self.check_started(workloads)
 

@@ -58,8 +58,11 @@ class Reconciler:
         *,
         enabled: bool,
         publish: Callable[[dict[str, Any]], None],
+        vet: Callable[[_ank_base.CompleteState, list[str]], None] = lambda state, masks: None,
     ) -> None:
+        """``vet(state, masks)`` raises RequestError when the policy refuses a re-apply."""
         self._ankaios = ankaios
+        self._vet = vet
         self._journal = journal
         self._changes = changes
         self.enabled = enabled
@@ -136,6 +139,11 @@ class Reconciler:
             else:
                 state.desiredState.configs.configs[name].ParseFromString(definition)
         masks = [_mask(kind, name) for kind, name in sorted(missing + returned, key=_order)]
+        try:
+            self._vet(state, masks)
+        except RequestError as e:
+            log.warning("drift not reconciled: %s", e.message)
+            return {"error": {"code": str(e.code), "message": e.message}}
         outcome = self._changes.carry_out(
             key=None,
             request_id=f"reconcile-{uuid.uuid4().hex[:8]}",

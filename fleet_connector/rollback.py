@@ -2,8 +2,9 @@
 
 The change's snapshot holds what its names had before (a definition, or nothing), so one
 update with the same masks and the snapshot as new state puts back what it replaced or
-deleted and removes what it added. The policy is not consulted again: the rollback only
-puts back what the car ran before, and the masks passed the policy when the change came.
+deleted and removes what it added. The policy judges the rollback like an apply (see
+:meth:`fleet_connector.policy.Policy.check_update`): a config put back can re-render a
+workload that came later into an image the policy refuses.
 """
 
 from __future__ import annotations
@@ -91,6 +92,16 @@ def plan(journal: Journal, payload: bytes) -> Rollback:
             f"entry {target.seq} changed nothing (it was answered {target.outcome}); "
             "there is nothing to roll back"
         )
+    for later in journal.later_changes(target.seq):
+        # Putting back the snapshot would silently undo the later change too, and leave
+        # it looking live in the journal.
+        shared = sorted(set(later.masks) & set(target.masks))
+        if shared:
+            names = ", ".join(mask.rsplit(".", 1)[-1] for mask in shared)
+            raise _invalid(
+                f"entry {target.seq} is superseded: entry {later.seq} changed {names} after "
+                f"it; roll back entry {later.seq} first"
+            )
     state = _ank_base.CompleteState()
     state.CopyFrom(target.snapshot)
     state.desiredState.apiVersion = "v1"

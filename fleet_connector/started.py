@@ -15,17 +15,19 @@ from collections.abc import Callable
 from ankaios_sdk._protos import _ank_base
 
 from fleet_connector.errors import RequestError
-from fleet_connector.manifest import Manifest
 from fleet_connector.plan import CurrentStateError, server, server_model
 from fleet_connector.rendering import RenderedWorkload
 from fleet_connector.workload_images import CannotTell
 
 
 def started_workloads(
-    read_state: Callable[[], _ank_base.CompleteState], manifest: Manifest
+    read_state: Callable[[], _ank_base.CompleteState],
+    state: _ank_base.CompleteState,
+    masks: list[str],
 ) -> list[RenderedWorkload]:
-    """The rendered workloads the apply creates or replaces; raises :class:`CannotTell`
-    when the car's state cannot be read or the update cannot be followed."""
+    """The rendered workloads an update (an apply's, a rollback's, a reconcile's) creates or
+    replaces; raises :class:`CannotTell` when the car's state cannot be read or the update
+    cannot be followed."""
     try:
         current = read_state()
     except RequestError as e:
@@ -39,7 +41,7 @@ def started_workloads(
         raise CannotTell(f"the car's state could not be modelled: {e}") from None
     before = model.rendered()
     try:
-        model.update(manifest.apply_state(), manifest.masks)
+        model.update(state, masks)
     except server().UpdateError as e:
         raise CannotTell(f"Ankaios would not take the update as it is: {e}") from None
     after = model.rendered()

@@ -155,8 +155,10 @@ class WorkloadStates:
                     log.warning("live states: more events than could be queued; resyncing")
                     self._subscribe()
                 self._maintain()
-                self._flush()
+                # Observers (open follows) see a change before it is published, so an
+                # outcome never reports an older state than the retained topic showed.
                 self._notify()
+                self._flush()
             except Exception:
                 log.exception("live states: unexpected failure; resyncing")
                 self._subscription = None

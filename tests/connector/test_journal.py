@@ -13,6 +13,7 @@ from testkit import MANIFESTS, Requester
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
+from fleet_connector.policy import Policy
 from fleet_connector.store import DATABASE
 from fleet_connector.topics import Operation
 
@@ -236,3 +237,93 @@ def test_the_least_privilege_startup_states_allow_the_journal_its_reads(
         rolled = requester.call(Operation.ROLLBACK, "", "undo")
         assert [w["workload_id"] for w in rolled["added_workloads"]] == [first["workload_id"]]
         assert [e["outcome"] for e in history(requester)] == ["OK", "OK", "OK"]
+
+
+# -- what a rollback may do: the same policy as an apply, never over a later change ---------
+
+PICKED_CONFIG = "apiVersion: v1\nconfigs:\n  picked:\n    image: {image}\n"
+PICKED_WORKLOAD = """apiVersion: v1
+workloads:
+  picked-app:
+    runtime: podman
+    agent: agent_A
+    restartPolicy: NEVER
+    configs:
+      c: picked
+    runtimeConfig: |
+      image: {{c.image}}
+"""
+
+
+def test_a_rollback_is_judged_by_the_policy_like_an_apply(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    tmp_path: Path,
+    requester: Requester,
+) -> None:
+    """A config put back must not re-render a later workload into a refused image."""
+    start_connector(
+        emulator.control_interface,
+        state_dir=tmp_path / "state",
+        policy=Policy(allowed_image_prefixes=("ok/",)),
+    )
+    requester.call(Operation.APPLY, PICKED_CONFIG.format(image="evil/x"), "c1")  # unused: allowed
+    requester.call(Operation.APPLY, PICKED_CONFIG.format(image="ok/x"), "c2")
+    assert "added_workloads" in requester.call(Operation.APPLY, PICKED_WORKLOAD, "w")
+    refused = requester.call(Operation.ROLLBACK, json.dumps({"request_id": "c2"}), "r")
+    assert refused["error"]["code"] == "POLICY_DENIED"
+    assert "evil/x" in refused["error"]["message"]
+    configs = emulator.complete_state(["desiredState.configs"])["desiredState"]["configs"]
+    assert configs["picked"] == {"image": "ok/x"}
+
+
+def test_a_rollback_never_deletes_a_protected_workload(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    tmp_path: Path,
+    requester: Requester,
+) -> None:
+    first = start_connector(emulator.control_interface, state_dir=tmp_path / "state")
+    requester.call(Operation.APPLY, SENDER_MANIFEST, "a")
+    first.stop()
+    # The car's owner protects the sender afterwards.
+    start_connector(
+        emulator.control_interface,
+        state_dir=tmp_path / "state",
+        policy=Policy(protected_workloads=frozenset({SENDER})),
+    )
+    refused = requester.call(Operation.ROLLBACK, "{}", "r")
+    assert refused["error"]["code"] == "POLICY_DENIED"
+    assert sender_in_ankaios(emulator) is not None
+
+
+def test_rolling_back_an_entry_a_later_change_superseded_is_refused(
+    journaled: Connector, emulator: Emulator, requester: Requester
+) -> None:
+    requester.call(Operation.APPLY, SENDER_MANIFEST, "v1")
+    requester.call(Operation.APPLY, CONFIG_MANIFEST, "v2")
+    before = emulator.complete_state(["desiredState"])["desiredState"]
+    refused = requester.call(Operation.ROLLBACK, json.dumps({"request_id": "v1"}), "r")
+    assert refused["error"]["code"] == "INVALID_REQUEST"
+    assert "superseded" in refused["error"]["message"]
+    assert emulator.complete_state(["desiredState"])["desiredState"] == before
+
+
+def test_history_is_read_under_the_policy_s_field_masks(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    tmp_path: Path,
+    requester: Requester,
+) -> None:
+    """The journal holds manifests: a car that lets no one read its definitions keeps them."""
+    start_connector(
+        emulator.control_interface,
+        state_dir=tmp_path / "state",
+        policy=Policy(allowed_field_masks=("workloadStates",)),
+    )
+    requester.call(Operation.APPLY, SENDER_MANIFEST, "a")
+    refused = requester.call(Operation.HISTORY, json.dumps({"entry": 1}), "h")
+    assert refused["error"]["code"] == "POLICY_DENIED"
+    assert "desiredState.workloads" in refused["error"]["message"]
+    plan = requester.call(Operation.PLAN, SENDER_MANIFEST, "p")
+    assert plan["error"]["code"] == "POLICY_DENIED"

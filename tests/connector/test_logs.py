@@ -11,6 +11,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, Broker, MqttProbe
 from testkit.live import ALL_LOGS, manifest, states_until
 
@@ -277,3 +279,36 @@ def test_a_stream_whose_agent_never_answers_ends_with_an_error(
     messages = stream(probe, ask(probe, vin, {"workloads": ["away"], "tail": 5}, "z1"))
     assert messages[-1]["end"] == "error"
     assert "nothing more" in messages[-1]["message"]
+
+
+def test_a_cancel_without_id_or_correlation_ends_no_stream_identified_by_correlation(
+    car_with: Callable[..., Emulator], probe: MqttProbe, vin: str, broker: Broker
+) -> None:
+    """Another client's plain cancel (here on MQTT 3.1.1) must not end a correlated stream."""
+    car_with({"ticker": "ticker:1"})
+    mine = f"vehicle/{vin}/logs/resp/mine"
+    probe.subscribe(mine)
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.CorrelationData = b"my-stream"
+    properties.ResponseTopic = mine
+    probe.publish(
+        f"vehicle/{vin}/logs/req",
+        json.dumps({"workloads": ["ticker"], "tail": 0, "follow": 60}),
+        properties=properties,
+    )
+    assert "lines" in json.loads(probe.expect(mine).payload)
+    other = MqttProbe(broker, protocol=mqtt.MQTTv311)
+    try:
+        other.subscribe(f"vehicle/{vin}/logs/resp")
+        other.publish(f"vehicle/{vin}/logs/cancel", b"")
+        refused = json.loads(other.expect(f"vehicle/{vin}/logs/resp").payload)
+        assert refused["error"]["code"] == "INVALID_REQUEST"
+    finally:
+        other.close()
+    # Still streaming: the next batches are lines, not an end.
+    for _ in range(3):
+        assert "end" not in json.loads(probe.expect(mine).payload)
+    cancel = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    cancel.CorrelationData = b"my-stream"
+    probe.publish(f"vehicle/{vin}/logs/cancel", b"", properties=cancel)
+    assert stream(probe, mine)[-1]["end"] == "cancelled"

@@ -54,6 +54,8 @@ def test_markup_in_workload_states_shows_as_text(
         _, page = open_dashboard("--vin", vin)
         page.wait(lambda: page.cars().get(vin, ["", ""])[2] == SCRIPT, 5)
         page.select_car(vin)
+        # The car's status and its workloads may reach the page in different batches.
+        page.wait(lambda: name in page.workloads(), 5)
         row = page.workloads()[name]
         assert row[:6] == [name, IMAGE, f"failed{SCRIPT}", SCRIPT, IMAGE, "2026-12-01 00:00:00 UTC"]
         assert page.cars()[vin][4] == IMAGE
@@ -86,6 +88,7 @@ def test_markup_in_a_log_line_shows_as_text_and_runs_nothing(
         _, page = open_dashboard("--vin", vin)
         page.wait(lambda: vin in page.cars(), 5)
         page.select_car(vin)
+        page.wait(lambda: "app" in page.workloads(), 5)
         page.driver.find_element(
             "css selector", '#workloads tr[data-workload="app"] button'
         ).click()
