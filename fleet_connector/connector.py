@@ -18,7 +18,7 @@ from fleet_connector.config import Config
 from fleet_connector.control_interface import ControlInterface
 from fleet_connector.crashpoints import CrashPoints
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.handler import Handler, Request
+from fleet_connector.handler import JOURNALED, Handler, Request
 from fleet_connector.journal import Journal
 from fleet_connector.logs import LogStreams
 from fleet_connector.mqtt import MqttLink
@@ -49,8 +49,6 @@ def _now() -> str:
 class _DriftCheck:
     """A queue item: compare Ankaios with the journal (after the control interface connects)."""
 
-
-_CHANGES = frozenset({Operation.APPLY, Operation.DELETE, Operation.ROLLBACK})
 
 # State requests sent to Ankaios at once (see _work).
 PIPELINED_READS = 16
@@ -345,7 +343,7 @@ class Connector:
     def _send_reply(self, request: Request, reply: str) -> None:
         if request.journal_entry is not None:
             self._reply_once(request, request.journal_entry, reply)
-        elif self._crash.point == "after-reply" and request.operation in _CHANGES:
+        elif self._crash.point == "after-reply" and request.operation in JOURNALED:
             info = self.mqtt.answer(request, reply)
             info.wait_for_publish(self.config.request_timeout)
             self._crash.reach("after-reply")

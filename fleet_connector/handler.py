@@ -29,6 +29,8 @@ MAX_FIELD_MASKS = 1000
 # What plan and history answers reveal of the car: the policy's allowedFieldMasks must
 # allow reading these, as a state request for them would need.
 DEFINITIONS = ("desiredState.workloads", "desiredState.configs")
+# Operations the journal records, and so answers again when they are redelivered.
+JOURNALED = frozenset({Operation.APPLY, Operation.DELETE, Operation.ROLLBACK})
 
 
 @dataclass
@@ -169,7 +171,19 @@ class Handler:
         self._policy.check_payload(request.payload)
         if self._verifier is None:
             return request.payload
-        return self._verifier.admit(request.operation, request.payload, request.user_properties)
+        return self._verifier.admit(
+            request.operation,
+            request.payload,
+            request.user_properties,
+            redelivered=self._journaled_before(request),
+        )
+
+    def _journaled_before(self, request: Request) -> bool:
+        """Whether the journal holds this very request (a redelivery after a crash)."""
+        key = request.journal_key
+        if self._changes is None or key is None or request.operation not in JOURNALED:
+            return False
+        return self._changes.journal.by_key(key) is not None
 
     def _execute(self, request: Request, payload: bytes) -> dict[str, Any]:
         if request.operation in (Operation.ROLLBACK, Operation.HISTORY):

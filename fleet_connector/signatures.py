@@ -336,12 +336,19 @@ class Verifier:
         log.info("trusted keys from %s: %s", self._path, ", ".join(sorted(self._keys)) or "none")
 
     def admit(
-        self, operation: Operation, payload: bytes, properties: Iterable[tuple[str, str]] = ()
+        self,
+        operation: Operation,
+        payload: bytes,
+        properties: Iterable[tuple[str, str]] = (),
+        *,
+        redelivered: bool = False,
     ) -> bytes:
         """The payload to carry out; raises SIGNATURE_INVALID for a request to refuse.
 
         A signature found is always checked, whatever the operation; REQUIRE_SIGNED only
-        decides whether a request without one is refused.
+        decides whether a request without one is refused. ``redelivered``: the journal
+        holds this very request (same topic, id and bytes), so its counter was used by
+        it; the journal answers it again instead of carrying it out, so it is no replay.
         """
         from_properties = _property_fields(list(properties))
         enveloped = payload.startswith(ENVELOPE_MAGIC)
@@ -358,7 +365,7 @@ class Verifier:
         claims = Claims.parse(fields)
         signature = self._signature(fields["signature"])
         with self._lock:
-            self._check(claims, signature, inner, operation)
+            self._check(claims, signature, inner, operation, redelivered)
         return inner
 
     @staticmethod
@@ -369,7 +376,12 @@ class Verifier:
             raise _refused(str(e)) from None
 
     def _check(
-        self, claims: Claims, signature: bytes, payload: bytes, operation: Operation
+        self,
+        claims: Claims,
+        signature: bytes,
+        payload: bytes,
+        operation: Operation,
+        redelivered: bool = False,
     ) -> None:
         if self._path is None or self._store is None:
             raise _refused("this car has no TRUSTED_KEYS to check signatures with")
@@ -397,7 +409,8 @@ class Verifier:
             raise _refused(
                 f"it expired at {_iso(claims.not_after)} (the car's time is {_iso(int(now))})"
             )
-        self._consume(claims)
+        if not redelivered:
+            self._consume(claims)
 
     def _consume(self, claims: Claims) -> None:
         """Accepts the counter, or refuses a replay; one transaction, so once only."""

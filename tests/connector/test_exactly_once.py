@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from testkit import MANIFESTS, Broker, MqttProbe, Requester
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
+from fleet_connector.signatures import Claims, SigningKey, sign
 from fleet_connector.topics import Operation
 
 SENDER_MANIFEST = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
@@ -39,10 +41,17 @@ WITHOUT_JOURNAL = {
 
 
 def start(
-    broker: Broker, vin: str, ci: Path, state_dir: Path | None, crash_at: str | None
+    broker: Broker,
+    vin: str,
+    ci: Path,
+    state_dir: Path | None,
+    crash_at: str | None,
+    *,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **(extra_env or {}),
         **broker.env(),
         "VIN": vin,
         "ANKAIOS_CONTROL_INTERFACE_PATH": str(ci),
@@ -68,6 +77,8 @@ def count_after_crash(
     *,
     point: str,
     journal: bool,
+    payload: bytes = SENDER_MANIFEST,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[int, int, list[dict[str, Any]]]:
     state_dir = tmp_path / "state" if journal else None
     requester = Requester(probe, vin)
@@ -79,15 +90,15 @@ def count_after_crash(
     counter.subscribe(reply_topic)
     counter.subscribe(later_topic)
     with Emulator(control_interface=tmp_path / "ci", pace_frames=False) as emu:
-        crashing = start(broker, vin, emu.control_interface, state_dir, point)
+        crashing = start(broker, vin, emu.control_interface, state_dir, point, extra_env=extra_env)
         try:
             requester.wait_online(timeout=60)  # a loaded machine starts Python slowly
-            probe.publish(requester.topics.request(Operation.APPLY, "once"), SENDER_MANIFEST)
+            probe.publish(requester.topics.request(Operation.APPLY, "once"), payload)
             assert crashing.wait(timeout=60) == -9, "the connector did not crash"
         finally:
             if crashing.poll() is None:
                 crashing.kill()
-        again = start(broker, vin, emu.control_interface, state_dir, None)
+        again = start(broker, vin, emu.control_interface, state_dir, None, extra_env=extra_env)
         replies = []
         try:
             # Requests are carried out in order and the redelivered one comes first, so
@@ -123,3 +134,27 @@ def test_without_the_journal_what_at_least_once_gives(
         broker, probe, vin, tmp_path, point=point, journal=False
     )
     assert (replies, updates) == WITHOUT_JOURNAL[point]
+
+
+@pytest.mark.parametrize("point", ["after-journal", "after-reply"])
+def test_a_signed_change_redelivered_after_a_crash_is_no_replay(
+    broker: Broker, probe: MqttProbe, vin: str, tmp_path: Path, point: str
+) -> None:
+    """Its counter was used by its first delivery; the journal, not a refusal, answers."""
+    key = SigningKey.generate("ops-1")
+    trusted = tmp_path / "trusted-keys"
+    trusted.write_text(key.trusted_line() + "\n")
+    claims = Claims(key.key_id, Operation.APPLY, (vin,), 1, int(time.time()) + 600)
+    envelope = sign(key, claims, SENDER_MANIFEST).envelope()
+    replies, updates, bodies = count_after_crash(
+        broker,
+        probe,
+        vin,
+        tmp_path,
+        point=point,
+        journal=True,
+        payload=envelope,
+        extra_env={"TRUSTED_KEYS": str(trusted), "REQUIRE_SIGNED": "true"},
+    )
+    assert (replies, updates) == (1, 1)
+    assert "added_workloads" in bodies[0], bodies
