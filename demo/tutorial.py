@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -72,19 +72,56 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def descendants(root: int) -> set[int]:
+    """Every process below ``root``, from the parent links in /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM, then SIGKILL after 10 s; waits until it is gone."""
+    """SIGTERM, then SIGKILL after 10 s; waits until it is gone.
+
+    What it started itself (the emulator's workloads run in sessions of their own) is
+    killed too if it outlives it, so that nothing the demo started is left behind.
+    """
+    below = {pid: _start_time(pid) for pid in descendants(proc.pid)} if proc.poll() is None else {}
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     while True:
         try:
             proc.wait(timeout=10)
-            return
+            break
         except subprocess.TimeoutExpired:
             proc.kill()
         except (KeyboardInterrupt, Stopped):
             # A second Ctrl-C or signal while cleaning up: keep cleaning up.
             continue
+    for pid, started in below.items():
+        # The start time tells a leftover from a new process that got a freed pid.
+        if _start_time(pid) == started:
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 @contextmanager

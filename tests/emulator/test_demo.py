@@ -38,6 +38,13 @@ def descendants(root: int) -> set[int]:
     return found
 
 
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -87,6 +94,7 @@ def test_make_demo_leaves_no_process_behind(signum: int, to_group: bool) -> None
     deadline = time.monotonic() + 30
     while any(alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [pid for pid in started if alive(pid)]
+    left = {pid: command(pid) for pid in started if alive(pid)}
+    assert not left, left
     assert "Traceback" not in rest
     assert "everything it started is stopped" in rest
