@@ -24,10 +24,22 @@ CONFIG_MANIFEST = (MANIFESTS / "config.yaml").read_bytes()
 
 
 @pytest.fixture
-def journaled(
+def start_journaled(
     emulator: Emulator, start_connector: Callable[..., Connector], tmp_path: Path
-) -> Connector:
-    return start_connector(emulator.control_interface, state_dir=tmp_path / "state")
+) -> Callable[..., Connector]:
+    """Starts a connector with a journal (the same STATE_DIR each time) on the emulator."""
+
+    def start(**overrides: Any) -> Connector:
+        return start_connector(
+            emulator.control_interface, state_dir=tmp_path / "state", **overrides
+        )
+
+    return start
+
+
+@pytest.fixture
+def journaled(start_journaled: Callable[..., Connector]) -> Connector:
+    return start_journaled()
 
 
 def history(requester: Requester, payload: str = "") -> list[dict[str, Any]]:
@@ -256,17 +268,10 @@ workloads:
 
 
 def test_a_rollback_is_judged_by_the_policy_like_an_apply(
-    emulator: Emulator,
-    start_connector: Callable[..., Connector],
-    tmp_path: Path,
-    requester: Requester,
+    emulator: Emulator, start_journaled: Callable[..., Connector], requester: Requester
 ) -> None:
     """A config put back must not re-render a later workload into a refused image."""
-    start_connector(
-        emulator.control_interface,
-        state_dir=tmp_path / "state",
-        policy=Policy(allowed_image_prefixes=("ok/",)),
-    )
+    start_journaled(policy=Policy(allowed_image_prefixes=("ok/",)))
     requester.call(Operation.APPLY, PICKED_CONFIG.format(image="evil/x"), "c1")  # unused: allowed
     requester.call(Operation.APPLY, PICKED_CONFIG.format(image="ok/x"), "c2")
     assert "added_workloads" in requester.call(Operation.APPLY, PICKED_WORKLOAD, "w")
@@ -278,20 +283,13 @@ def test_a_rollback_is_judged_by_the_policy_like_an_apply(
 
 
 def test_a_rollback_never_deletes_a_protected_workload(
-    emulator: Emulator,
-    start_connector: Callable[..., Connector],
-    tmp_path: Path,
-    requester: Requester,
+    emulator: Emulator, start_journaled: Callable[..., Connector], requester: Requester
 ) -> None:
-    first = start_connector(emulator.control_interface, state_dir=tmp_path / "state")
+    first = start_journaled()
     requester.call(Operation.APPLY, SENDER_MANIFEST, "a")
     first.stop()
     # The car's owner protects the sender afterwards.
-    start_connector(
-        emulator.control_interface,
-        state_dir=tmp_path / "state",
-        policy=Policy(protected_workloads=frozenset({SENDER})),
-    )
+    start_journaled(policy=Policy(protected_workloads=frozenset({SENDER})))
     refused = requester.call(Operation.ROLLBACK, "{}", "r")
     assert refused["error"]["code"] == "POLICY_DENIED"
     assert sender_in_ankaios(emulator) is not None
@@ -310,17 +308,10 @@ def test_rolling_back_an_entry_a_later_change_superseded_is_refused(
 
 
 def test_history_is_read_under_the_policy_s_field_masks(
-    emulator: Emulator,
-    start_connector: Callable[..., Connector],
-    tmp_path: Path,
-    requester: Requester,
+    start_journaled: Callable[..., Connector], requester: Requester
 ) -> None:
     """The journal holds manifests: a car that lets no one read its definitions keeps them."""
-    start_connector(
-        emulator.control_interface,
-        state_dir=tmp_path / "state",
-        policy=Policy(allowed_field_masks=("workloadStates",)),
-    )
+    start_journaled(policy=Policy(allowed_field_masks=("workloadStates",)))
     requester.call(Operation.APPLY, SENDER_MANIFEST, "a")
     refused = requester.call(Operation.HISTORY, json.dumps({"entry": 1}), "h")
     assert refused["error"]["code"] == "POLICY_DENIED"
