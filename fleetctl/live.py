@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Topics
 from fleetctl import output
+from fleetctl.car_data import json_object, plain_text
 from fleetctl.connection import Connection
 
 _ANY_CAR = Topics("+")
@@ -35,16 +34,12 @@ class WorkloadRow:
         """None for an empty payload: the workload is gone."""
         if not payload:
             return None
-        try:
-            data: Any = json.loads(payload)
-        except (UnicodeDecodeError, ValueError):
-            data = None
-        if not isinstance(data, dict):
+        data = json_object(payload)
+        if data is None:
             return cls(vin, workload, "invalid")
 
         def text(key: str) -> str:
-            value = data.get(key)
-            return "" if value is None else str(value)
+            return plain_text(data.get(key))
 
         return cls(
             vin,

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Topics
+from fleetctl.car_data import json_object, plain_text
 from fleetctl.connection import Connection
 
 # The VIN segment of "vehicle/<VIN>/status".
@@ -39,19 +38,12 @@ class Presence:
         """None for an empty payload (a cleared retained message: the car was removed)."""
         if not payload:
             return None
-        try:
-            data: Any = json.loads(payload)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict):
+        data = json_object(payload)
+        if data is None:
             return cls(vin=vin, status="invalid")
 
         def text(key: str) -> str:
-            # Whatever a car publishes is shown, so only plain values are taken.
-            value = data.get(key)
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                return ""
-            return str(value)[:200]
+            return plain_text(data.get(key))
 
         return cls(
             vin=vin,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleet_connector.topics import Operation
+from fleetctl.car_data import json_object
 
 # A value from the broker is cut to this many characters (an info string, a tag, ...).
 MAX_TEXT = 500
@@ -55,14 +56,6 @@ def text(value: Any) -> str:
         except (TypeError, ValueError):
             result = str(value)
     return result if len(result) <= MAX_TEXT else result[: MAX_TEXT - 1] + "\u2026"
-
-
-def _json_object(payload: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _fields(data: dict[str, Any] | None, names: Iterable[str]) -> dict[str, str]:
@@ -202,7 +195,7 @@ class FleetModel:
         if car is None:
             return []
         if topic.kind == "status":
-            presence = None if not payload else _fields(_json_object(payload), PRESENCE_FIELDS)
+            presence = None if not payload else _fields(json_object(payload), PRESENCE_FIELDS)
             if presence is not None and not presence["status"]:
                 presence["status"] = "invalid"
             if presence == car.presence:
@@ -216,7 +209,7 @@ class FleetModel:
         if topic.kind == "outcome":
             if not payload:
                 return []
-            ok, summary = summarize_outcome(_json_object(payload))
+            ok, summary = summarize_outcome(json_object(payload))
             self._outcome_seq += 1
             outcome = {
                 "seq": str(self._outcome_seq),
@@ -246,7 +239,7 @@ class FleetModel:
             if table.pop(name, None) is None:
                 return []
             return [{"t": kind, "vin": car.vin, "name": name, "value": None}]
-        data = _json_object(payload)
+        data = json_object(payload)
         value = _flat(data) if names is None else _fields(data, names)
         if names is not None and data is None:
             value["state"] = "invalid"

@@ -129,3 +129,28 @@ def test_watch_shows_each_message_on_one_line_with_escapes_shown(fleet: Any, fle
     finally:
         probe.client.publish(Topics("EVIL07").status, b"", qos=1, retain=True).wait_for_publish(5)
         probe.close()
+
+
+def test_a_nested_or_hostile_retained_workload_state_does_not_crash_get_workloads(
+    fleet: Any, fleetctl: Any
+) -> None:
+    probe = MqttProbe(fleet.broker)
+    topics = {
+        "deep": "vehicle/EVIL08/workloads/deep",
+        "nested": "vehicle/EVIL08/workloads/nested",
+    }
+    try:
+        nested = json.dumps({"state": {"a": [1]}, "info": "x" * 100_000}).encode()
+        for topic, payload in ((topics["deep"], DEEP), (topics["nested"], nested)):
+            probe.client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+        run = fleetctl("get", "workloads", "--vin", "EVIL08")
+        assert "Traceback" not in run.err
+        assert run.code == 0, run.err
+        rows = {line.split()[1]: line for line in run.out.splitlines()[1:]}
+        assert "invalid" in rows["deep"]
+        assert "unknown" in rows["nested"]
+        assert len(rows["nested"]) < 1000
+    finally:
+        for topic in topics.values():
+            probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        probe.close()
