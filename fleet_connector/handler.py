@@ -7,8 +7,11 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ankaios_sdk._protos import _ank_base
 
 from fleet_connector import rollback
 from fleet_connector.ankaios import Ankaios
@@ -223,7 +226,13 @@ class Handler:
         )
         return self._answered(request, outcome)
 
-    def _check_manifest(self, manifest: Manifest, *, deleting: bool) -> None:
+    def _check_manifest(
+        self,
+        manifest: Manifest,
+        *,
+        deleting: bool,
+        read_state: Callable[[], _ank_base.CompleteState] | None = None,
+    ) -> None:
         """What refuses a manifest before it reaches Ankaios: STRICT, then the policy."""
         if self._strict and manifest.warnings:
             raise RequestError(
@@ -232,19 +241,27 @@ class Handler:
             )
         self._policy.check_manifest(manifest, deleting=deleting)
         if not deleting:
-            self._policy.check_apply(self._ankaios.desired_state, manifest)
+            self._policy.check_apply(read_state or self._ankaios.desired_state, manifest)
 
     def _plan(self, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
         # A plan shows the current definitions it would replace (from/to).
         self._policy.check_field_masks(DEFINITIONS)
+        # The policy and the plan look at the same current state: read it from Ankaios once.
+        read: list[_ank_base.CompleteState] = []
+
+        def current() -> _ank_base.CompleteState:
+            if not read:
+                read.append(self._ankaios.desired_state())
+            return read[0]
+
         try:
-            self._check_manifest(manifest, deleting=deleting)
+            self._check_manifest(manifest, deleting=deleting, read_state=current)
         except RequestError as e:
             verdict = {"verdict": "denied", "code": str(e.code), "message": e.message}
         else:
             verdict = {"verdict": "allowed"}
         try:
-            reply = plan(self._ankaios.desired_state(), manifest, deleting=deleting)
+            reply = plan(current(), manifest, deleting=deleting)
         except CurrentStateError as e:
             raise RequestError(
                 ErrorCode.INTERNAL, f"the current state could not be modelled: {e}"
