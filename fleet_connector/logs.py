@@ -15,6 +15,7 @@ buffered there; one thread of this module sends.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -268,8 +269,13 @@ class LogStreams:
                         self._open(item)
                     elif item is not None:
                         self._cancel(item[1], item[2])
-                except Exception:
+                except Exception as e:
                     log.exception("log streams: unexpected failure")
+                    if isinstance(item, Request):
+                        # A request taken in is answered, a defect included.
+                        with contextlib.suppress(Exception):
+                            error = f"{type(e).__name__}: {e}"
+                            self._refuse(item, RequestError(ErrorCode.INTERNAL, error))
             try:
                 self._pump()
             except Exception:

@@ -312,3 +312,30 @@ def test_a_cancel_without_id_or_correlation_ends_no_stream_identified_by_correla
     cancel.CorrelationData = b"my-stream"
     probe.publish(f"vehicle/{vin}/logs/cancel", b"", properties=cancel)
     assert stream(probe, mine)[-1]["end"] == "cancelled"
+
+
+def test_a_defect_while_opening_a_stream_is_answered_internal_and_streams_go_on(
+    make_car: Callable[..., Emulator],
+    start_connector: Callable[..., Connector],
+    probe: MqttProbe,
+    vin: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    car = make_car(IMAGES)
+    connector = start_connector(car.control_interface)
+    probe.subscribe(f"vehicle/{vin}/workloads/#")
+    probe.publish(f"vehicle/{vin}/manifest/apply/req", manifest("ticker", image="ticker:1"))
+    states_until(probe, f"vehicle/{vin}/workloads/ticker", "running")
+    real = connector.logs._instances
+
+    def defect(workloads: Any) -> Any:
+        raise RuntimeError("a defect")
+
+    # A stand-in for a defect in the connector's own code, not in Ankaios or the broker.
+    monkeypatch.setattr(connector.logs, "_instances", defect)
+    topic = ask(probe, vin, {"workloads": ["ticker"], "tail": 1}, "broken")
+    error = json.loads(probe.expect(topic).payload)["error"]
+    assert error["code"] == "INTERNAL" and "a defect" in error["message"]
+    monkeypatch.setattr(connector.logs, "_instances", real)
+    topic = ask(probe, vin, {"workloads": ["ticker"], "tail": 1}, "after")
+    assert stream(probe, topic)[-1]["end"] == "done"
