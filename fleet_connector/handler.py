@@ -20,7 +20,6 @@ from fleet_connector.crashpoints import CrashPoints
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.journal import history
 from fleet_connector.manifest import Manifest, parse_manifest
-from fleet_connector.plan import CurrentStateError, plan
 from fleet_connector.policy import Policy
 from fleet_connector.redaction import Redactor
 from fleet_connector.signatures import Verifier
@@ -244,6 +243,10 @@ class Handler:
             self._policy.check_apply(read_state or self._ankaios.desired_state, manifest)
 
     def _plan(self, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
+        # Plans need the Ankaios server model and the template renderer; a car that is
+        # never asked for one does not load them (bench/README.md, "Footprint").
+        from fleet_connector.plan import CurrentStateError, plan  # noqa: PLC0415
+
         # A plan shows the current definitions it would replace (from/to).
         self._policy.check_field_masks(DEFINITIONS)
         # The policy and the plan look at the same current state: read it from Ankaios once.

@@ -15,16 +15,18 @@ so reconciling after an Ankaios restart still knows what was applied long ago.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ankaios_sdk._protos import _ank_base
 from google.protobuf import json_format
 
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.store import Store
+
+if TYPE_CHECKING:
+    import sqlite3
 
 PENDING = "PENDING"
 """Outcome of a row whose request was (maybe) sent to Ankaios without an answer recorded."""

@@ -18,18 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector import workload_images
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.manifest import Manifest
 from fleet_connector.options import ConfigError
-from fleet_connector.rendering import RenderedWorkload
-from fleet_connector.started import started_workloads
-from fleet_connector.workload_images import CannotTell
+
+if TYPE_CHECKING:
+    from fleet_connector.rendering import RenderedWorkload
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 _KEYS = {
@@ -155,6 +154,11 @@ class Policy:
     ) -> None:
         if not self.judges_what_runs:
             return
+        # What runs is told by the Ankaios server model and the template renderer: loaded
+        # only for a policy with rules on it (bench/README.md, "Footprint").
+        from fleet_connector.started import started_workloads  # noqa: PLC0415
+        from fleet_connector.workload_images import CannotTell  # noqa: PLC0415
+
         try:
             workloads = started_workloads(read_state, state, masks)
         except CannotTell as e:
@@ -174,6 +178,8 @@ class Policy:
     def check_started(self, workloads: Sequence[RenderedWorkload]) -> None:
         """The rules on what runs, for each workload an apply starts or restarts, rendered
         with the configs in effect (see :mod:`fleet_connector.started`)."""
+        from fleet_connector import workload_images  # noqa: PLC0415 - see _check_what_runs
+
         for workload in workloads:
             name = workload.name
             if name in self.protected_workloads:
@@ -190,7 +196,7 @@ class Policy:
             if self.allowed_image_prefixes is not None:
                 try:
                     images = workload_images.images(workload.runtime, workload.runtime_config)
-                except CannotTell as e:
+                except workload_images.CannotTell as e:
                     raise _denied(
                         "allowedImagePrefixes",
                         f"the images workload {name!r} would run cannot be told: {e}",

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,9 @@ class Store:
         """Where an unreadable database found at start was moved, if one was."""
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Imported here: a connector without STATE_DIR never pays for SQLite (about 1 MiB).
+        import sqlite3  # noqa: PLC0415
+
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as e:
@@ -39,6 +45,8 @@ class Store:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
+        import sqlite3  # noqa: PLC0415
+
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")

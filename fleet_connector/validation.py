@@ -11,15 +11,12 @@ against a schema, so for ``v0.1`` only the warnings count.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-
-import fastjsonschema
 
 if TYPE_CHECKING:
     import jsonschema
@@ -58,6 +55,10 @@ def _validator(api_version: str) -> jsonschema.protocols.Validator:
 
 @functools.cache
 def _fast(api_version: str) -> Any:
+    # Compiled on the first manifest: a connector that only answers state requests never
+    # loads it (bench/README.md, "Footprint").
+    import fastjsonschema  # noqa: PLC0415
+
     return fastjsonschema.compile(schema(api_version))
 
 
@@ -103,6 +104,8 @@ def _unknown_keys(error: jsonschema.ValidationError) -> Iterable[str]:
         return []
     known = list(error.schema.get("properties", {}))
     where = _where(error.absolute_path)
+    import difflib  # noqa: PLC0415 - only for manifests with findings, see _fast
+
     found = []
     for key in sorted(str(k) for k in error.instance if k not in known):
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [
