@@ -1,4 +1,4 @@
-"""The fleet connector: MQTT requests in, Ankaios requests out, one worker in between."""
+"""The fleet connector: MQTT requests in, Ankaios requests out, on one loop's thread."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import JOURNALED, Handler, Request
 from fleet_connector.journal import Journal
 from fleet_connector.logs import LogStreams
+from fleet_connector.loop import Interrupted, Loop
 from fleet_connector.mqtt import MqttLink
 from fleet_connector.outcomes import Outcomes, follow_spec
 from fleet_connector.reconcile import Reconciler
@@ -67,10 +68,10 @@ class Connector:
         self.topics = Topics(config.vin)
         self.started_at = _now()
         self._status_since = self.started_at
-        # None is the worker's signal to stop.
-        self._queue: queue.Queue[Request | _DriftCheck | None] = queue.Queue(
-            maxsize=config.queue_size
-        )
+        # The worker's thread runs the loop: it serves MQTT and the control interface
+        # whenever the worker waits (see fleet_connector/loop.py).
+        self.loop = Loop()
+        self._queue: queue.Queue[Request | _DriftCheck] = queue.Queue(maxsize=config.queue_size)
         self._stop = threading.Event()
         self._replies = ReplyCache()
         self.store = Store(config.state_dir) if config.state_dir else None
@@ -80,7 +81,9 @@ class Connector:
         self._queued_bytes = 0
         self._queued_lock = threading.Lock()
         self.control_interface = ControlInterface(
-            config.control_interface, on_connection_change=self._control_interface_changed
+            config.control_interface,
+            loop=self.loop,
+            on_connection_change=self._control_interface_changed,
         )
         self._crash = CrashPoints(config.crash_at)
         ankaios = Ankaios(self.control_interface, config.request_timeout)
@@ -121,6 +124,7 @@ class Connector:
         self.mqtt = MqttLink(
             config.broker,
             self.topics,
+            loop=self.loop,
             client_id=config.client_id,
             session_expiry=config.session_expiry,
             on_request=self._enqueue,
@@ -164,27 +168,30 @@ class Connector:
         self.live.start()
         self.logs.start()
         self.control_interface.start()
+        self.mqtt.start()
         self._worker = threading.Thread(target=self._supervise, name="requests", daemon=True)
         self._worker.start()
-        self.mqtt.start()
 
     def stop(self, grace: float = 1.0) -> None:
         """Stops within about ``grace`` seconds plus a second for the goodbye.
 
-        Requests still queued are not acknowledged, so the broker delivers them again
-        when the connector is back.
+        A request in progress gets ``grace`` to finish; requests still queued are not
+        acknowledged, so the broker delivers them again when the connector is back.
         """
         self._stop.set()
-        self.control_interface.end_boot_wait()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)  # wakes the worker; a full queue wakes it anyway
+        self.control_interface.end_boot_wait()  # wakes the loop
         if self._worker:
             self._worker.join(grace)
+            if self._worker.is_alive():
+                self.loop.interrupt()  # unwinds the request in progress, unanswered
+                self._worker.join(grace)
+        self.loop.own()  # from here on, this thread serves MQTT for the goodbye
         self.outcomes.stop()
         self.logs.stop()
         self.control_interface.stop()
         self.live.stop()
         self.mqtt.stop()
+        self.loop.close()
         if self.store:
             self.store.close()
         log.info("fleet connector for VIN %s stopped", self.config.vin)
@@ -230,7 +237,12 @@ class Connector:
             self._finish(request, error.to_json(), error.code)
 
     def _next(self, block: bool) -> Request | _DriftCheck | None:
-        request = self._queue.get() if block else self._queue.get_nowait()
+        """The next queued item; None when stopping. Blocking runs the loop meanwhile."""
+        if block:
+            self.loop.wait(lambda: self._stop.is_set() or not self._queue.empty(), None)
+            if self._stop.is_set():
+                return None
+        request = self._queue.get_nowait()
         if isinstance(request, Request):
             with self._queued_lock:
                 self._queued_bytes -= len(request.payload)
@@ -242,9 +254,12 @@ class Connector:
         A request worker that ended silently would leave a car that looks online and
         answers nothing.
         """
+        self.loop.own()
         while not self._stop.is_set():
             try:
                 self._work()
+                return
+            except Interrupted:
                 return
             except Exception:
                 self._worker_restarts += 1
@@ -277,15 +292,12 @@ class Connector:
             # Consecutive reads go to Ankaios back to back; a write ends the batch, so a
             # read never overtakes a write sent before it.
             batch = [request]
-            stopping = False
             while len(batch) < PIPELINED_READS:
                 try:
                     following = self._next(block=False)
                 except queue.Empty:
                     break
-                if following is None:
-                    stopping = True
-                    break
+                assert following is not None  # only a blocking _next says "stopping"
                 if isinstance(following, _DriftCheck) or following.operation is not Operation.STATE:
                     held = following
                     break
@@ -294,10 +306,9 @@ class Connector:
                 replies = self._handler.handle_reads(batch)
             except Exception as e:
                 replies = [_internal(r, e) for r in batch]
-            for done, (reply, code) in zip(batch, replies, strict=True):
-                self._finish(done, reply, code)
-            if stopping:
-                return
+            with self.mqtt.together():
+                for done, (reply, code) in zip(batch, replies, strict=True):
+                    self._finish(done, reply, code)
 
     def _finish(self, request: Request, reply: str, code: ErrorCode | None) -> None:
         self._replies.done(request, reply, code)
@@ -345,7 +356,7 @@ class Connector:
             self._reply_once(request, request.journal_entry, reply)
         elif self._crash.point == "after-reply" and request.operation in JOURNALED:
             info = self.mqtt.answer(request, reply)
-            info.wait_for_publish(self.config.request_timeout)
+            self.mqtt.wait_published(info, self.config.request_timeout)
             self._crash.reach("after-reply")
         else:
             self.mqtt.reply(request, reply)
@@ -362,9 +373,7 @@ class Connector:
             self.mqtt.ack(request)
             return
         info = self.mqtt.answer(request, reply)
-        with contextlib.suppress(RuntimeError, ValueError):
-            info.wait_for_publish(self.config.request_timeout)
-        if info.is_published():
+        if self.mqtt.wait_published(info, self.config.request_timeout):
             self.journal.mark_replied(entry)
             self._crash.reach("after-reply")
         self.mqtt.ack(request)
@@ -399,6 +408,7 @@ class Connector:
             # restart): whatever the cloud applied may be gone.
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(_DriftCheck())
+            self.loop.wake()
         if self.mqtt.connected:
             self.mqtt.publish_status("online")
 

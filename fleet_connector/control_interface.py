@@ -11,6 +11,10 @@ This module keeps the SDK's wire format and message types (its generated protobu
 its ``Response`` parser) but owns the pipes: frames are reassembled from whatever the pipe
 delivers, lost connections are re-established with backoff, and each request waits for the
 answer with its own id, so a late answer is dropped instead of answering the next request.
+
+A thread of its own opens the FIFOs and says Hello (again after the agent went away); once
+connected, the input FIFO is read by the loop (fleet_connector/loop.py), so a requester in
+the loop's thread gets its answer without a thread hand-off.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base, _control_api
 from ankaios_sdk.utils import ANKAIOS_VERSION
 
+from fleet_connector.loop import Interrupted, Loop
+
 log = logging.getLogger(__name__)
 
 # Nothing Ankaios sends comes close; a larger length prefix means the stream is corrupt.
@@ -40,6 +46,8 @@ HANDSHAKE_TIMEOUT = 5.0
 # How long to wait for ControlInterfaceAccepted before probing (see _handshake).
 PROBE_AFTER = 0.5
 _POLL_INTERVAL = 0.2
+# Slices in which a writer in the loop's thread looks whether a full pipe has room again.
+_FULL_PIPE_WAIT = 0.01
 # Reconnect backoff ceiling before the first connection (after it: max_backoff).
 BOOT_MAX_BACKOFF = 0.5
 # Silence after which a request is preceded by a Hello (see _hello_if_idle).
@@ -114,17 +122,23 @@ class ControlInterface:
     """A self-healing connection to the control interface at ``path``.
 
     ``start()`` returns at once; the connection is made, and re-made after the agent goes
-    away, by a background thread. ``request()`` may be called from any thread.
+    away, by a background thread. ``request()`` may be called from any thread. What comes
+    from Ankaios is read by ``loop``; without one, the control interface runs a loop of its
+    own on a thread of its own.
     """
 
     def __init__(
         self,
         path: Path,
         *,
+        loop: Loop | None = None,
         on_connection_change: Callable[[bool], None] | None = None,
         max_backoff: float = 5.0,
     ) -> None:
         self.path = path
+        self._own_loop = loop is None
+        self._loop = loop or Loop()
+        self._loop_thread: threading.Thread | None = None
         self._ever_connected = threading.Event()
         # Set once waiting for the first connection makes no sense any more: Ankaios
         # accepted us, the wait timed out once, or we are stopping.
@@ -141,14 +155,13 @@ class ControlInterface:
         self._streams: dict[str, Callable[[Response], None]] = {}
         self._pending_lock = threading.Lock()
         self._out_fd: int | None = None
-        # Reading the input FIFO (see _collect): whoever holds _read_lock reads and
-        # dispatches; _in_fd and _buffer belong to the connection being served.
+        # The input FIFO of the connection being served and what was read of it; the
+        # handshake reads it on the connection thread, the loop reads it after that.
         self._read_lock = threading.Lock()
         self._in_fd: int | None = None
         self._buffer = bytearray()
-        self._collecting = 0  # requesters reading their own answers; under _collecting_cond
-        self._collecting_cond = threading.Condition()
-        self._broken: str | None = None  # set by a requester that saw the connection end
+        self._broken: str | None = None  # why the served connection ended
+        self._ended = threading.Event()  # it ended, or we are stopping
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self._last_heard = time.monotonic()
@@ -160,14 +173,29 @@ class ControlInterface:
         return self._connected.is_set()
 
     def start(self) -> None:
+        if self._own_loop:
+            self._loop_thread = threading.Thread(
+                target=self._run_own_loop, name="control-interface-loop", daemon=True
+            )
+            self._loop_thread.start()
         self._thread = threading.Thread(target=self._run, name="control-interface", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._ended.set()
         self.end_boot_wait()
         if self._thread:
             self._thread.join(timeout=2)
+        if self._loop_thread:
+            self._loop.interrupt()
+            self._loop_thread.join(timeout=2)
+            self._loop.close()
+
+    def _run_own_loop(self) -> None:
+        self._loop.own()
+        with contextlib.suppress(Interrupted):
+            self._loop.wait(self._stop.is_set, None)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -180,12 +208,14 @@ class ControlInterface:
         Once the wait has timed out (say, a wrong path) nothing waits any more, and later
         gaps (an agent restart) fail at once: the sender learns and can retry.
         """
-        if not self._boot_wait_over.wait(timeout):
-            self._boot_wait_over.set()
+        over = self._boot_wait_over
+        if not self._loop.wait(over.is_set, timeout, over):
+            over.set()
 
     def end_boot_wait(self) -> None:
         """Lets :meth:`wait_first_connection` return now, e.g. because we are stopping."""
         self._boot_wait_over.set()
+        self._loop.wake()
 
     def request(self, request: _ank_base.Request, timeout: float) -> Response:
         """Sends one request and returns Ankaios's answer to it.
@@ -238,30 +268,22 @@ class ControlInterface:
             else:
                 sent.append((request_id, pending, deadline))
         results: list[Response | Exception] = []
-        with self._collecting_cond:
-            self._collecting += 1
-        try:
-            for item in sent:
-                if isinstance(item, Exception):
-                    results.append(item)
-                    continue
-                request_id, pending, deadline = item
-                try:
-                    if not self._collect(pending, deadline):
-                        results.append(TimeoutError(f"Ankaios did not answer within {timeout:g} s"))
-                    elif pending.response is None:
-                        lost = pending.lost or "connection to the control interface lost"
-                        results.append(Unavailable(lost))
-                    else:
-                        results.append(pending.response)
-                finally:
-                    self._forget(request_id)
-        finally:
-            with self._collecting_cond:
-                self._collecting -= 1
-                # Wake the connection thread now: events and log entries that came after
-                # this answer would otherwise wait for its next poll (up to 0.2 s).
-                self._collecting_cond.notify_all()
+        for item in sent:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            request_id, pending, deadline = item
+            try:
+                done = pending.done
+                if not self._loop.wait(done.is_set, deadline - time.monotonic(), done):
+                    results.append(TimeoutError(f"Ankaios did not answer within {timeout:g} s"))
+                elif pending.response is None:
+                    lost = pending.lost or "connection to the control interface lost"
+                    results.append(Unavailable(lost))
+                else:
+                    results.append(pending.response)
+            finally:
+                self._forget(request_id)
         return results
 
     def open_stream(
@@ -296,49 +318,29 @@ class ControlInterface:
         except (OSError, _ConnectionLost) as e:
             raise Unavailable(f"could not write to the control interface: {e}") from None
 
-    def _collect(self, pending: _Pending, deadline: float) -> bool:
-        """Waits for ``pending``'s answer, reading the FIFO in this thread; False on timeout.
-
-        The requester reads and dispatches the answers itself instead of waiting to be
-        woken by the connection thread: a hand-off between threads costs more than the
-        read (bench/results.md, "Where the time goes"). The connection thread stands aside
-        while anyone collects, and reads what comes when nobody does.
-        """
-        while not pending.done.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if not self._read_lock.acquire(timeout=min(remaining, _POLL_INTERVAL)):
-                continue
-            wait = False
+    def _readable(self) -> None:
+        """The loop saw the input FIFO ready: read what it holds and dispatch each frame."""
+        with self._read_lock:
+            fd = self._in_fd
+            if fd is None or self._broken is not None:
+                return
             try:
-                fd = self._in_fd
-                if pending.done.is_set():
-                    break
-                if fd is None or self._broken is not None:
-                    # Being torn down: the connection thread marks the request lost.
-                    wait = True
-                else:
-                    self._read_available(fd, min(remaining, _POLL_INTERVAL))
+                self._read_available(fd)
             except _ConnectionLost as e:
                 self._connection_broken(str(e))
             except OSError as e:
                 self._connection_broken(f"reading the control interface failed: {e}")
-            finally:
-                self._read_lock.release()
-            if wait:
-                pending.done.wait(min(remaining, _POLL_INTERVAL))
-        return True
 
     def _connection_broken(self, reason: str) -> None:
-        """A requester saw the connection end: fail what waits, and tell the connection thread."""
+        """The served connection ended: fail what waits, and tell the connection thread."""
         self._broken = reason
+        if self._in_fd is not None:
+            self._loop.remove_reader(self._in_fd)  # a closed pipe stays readable
         with self._pending_lock:
             for waiting in self._pending.values():
                 waiting.lost = reason
                 waiting.done.set()
-        with self._collecting_cond:
-            self._collecting_cond.notify_all()
+        self._ended.set()
 
     def _hello_if_idle(self, timeout: float) -> None:
         """After a silence, says Hello before the next request.
@@ -452,38 +454,24 @@ class ControlInterface:
         raise _ConnectionLost("no answer from Ankaios to Hello within 5 s")
 
     def _serve(self, in_fd: int, buffer: bytearray) -> None:
+        """Hands the input FIFO to the loop until the connection ends or we stop."""
+        self._ended.clear()
         with self._read_lock:
             self._in_fd = in_fd
             self._buffer = buffer
             self._broken = None
-        while not self._stop.is_set():
-            if self._out_fd is None:
-                raise _ConnectionLost("writing to the control interface failed")
-            if self._broken is not None:
-                raise _ConnectionLost(self._broken)
-            with self._collecting_cond:
-                if self._collecting:
-                    # A requester reads its own answers (see _collect); look again later.
-                    self._collecting_cond.wait(_POLL_INTERVAL)
-                    continue
-            ready, _, _ = select.select([in_fd], [], [], _POLL_INTERVAL)
-            if not ready or self._collecting:
-                continue
-            with self._read_lock:
-                self._read_available(in_fd, 0)
+        self._loop.add_reader(in_fd, self._readable)
+        self._ended.wait()
+        if self._broken is not None and not self._stop.is_set():
+            raise _ConnectionLost(self._broken)
 
-    def _read_available(self, in_fd: int, wait: float) -> None:
-        """Reads what the FIFO holds (waiting up to ``wait`` for it) and dispatches each
-        whole frame. The caller holds ``_read_lock``."""
+    def _read_available(self, in_fd: int) -> None:
+        """Reads what the FIFO holds and dispatches each whole frame. The caller holds
+        ``_read_lock``."""
         try:
             chunk = os.read(in_fd, 1 << 20)
         except BlockingIOError:
-            if wait <= 0 or not select.select([in_fd], [], [], wait)[0]:
-                return
-            try:
-                chunk = os.read(in_fd, 1 << 20)
-            except BlockingIOError:
-                return
+            return
         if not chunk:
             raise _ConnectionLost("the agent closed the control interface")
         self._last_heard = time.monotonic()
@@ -550,16 +538,19 @@ class ControlInterface:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     # Part of a frame is on the wire: the stream cannot be used any more.
-                    self._close_output_locked()
+                    self._close_output_locked("the agent does not read the control interface")
                     raise _ConnectionLost("the agent does not read the control interface")
                 try:
                     written = os.write(fd, view)
                 except BlockingIOError:
-                    # The pipe is full: wait until the agent has read some of it.
-                    select.select([], [fd], [], min(remaining, _POLL_INTERVAL))
+                    # The pipe is full: wait until the agent has read some of it. The loop
+                    # goes on reading meanwhile: the agent may be waiting for us to read.
+                    self._loop.wait(
+                        lambda: _writable(fd), min(remaining, _FULL_PIPE_WAIT), self._stop
+                    )
                     continue
                 except OSError as e:
-                    self._close_output_locked()
+                    self._close_output_locked(f"writing to the control interface failed: {e}")
                     if e.errno == errno.EPIPE:
                         raise _ConnectionLost(
                             "the agent stopped reading the control interface"
@@ -567,12 +558,18 @@ class ControlInterface:
                     raise
                 view = view[written:]
 
-    def _close_output_locked(self) -> None:
+    def _close_output_locked(self, reason: str | None = None) -> None:
         if self._out_fd is not None:
             os.close(self._out_fd)
             self._out_fd = None
+        if reason is not None:
+            # The connection cannot be used any more: the connection thread makes a new one.
+            self._broken = self._broken or reason
+            self._ended.set()
 
     def _close(self, in_fd: int | None) -> None:
+        if in_fd is not None:
+            self._loop.remove_reader(in_fd)
         with self._read_lock:
             self._in_fd = None
             if in_fd is not None:
@@ -587,7 +584,7 @@ class ControlInterface:
             self.last_error = None
             self._connected.set()
             self._ever_connected.set()
-            self._boot_wait_over.set()
+            self.end_boot_wait()
         else:
             self._connected.clear()
             with self._pending_lock:
@@ -600,3 +597,7 @@ class ControlInterface:
     def _unavailable_reason(self) -> str:
         detail = f" ({self.last_error})" if self.last_error else ""
         return f"the Ankaios control interface is not connected{detail}"
+
+
+def _writable(fd: int) -> bool:
+    return bool(select.select([], [fd], [], 0)[1])

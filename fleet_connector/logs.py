@@ -257,7 +257,11 @@ class LogStreams:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(_TICK)
+            # Open streams are paced and time out; without any, only a request wakes us
+            # (a thousand idle cars in one host must not tick ten times a second each).
+            with self._lock:
+                idle = not self._streams
+            self._wake.wait(None if idle else _TICK)
             self._wake.clear()
             while True:
                 try:

@@ -1,7 +1,8 @@
 """The connector's MQTT side: session, subscriptions, incoming requests, replies, presence.
 
-paho's network thread only turns messages into :class:`Request` objects and hands them on;
-nothing here waits for Ankaios.
+paho has no thread here: the connector's loop (fleet_connector/loop.py) drives it. Its
+callbacks only turn messages into :class:`Request` objects and hand them on; nothing here
+waits for Ankaios.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,6 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from fleet_connector.broker import BrokerSettings, FallbackClient
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Request
+from fleet_connector.loop import Loop
 from fleet_connector.takeover import SessionWatch
 from fleet_connector.topics import MAX_REQUEST_ID_BYTES, Topics
 
@@ -33,6 +37,13 @@ QOS = 1
 MAX_INFLIGHT = 1000
 # W3C Trace Context, carried as MQTT 5 user properties from a request to all it causes.
 TRACE_PROPERTIES = ("traceparent", "tracestate")
+# Linux holds a corked socket's data until it is uncorked (see MqttLink.together).
+_TCP_CORK: int = getattr(socket, "TCP_CORK", 3)
+# How often paho's housekeeping (keepalive pings, retries) runs; what its own thread does.
+HOUSEKEEPING_INTERVAL = 1.0
+# Reconnect backoff after the connection was lost or refused (paho's defaults for its thread).
+RECONNECT_MIN_DELAY = 1.0
+RECONNECT_MAX_DELAY = 30.0
 
 
 class MqttLink:
@@ -42,6 +53,9 @@ class MqttLink:
     published while the car is offline are delivered once it is back. Requests are
     acknowledged only after their reply is handed to the client, so a request the
     connector could not answer before it stopped is delivered again.
+
+    The client has no thread of its own: ``loop`` drives it (connecting, reading, writing,
+    keepalive), so requests are taken in and answered on the loop's thread.
     """
 
     def __init__(
@@ -49,6 +63,7 @@ class MqttLink:
         settings: BrokerSettings,
         topics: Topics,
         *,
+        loop: Loop,
         client_id: str,
         session_expiry: int,
         on_request: Callable[[Request], None],
@@ -75,6 +90,11 @@ class MqttLink:
         self._client_id = client_id
         self.session = session or SessionWatch()
         self._cleared: dict[str, bool] = {}
+        self._loop = loop
+        self._next_attempt = 0.0
+        self._delay: float | None = None
+        self._next_housekeeping = 0.0
+        self._together = False
         self._mqtt = FallbackClient(settings, self._new_client, self._connect)
 
     @property
@@ -84,6 +104,11 @@ class MqttLink:
     @property
     def _settings(self) -> BrokerSettings:
         return self._mqtt.settings
+
+    @property
+    def _housekeeping_interval(self) -> float:
+        # Often enough that a ping goes out well before the broker's 1.5 keepalives.
+        return min(HOUSEKEEPING_INTERVAL, self._settings.keepalive / 2)
 
     @property
     def _v5(self) -> bool:
@@ -96,7 +121,7 @@ class MqttLink:
         # in-flight window is full: a burst of live states (2,000 workloads started at once)
         # behind the default window of 20 delays a reply queued after it by seconds.
         client.max_inflight_messages_set(MAX_INFLIGHT)
-        # A defect in any callback is reported by paho instead of ending its network thread.
+        # A defect in any callback is reported by paho instead of ending the loop's turn.
         client.suppress_exceptions = True
         client.on_log = _log_callback_failure
         client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -106,7 +131,12 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_subscribe = self._handle_subscribe
+        # A publish from another thread (live states, log streams) wakes the loop to write it.
+        client.on_socket_register_write = self._wake
         return client
+
+    def _wake(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._loop.wake()
 
     @property
     def connected(self) -> bool:
@@ -114,11 +144,23 @@ class MqttLink:
 
     def wait_subscribed(self, timeout: float) -> bool:
         """Whether the broker confirmed the request subscriptions within ``timeout``."""
-        return self._subscribed.wait(timeout)
+        return self._loop.wait(self._subscribed.is_set, timeout, self._subscribed)
+
+    def wait_published(self, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+        """Whether the broker acknowledged ``info``'s message within ``timeout``."""
+
+        def published() -> bool:
+            try:
+                return info.is_published()
+            except (RuntimeError, ValueError):
+                return False  # never queued, or lost with the connection
+
+        return self._loop.wait(published, timeout)
 
     def start(self) -> None:
-        """Connects in the background; retries until the broker is there."""
+        """Connects from the loop; retries until the broker is there."""
         self._mqtt.connect()
+        self._loop.add_source(self)
 
     def _connect(self, client: mqtt.Client, settings: BrokerSettings) -> None:
         v5 = settings.protocol == "5"
@@ -133,23 +175,99 @@ class MqttLink:
             clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )
-        client.loop_start()
+        # A new client (the 3.1.1 fallback) connects at the loop's next turn.
+        self._next_attempt = 0.0
+        self._delay = None
+        self._loop.wake()
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Says offline (retained), then disconnects without the will."""
+        """Says offline (retained), then disconnects without the will.
+
+        Call from the loop's thread (the connector hands the loop to its stopping thread).
+        """
         self._stopping = True
         client = self._mqtt.close()
         if self._connected.is_set():
-            info = self.publish_status("offline")
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout)
+            self.wait_published(self.publish_status("offline"), timeout)
         client.disconnect()
-        client.loop_stop()
+        # The DISCONNECT goes out with the next write; paho closes the socket after it.
+        self._loop.wait(lambda: client.socket() is None, timeout)
+
+    # -- driven by the loop ---------------------------------------------------------------
+
+    def prepare(self, now: float) -> tuple[int | None, bool, float]:
+        client = self._client
+        if client.socket() is None:
+            if self._stopping:
+                return None, False, math.inf
+            if now < self._next_attempt:
+                return None, False, self._next_attempt
+            self._attempt(client, now)
+        if client.want_write():
+            client.loop_write()  # before sleeping: a reply queued this turn goes out now
+        sock = client.socket()  # none after a DISCONNECT written or a failed write
+        if sock is None:
+            return None, False, self._next_attempt
+        pending = getattr(sock, "pending", None)
+        due = now if pending is not None and pending() else self._next_housekeeping
+        return sock.fileno(), client.want_write(), due
+
+    def handle(self, readable: bool, writable: bool, now: float) -> None:
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return
+        pending = getattr(sock, "pending", None)
+        if readable or (pending is not None and pending()):
+            client.loop_read()
+        if client.socket() is not None and client.want_write():
+            client.loop_write()
+        if client.socket() is not None and now >= self._next_housekeeping:
+            self._next_housekeeping = now + self._housekeeping_interval
+            client.loop_misc()
+
+    def _attempt(self, client: mqtt.Client, now: float) -> None:
+        """One connection attempt; the next one is scheduled in case it fails."""
+        self._delay = (
+            RECONNECT_MIN_DELAY
+            if self._delay is None
+            else min(self._delay * 2, RECONNECT_MAX_DELAY)
+        )
+        self._next_attempt = now + self._delay
+        self._next_housekeeping = now + self._housekeeping_interval
+        try:
+            client.reconnect()
+        except Exception as e:  # refused, unreachable, TLS: all mean "try again later"
+            log.debug("MQTT connection to %s failed: %s", self._settings.describe(), e)
 
     def reply(self, request: Request, payload: str) -> None:
         """Publishes the reply, then acknowledges the request to the broker."""
-        self.answer(request, payload)
-        self.ack(request)
+        with self.together():
+            self.answer(request, payload)
+            self.ack(request)
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Packets queued inside go out at its end, in one TCP segment where they fit.
+
+        A reply and the acknowledgement of its request (or a batch of them) are written at
+        once instead of at the loop's next turn, and the broker is woken once for all (each
+        send on loopback costs about as much as the broker's whole handling of the packet).
+        """
+        client = self._client
+        sock = client.socket() if self._loop.in_loop and not self._together else None
+        if sock is None:
+            yield  # not the loop's thread, or inside an outer together()
+            return
+        self._together = True
+        _cork(sock, True)
+        try:
+            yield
+            if client.want_write():
+                client.loop_write()
+        finally:
+            self._together = False
+            _cork(sock, False)
 
     def answer(
         self, request: Request, payload: str, topic: str | None = None
@@ -199,7 +317,7 @@ class MqttLink:
     def _status_payload(self, status: str) -> str:
         return json.dumps(self._presence(status))
 
-    # -- paho callbacks (network thread) ------------------------------------------------
+    # -- paho callbacks (the loop's thread) ---------------------------------------------
 
     def _handle_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -211,6 +329,7 @@ class MqttLink:
             if not self._mqtt.fall_back(client, reason):
                 log.warning("MQTT broker refused the connection: %s", reason)
             return
+        self._delay = None
         self._connected.set()
         self.session.connected()
         log.info(
@@ -253,6 +372,9 @@ class MqttLink:
         self._refused = False
         self._connected.clear()
         self._subscribed.clear()
+        # paho's own thread would wait before reconnecting too; so does the loop.
+        delay = self._delay or RECONNECT_MIN_DELAY
+        self._next_attempt = time.monotonic() + delay
 
     def _handle_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
@@ -266,8 +388,8 @@ class MqttLink:
             self._subscribed.set()
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # An exception here would end paho's network thread: nothing would be received
-        # any more while the car still looked online.
+        # A message that cannot be taken in is logged and acknowledged, so that the broker
+        # does not hand it over again at every reconnect.
         try:
             self._take(client, msg)
         except Exception:
@@ -344,6 +466,11 @@ class MqttLink:
                 self._cleared.clear()
             self._cleared[topic] = True
         client.publish(topic, b"", qos=QOS, retain=True)
+
+
+def _cork(sock: Any, on: bool) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(on))
 
 
 def _log_callback_failure(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:

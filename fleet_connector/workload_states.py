@@ -6,9 +6,9 @@ any event of the subscription, on the same ordered stream: so a resync is simply
 subscription, and no event can be applied to a state older than itself. Every reconnect of
 the control interface or of the broker starts one.
 
-Responses are routed here by the control interface's reading thread, which only queues
-them; one thread of this module applies them and publishes, so paho's network thread and
-the request worker never wait for it. Everything queued is applied before anything is
+Responses are routed here by the connector's loop, which reads the control interface and
+only queues them; one thread of this module applies them and publishes, so requests never
+wait for it. Everything queued is applied before anything is
 published, so a burst of events becomes one message per workload; the queue is bounded,
 and when it overflows the events are dropped and a resync replaces them.
 

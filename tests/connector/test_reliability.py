@@ -23,6 +23,7 @@ from testkit.proxy import Mqtt311OnlyProxy
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
+from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Operation, Topics
 
 SENDER_MANIFEST = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
@@ -99,6 +100,30 @@ def test_expired_request_is_not_executed(
     emulator.faults.delay = 0
     retried = requester.call(Operation.APPLY, SENDER_MANIFEST, "short-lived")
     assert retried["added_workloads"]
+
+
+def test_mqtt_session_is_kept_while_ankaios_is_slow_to_answer(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    broker: Broker,
+) -> None:
+    # The thread that waits for Ankaios is the one that serves MQTT: it must go on pinging.
+    # With a 2 s keepalive the broker gives up on a silent client after 3 s.
+    settings = BrokerSettings(host=broker.host, port=broker.port, keepalive=2)
+    start_connector(emulator.control_interface, mqtt_settings=settings, request_timeout=10.0)
+    requester.wait_online()
+    emulator.faults.delay = 6.0
+    requester.probe.publish(requester.topics.request(Operation.STATE, "slow"), '["workloadStates"]')
+    presence: list[str] = []
+    while True:
+        message = requester.probe.expect(timeout=10)
+        if message.topic == requester.topics.status:
+            presence.append(json.loads(message.payload)["status"])
+        elif message.topic == requester.topics.response(Operation.STATE, "slow"):
+            break
+    assert "workload_states" in json.loads(message.payload)
+    assert presence == []  # no Last Will, no reconnect
 
 
 def test_redelivered_request_is_answered_from_cache(
