@@ -24,8 +24,8 @@ from typing import Any
 from bench import dashboard, fleet, footprint, handoffs, latency, live, throughput
 from bench.common import REPO, mosquitto_binary, nats_binary, tool_version
 
-# Python threads of ~6 per car contend for one interpreter lock: past a few hundred cars a
-# host spends its time handing the lock around (bench/README.md, "1,000 cars").
+# A car's threads (4 of the connector's, 3 of the emulator's) share one interpreter lock per
+# host: more cars per host spend their time handing it around (bench/README.md, "1,000 cars").
 CARS_PER_HOST = 100
 BENCHMARKS = (
     "latency",
@@ -331,20 +331,20 @@ def rows(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
 # Why a target is missed, in one line each; bench/README.md ("Where the time goes") has the
 # measurements behind them.
 WHY = {
-    "state p50 / baseline": "What is left is outside the process as much as in it: the "
-    "connector speaks MQTT 5 at QoS 1 with a manual ack after the reply (see the two echo "
-    "rows: the QoS 1 echo is slower than the tutorial's QoS 0 by about that much), plus the "
-    "two thread hand-offs left (paho -> worker -> paho; hand-off table below). The "
-    "single-loop prototype row shows what removing the hand-offs gives",
+    "state p50 / baseline": "No thread hand-off is left on the path (one loop; hand-off "
+    "table below). What is left: the connector speaks MQTT 5 at QoS 1 with a manual ack "
+    "after the reply (the two echo rows: the QoS 1 echo is slower than the tutorial's QoS 0 "
+    "by about that much), and it checks each request (dedupe, expiry, policy, signatures) "
+    "where the baseline checks nothing. The single-loop prototype row, which skips most of "
+    "those checks, shows what they cost",
     "state p50 over the bare echo": "the emulator's own share (its state round trip alone, "
     "above) plus the connector's processing; the echo does no work. The baseline misses it "
     "too",
     "apply p50 / baseline": "the connector reads and checks the manifest itself (YAML, "
-    "JSON-schema validation, policy) where the SDK only parses it; the single-loop row "
-    "shows the hand-offs' share",
+    "JSON-schema validation, policy) where the SDK only parses it",
     "p99 / baseline": "tail latency on a shared 2-core machine (see the load average under "
-    "Machine): a GIL hand-off that loses the race waits for the other thread's next "
-    "blocking call; the baseline has one thread fewer in the path",
+    "Machine): requests run on one thread, but the connector's live-state and log threads "
+    "share the interpreter lock with it",
     "idle RSS": "the connector's own modules, which connector.py imports before the first "
     "request, and the standard library they use (argparse for the options, importlib.metadata "
     "for the versions in the presence): the 'at start' import row; and 4 threads more than "
@@ -355,11 +355,10 @@ WHY = {
     "rows) on a machine whose cores were shared; the baseline misses it too",
     "Pipelined state requests": "the connector's CPU per request (next row) on a machine "
     "whose cores were shared; the emulator is not the limit (its ceiling row)",
-    "CPU per request": "per-request Python work, most of it paho's packet handling; the "
-    "single-loop prototype saves some of it (its row) but not enough for 0.2 ms "
-    "(bench/README.md, 'Where the time goes')",
-    "-car apply": "the first apply starts a workload in every car at once: each car's 8 "
-    "threads contend for its host process's GIL and some emulators answer after the "
+    "CPU per request": "per-request Python work, most of it paho's packet handling (a "
+    "Properties object and a send per packet; bench/README.md, 'Where the time goes')",
+    "-car apply": "the first apply starts a workload in every car at once, and some "
+    "emulators, simulated in the same host processes as the connectors, answer after the "
     "connector's REQUEST_TIMEOUT (5 s); the second apply and every state read were all ok",
 }
 

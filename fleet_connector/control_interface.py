@@ -330,6 +330,10 @@ class ControlInterface:
                 self._connection_broken(str(e))
             except OSError as e:
                 self._connection_broken(f"reading the control interface failed: {e}")
+            except Exception as e:
+                # A defect must not leave the car cut off from Ankaios: connect again.
+                log.exception("control interface failed unexpectedly; connecting again")
+                self._connection_broken(f"{type(e).__name__}: {e}")
 
     def _connection_broken(self, reason: str) -> None:
         """The served connection ended: fail what waits, and tell the connection thread."""
