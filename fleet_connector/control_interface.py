@@ -237,7 +237,6 @@ class ControlInterface:
         each request still waits at most ``timeout`` from when it was sent.
         """
         pendings: list[tuple[str, _Pending]] = []
-        self._hello_if_idle(timeout)
         for request in requests:
             if not request.requestId:
                 request.requestId = str(uuid.uuid4())
@@ -251,7 +250,7 @@ class ControlInterface:
         else:
             # One write for the whole batch: the agent is woken once, not once per request
             # (a write that wakes another process costs more than the request's own work).
-            frames = b"".join(
+            frames = self._hello_if_idle() + b"".join(
                 _frame(_control_api.ToAnkaios(request=request).SerializeToString())
                 for request in requests
             )
@@ -313,8 +312,9 @@ class ControlInterface:
         answer comes with the campaign's id to its route)."""
         if not self._connected.is_set():
             raise Unavailable(self._unavailable_reason())
+        frame = _frame(_control_api.ToAnkaios(request=request).SerializeToString())
         try:
-            self._write(_control_api.ToAnkaios(request=request).SerializeToString(), timeout)
+            self._write_raw(self._hello_if_idle() + frame, timeout)
         except (OSError, _ConnectionLost) as e:
             raise Unavailable(f"could not write to the control interface: {e}") from None
 
@@ -346,8 +346,9 @@ class ControlInterface:
                 waiting.done.set()
         self._ended.set()
 
-    def _hello_if_idle(self, timeout: float) -> None:
-        """After a silence, says Hello before the next request.
+    def _hello_if_idle(self) -> bytes:
+        """After a silence, a Hello frame to write before the next request (in the same
+        write), else nothing.
 
         When the Ankaios server restarts (1.0.1), the agent gives a running workload a new
         control-interface instance on the descriptors it holds: no end of file, but the new
@@ -358,11 +359,10 @@ class ControlInterface:
         (see _dispatch). An unchanged instance only logs the Hello as "yet another Hello"
         (a warning in the agent's log), the price of surviving a server restart.
         """
-        if not self._connected.is_set() or time.monotonic() - self._last_heard < HELLO_AFTER_IDLE:
-            return
+        if time.monotonic() - self._last_heard < HELLO_AFTER_IDLE:
+            return b""
         hello = _control_api.ToAnkaios(hello=_control_api.Hello(protocolVersion=ANKAIOS_VERSION))
-        with contextlib.suppress(OSError, _ConnectionLost):
-            self._write(hello.SerializeToString(), timeout)
+        return _frame(hello.SerializeToString())
 
     def _forget(self, request_id: str) -> None:
         with self._pending_lock:
@@ -459,13 +459,17 @@ class ControlInterface:
 
     def _serve(self, in_fd: int, buffer: bytearray) -> None:
         """Hands the input FIFO to the loop until the connection ends or we stop."""
-        self._ended.clear()
         with self._read_lock:
             self._in_fd = in_fd
             self._buffer = buffer
             self._broken = None
+        self._ended.clear()
+        # Whatever ended it before the clear (a stop, a failed write) is seen here.
+        if self._out_fd is None:
+            raise _ConnectionLost("writing to the control interface failed")
         self._loop.add_reader(in_fd, self._readable)
-        self._ended.wait()
+        if not self._stop.is_set():
+            self._ended.wait()
         if self._broken is not None and not self._stop.is_set():
             raise _ConnectionLost(self._broken)
 

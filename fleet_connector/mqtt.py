@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -237,7 +238,10 @@ class MqttLink:
         self._next_housekeeping = now + self._housekeeping_interval
         try:
             client.reconnect()
-        except Exception as e:  # refused, unreachable, TLS: all mean "try again later"
+        except ssl.SSLError as e:
+            # Unlike a broker that is not up yet, this needs someone to look at it.
+            log.warning("MQTT TLS connection to %s failed: %s", self._settings.describe(), e)
+        except Exception as e:  # refused, unreachable: try again later
             log.debug("MQTT connection to %s failed: %s", self._settings.describe(), e)
 
     def reply(self, request: Request, payload: str) -> None:
