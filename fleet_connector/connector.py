@@ -306,11 +306,18 @@ class Connector:
                 replies = self._handler.handle_reads(batch)
             except Exception as e:
                 replies = [_internal(r, e) for r in batch]
-            with self.mqtt.together():
-                for done, (reply, code) in zip(batch, replies, strict=True):
-                    self._finish(done, reply, code)
+            answered = list(zip(batch, replies, strict=True))
+            with self.mqtt.together():  # the replies first, all in one write
+                for done, (reply, code) in answered:
+                    self._answer(done, reply, code)
+            for done, (reply, code) in answered:
+                self._record(done, reply, code)
 
     def _finish(self, request: Request, reply: str, code: ErrorCode | None) -> None:
+        self._answer(request, reply, code)
+        self._record(request, reply, code)
+
+    def _answer(self, request: Request, reply: str, code: ErrorCode | None) -> None:
         self._replies.done(request, reply, code)
         try:
             self._send_reply(request, reply)
@@ -320,6 +327,9 @@ class Connector:
             log.exception("reply to request id=%s could not be sent", request.request_id)
             with contextlib.suppress(Exception):
                 self.mqtt.ack(request)
+
+    def _record(self, request: Request, reply: str, code: ErrorCode | None) -> None:
+        """What follows a reply that is out: its log line, and the follow of its outcome."""
         log.info(
             "request id=%s topic=%s outcome=%s duration_ms=%.1f%s",
             request.request_id,
