@@ -13,8 +13,9 @@ It does the same work per request as the connector, with the connector's own pie
 latency benchmark is what the threads cost. What it leaves out, because the benchmark
 does not exercise it: reconnecting to Ankaios, the boot wait, ``BUSY`` (no queue to fill),
 ``EXPIRED``, presence updates, the 3.1.1 fallback, timeouts of lost answers. It is not a
-product and nothing outside ``bench/`` uses it; docs/ and bench/results.md say what a real
-single-loop connector would have to add.
+product and nothing outside ``bench/`` uses it. The connector itself now runs on one loop
+(fleet_connector/loop.py) with all of those; this prototype stays as the floor, what one
+loop costs with almost none of the connector's checks.
 """
 
 from __future__ import annotations
