@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fleet_connector import crashpoints
 from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
-from fleet_connector.logs import LogLimits
 from fleet_connector.options import (
     ConfigError,
     Option,
-    build_parser,
     non_negative_int,
-    parse,
     positive_float,
     positive_int,
+    resolve,
 )
 from fleet_connector.policy import Policy
 from fleet_connector.signatures import load_trusted_keys
@@ -185,6 +183,20 @@ _VIN_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(frozen=True)
+class LogLimits:
+    """How much log streaming a car allows (see fleet_connector.logs)."""
+
+    max_lines: int = 10_000
+    """Lines per stream; a larger ``tail`` is refused, a stream reaching it ends ``limit``."""
+    bytes_per_second: int = 256 * 1024
+    """Per stream; lines beyond it are dropped and counted."""
+    max_follow: float = 600.0
+    """Seconds a stream may follow; a larger ``follow`` is refused."""
+    max_streams: int = 4
+    """Streams open at once; one more is refused ``BUSY``."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the connector needs to know, checked."""
 
@@ -247,6 +259,22 @@ def _trusted_keys(path: str | None, state_dir: str | None) -> Path | None:
     return Path(path)
 
 
+def _flags(argv: Sequence[str]) -> dict[str, Any]:
+    """The flags given. Ankaios starts the connector without any (its settings are in the
+    environment), and then argparse, 0.35 MiB of RSS, is not loaded."""
+    if not argv:
+        return {}
+    from fleet_connector import flags  # noqa: PLC0415
+
+    parser = flags.build_parser(
+        "fleet-connector",
+        "Connect an Ankaios vehicle to an MQTT broker: apply and delete manifests and read "
+        "the state on request from the cloud.",
+        CONNECTOR_OPTIONS,
+    )
+    return vars(parser.parse_args(list(argv)))
+
+
 def _crash_point(environ: Mapping[str, str]) -> str | None:
     point = environ.get(crashpoints.ENV) or None
     if point is not None and point not in crashpoints.POINTS:
@@ -254,18 +282,9 @@ def _crash_point(environ: Mapping[str, str]) -> str | None:
     return point
 
 
-def parser() -> argparse.ArgumentParser:
-    return build_parser(
-        "fleet-connector",
-        "Connect an Ankaios vehicle to an MQTT broker: apply and delete manifests and read "
-        "the state on request from the cloud.",
-        CONNECTOR_OPTIONS,
-    )
-
-
 def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """The configuration from command-line flags and environment; raises ConfigError."""
-    values = parse(parser(), CONNECTOR_OPTIONS, argv, environ)
+    values = resolve(CONNECTOR_OPTIONS, _flags(argv), environ)
     level = str(values["log_level"]).upper()
     if level not in _LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}")

@@ -9,38 +9,33 @@ import queue
 import threading
 import time
 from datetime import UTC, datetime
-from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet_connector.ankaios import Ankaios
-from fleet_connector.changes import Changes
 from fleet_connector.config import Config
 from fleet_connector.control_interface import ControlInterface
 from fleet_connector.crashpoints import CrashPoints
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import JOURNALED, Handler, Request
-from fleet_connector.journal import Journal
-from fleet_connector.logs import LogStreams
 from fleet_connector.loop import Interrupted, Loop
 from fleet_connector.mqtt import MqttLink
 from fleet_connector.outcomes import Outcomes, follow_spec
-from fleet_connector.reconcile import Reconciler
 from fleet_connector.redaction import Redactor
 from fleet_connector.replies import ReplyCache
 from fleet_connector.signatures import Verifier
-from fleet_connector.store import Store
 from fleet_connector.takeover import SessionWatch
 from fleet_connector.topics import FOLLOWABLE, Operation, Topics
+from fleet_connector.versions import version
 from fleet_connector.workload_states import WorkloadStates
 
+if TYPE_CHECKING:
+    from fleet_connector.changes import Changes
+    from fleet_connector.journal import Journal
+    from fleet_connector.logs import LogStreams
+    from fleet_connector.reconcile import Reconciler
+    from fleet_connector.store import Store
+
 log = logging.getLogger(__name__)
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _now() -> str:
@@ -68,13 +63,15 @@ class Connector:
         self.topics = Topics(config.vin)
         self.started_at = _now()
         self._status_since = self.started_at
+        # Read once: the code running does not change when a package is upgraded under it.
+        self._versions = (version("ankaios-fleet-connector"), version("ankaios-sdk"))
         # The worker's thread runs the loop: it serves MQTT and the control interface
         # whenever the worker waits (see fleet_connector/loop.py).
         self.loop = Loop()
         self._queue: queue.Queue[Request | _DriftCheck] = queue.Queue(maxsize=config.queue_size)
         self._stop = threading.Event()
         self._replies = ReplyCache()
-        self.store = Store(config.state_dir) if config.state_dir else None
+        self.store: Store | None = None
         self._worker: threading.Thread | None = None
         self._worker_restarts = 0
         self.session = SessionWatch()
@@ -87,12 +84,11 @@ class Connector:
         )
         self._crash = CrashPoints(config.crash_at)
         ankaios = Ankaios(self.control_interface, config.request_timeout)
-        self.journal = (
-            Journal(self.store, config.journal_entries, config.journal_bytes)
-            if self.store
-            else None
-        )
-        self._changes = Changes(ankaios, self.journal, self._crash) if self.journal else None
+        self.journal: Journal | None = None
+        self._changes: Changes | None = None
+        self.reconciler: Reconciler | None = None
+        if config.state_dir:
+            self._keep_journal(config, ankaios)
         self._handler = Handler(
             ankaios,
             config.policy,
@@ -106,20 +102,6 @@ class Connector:
             ),
             changes=self._changes,
             crash=self._crash,
-        )
-        self.reconciler = (
-            Reconciler(
-                ankaios,
-                self.journal,
-                self._changes,
-                enabled=config.reconcile,
-                publish=self._publish_drift,
-                vet=lambda state, masks: config.policy.check_update(
-                    ankaios.desired_state, state, masks
-                ),
-            )
-            if self.journal and self._changes
-            else None
         )
         self.mqtt = MqttLink(
             config.broker,
@@ -148,15 +130,52 @@ class Connector:
             agent_interval=config.agent_interval,
         )
         self.outcomes = Outcomes(self.live, self.control_interface, self._publish_outcome)
-        self.logs = LogStreams(
-            self.control_interface,
-            self.topics,
-            self.live,
-            answer=self.mqtt.answer,
-            ack=self.mqtt.ack,
-            limits=config.log_limits,
-            request_timeout=config.request_timeout,
+        # Made at the first logs request or cancel: most cars never stream, and until then
+        # neither the module nor its thread is needed (bench/README.md, "Footprint").
+        self.logs: LogStreams | None = None
+        self._logs_lock = threading.Lock()
+
+    def _keep_journal(self, config: Config, ankaios: Ankaios) -> None:
+        """The journal and what uses it (STATE_DIR); imported only here, because a
+        connector without STATE_DIR does without them and each module loaded stays in
+        memory (bench/README.md, "Footprint")."""
+        from fleet_connector.changes import Changes  # noqa: PLC0415
+        from fleet_connector.journal import Journal  # noqa: PLC0415
+        from fleet_connector.reconcile import Reconciler  # noqa: PLC0415
+        from fleet_connector.store import Store  # noqa: PLC0415
+
+        assert config.state_dir is not None
+        self.store = Store(config.state_dir)
+        self.journal = Journal(self.store, config.journal_entries, config.journal_bytes)
+        self._changes = Changes(ankaios, self.journal, self._crash)
+        self.reconciler = Reconciler(
+            ankaios,
+            self.journal,
+            self._changes,
+            enabled=config.reconcile,
+            publish=self._publish_drift,
+            vet=lambda state, masks: config.policy.check_update(
+                ankaios.desired_state, state, masks
+            ),
         )
+
+    def _log_streams(self) -> LogStreams | None:
+        """The log streams, started on first use; None if stopping before they ever were."""
+        with self._logs_lock:
+            if self.logs is None and not self._stop.is_set():
+                from fleet_connector.logs import LogStreams  # noqa: PLC0415
+
+                self.logs = LogStreams(
+                    self.control_interface,
+                    self.topics,
+                    self.live,
+                    answer=self.mqtt.answer,
+                    ack=self.mqtt.ack,
+                    limits=self.config.log_limits,
+                    request_timeout=self.config.request_timeout,
+                )
+                self.logs.start()
+            return self.logs
 
     def start(self) -> None:
         log.info(
@@ -166,7 +185,6 @@ class Connector:
             self.config.control_interface,
         )
         self.live.start()
-        self.logs.start()
         self.control_interface.start()
         self.mqtt.start()
         self._worker = threading.Thread(target=self._supervise, name="requests", daemon=True)
@@ -187,7 +205,10 @@ class Connector:
                 self._worker.join(grace)
         self.loop.own()  # from here on, this thread serves MQTT for the goodbye
         self.outcomes.stop()
-        self.logs.stop()
+        with self._logs_lock:  # none are made once _stop is set
+            logs = self.logs
+        if logs is not None:
+            logs.stop()
         self.control_interface.stop()
         self.live.stop()
         self.mqtt.stop()
@@ -208,7 +229,11 @@ class Connector:
             self._finish(request, e.to_json(), e.code)
             return
         if request.operation is Operation.LOGS:
-            self.logs.submit(request)  # streams, so not through the request queue
+            logs = self._log_streams()
+            # Streams, so not through the request queue. When stopping, the request is
+            # left unacknowledged, as queued ones are: the broker delivers it again.
+            if logs is not None:
+                logs.submit(request)
             return
         admitted = self._replies.admit(request)
         if admitted is False:
@@ -354,7 +379,9 @@ class Connector:
                 log.warning("retained log cancel on %s ignored", message.topic)
                 return
             properties = message.properties if self.mqtt.v5 else None
-            self.logs.cancel(request_id, getattr(properties, "CorrelationData", None))
+            logs = self._log_streams()
+            if logs is not None:
+                logs.cancel(request_id, getattr(properties, "CorrelationData", None))
         else:
             self.live.watched(message)
 
@@ -411,7 +438,8 @@ class Connector:
 
     def _control_interface_changed(self, connected: bool) -> None:
         self.live.control_interface_changed(connected)
-        self.logs.connection_changed(connected)
+        if self.logs is not None:
+            self.logs.connection_changed(connected)
         self._status_since = _now()
         if connected and self.reconciler is not None:
             # Ankaios may have restarted from its startup state (a car reboot, a server
@@ -426,8 +454,8 @@ class Connector:
         return {
             "status": status,
             "vin": self.config.vin,
-            "connector_version": _version("ankaios-fleet-connector"),
-            "sdk_version": _version("ankaios-sdk"),
+            "connector_version": self._versions[0],
+            "sdk_version": self._versions[1],
             "ankaios": "connected" if self.control_interface.connected else "disconnected",
             "started_at": self.started_at,
             "since": self._status_since,

@@ -9,21 +9,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector import rollback
 from fleet_connector.ankaios import Ankaios
-from fleet_connector.changes import Changes, Outcome
 from fleet_connector.crashpoints import CrashPoints
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.journal import history
 from fleet_connector.manifest import Manifest, parse_manifest
 from fleet_connector.policy import Policy
 from fleet_connector.redaction import Redactor
 from fleet_connector.signatures import Verifier
 from fleet_connector.topics import Operation
+
+if TYPE_CHECKING:
+    # The journal's modules load with STATE_DIR only (see Connector).
+    from fleet_connector.changes import Changes, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,11 @@ class Handler:
                 f"{request.operation.value} needs the journal, and this connector keeps none "
                 "(STATE_DIR is not set)",
             )
+        # Loaded here: without STATE_DIR there are no changes (above), and the journal's
+        # modules stay out of the connector (see Connector).
+        from fleet_connector import rollback  # noqa: PLC0415
+        from fleet_connector.journal import history  # noqa: PLC0415
+
         journal = self._changes.journal
         if request.operation is Operation.HISTORY:
             # The journal holds manifests and snapshots: whoever may not read the

@@ -23,7 +23,6 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +31,7 @@ from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base
 
 from fleet_connector.ankaios import ACCESS_DENIED
+from fleet_connector.config import LogLimits
 from fleet_connector.control_interface import ControlInterface, Unavailable, proto_of
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.handler import Request
@@ -48,18 +48,6 @@ IDLE_FACTOR = 2
 BATCH_LINES = 500
 _TICK = 0.1
 _FIELDS = frozenset({"workloads", "tail", "since", "until", "follow"})
-
-
-@dataclass(frozen=True)
-class LogLimits:
-    max_lines: int = 10_000
-    """Lines per stream; a larger ``tail`` is refused, a stream reaching it ends ``limit``."""
-    bytes_per_second: int = 256 * 1024
-    """Per stream; lines beyond it are dropped and counted."""
-    max_follow: float = 600.0
-    """Seconds a stream may follow; a larger ``follow`` is refused."""
-    max_streams: int = 4
-    """Streams open at once; one more is refused ``BUSY``."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +338,8 @@ class LogStreams:
 
     def _instances(self, workloads: list[str]) -> dict[str, Key]:
         """Each workload's current instance, from the live model (on its own thread)."""
+        from concurrent.futures import Future  # noqa: PLC0415 - on a log request only
+
         found: Future[dict[str, Key]] = Future()
 
         def look(model: LiveModel) -> None:

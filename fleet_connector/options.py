@@ -1,12 +1,12 @@
 """Options read once from flags and environment: a flag overrides its environment variable.
 
-Each program declares its options as a list of :class:`Option`; :func:`parse` turns argv and
-the environment into plain values or raises :class:`ConfigError` with one clear line.
+Each program declares its options as a list of :class:`Option`; :func:`resolve` turns the
+flags given (:mod:`fleet_connector.flags` reads them from argv) and the environment into
+plain values or raises :class:`ConfigError` with one clear line.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,47 +35,17 @@ class Option:
         return f"{self.help}{default}{env}"
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argparse parser that raises instead of exiting, so callers decide the exit."""
-
-    def error(self, message: str) -> Any:
-        raise ConfigError(message)
-
-
-def build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=description)
-    add_options(parser, options)
-    return parser
-
-
-def add_options(parser: argparse._ActionsContainer, options: Sequence[Option]) -> None:
-    """Adds the flags of ``options`` to a parser or an argument group."""
-    for option in options:
-        if option.is_switch:
-            parser.add_argument(
-                option.flag,
-                dest=option.name,
-                action="store_true",
-                default=None,
-                help=option.describe(),
-            )
-        else:
-            parser.add_argument(
-                option.flag, dest=option.name, metavar=option.name.upper(), help=option.describe()
-            )
-
-
-def parse(
-    parser: argparse.ArgumentParser,
-    options: Sequence[Option],
-    argv: Sequence[str],
-    environ: Mapping[str, str],
+def resolve(
+    options: Sequence[Option], flags: Mapping[str, Any], environ: Mapping[str, str]
 ) -> dict[str, Any]:
-    """Values of all options; flags win over environment, environment over defaults."""
-    args = parser.parse_args(list(argv))
+    """Values of all options; flags win over environment, environment over defaults.
+
+    ``flags``: the flags given, by option name (None or missing: not given); see
+    :func:`fleet_connector.flags.parse`.
+    """
     values: dict[str, Any] = {}
     for option in options:
-        raw: Any = getattr(args, option.name)
+        raw: Any = flags.get(option.name)
         source = option.flag
         if raw is None and option.env and environ.get(option.env, "") != "":
             raw = environ[option.env]

@@ -27,9 +27,8 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet_connector.control_interface import ControlInterface
 from fleet_connector.errors import ErrorCode, RequestError
@@ -39,6 +38,9 @@ from fleet_connector.log_tail import last_lines
 from fleet_connector.manifest import parse_manifest
 from fleet_connector.topics import FOLLOW_LEVEL, Operation
 from fleet_connector.workload_states import WorkloadStates
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,9 @@ class Outcomes:
         self._count = 0
         # Held while follows are evaluated, so that stop() and an outcome never both answer one.
         self._lock = threading.RLock()
-        self._logs = ThreadPoolExecutor(1, thread_name_prefix="outcome-logs")
+        # Made for the first failed workload, which most cars never see: concurrent.futures
+        # stays unloaded until then (bench/README.md, "Footprint").
+        self._logs: ThreadPoolExecutor | None = None
         live.observe(self._evaluate)
 
     def check(self, request: Request) -> FollowSpec | None:
@@ -188,7 +192,9 @@ class Outcomes:
                 for target in follow.targets:
                     target.outcome = target.outcome or "interrupted"
                 self._finish(follow, fetch_logs=False)
-        self._logs.shutdown(wait=True, cancel_futures=False)
+            fetcher = self._logs
+        if fetcher is not None:
+            fetcher.shutdown(wait=True, cancel_futures=False)
 
     # -- on the live-state thread ---------------------------------------------------------
 
@@ -227,6 +233,10 @@ class Outcomes:
     def _finish(self, follow: _Follow, *, fetch_logs: bool) -> None:
         failed = [t for t in follow.targets if t.outcome == "failed" and t.last is not None]
         if fetch_logs and failed:
+            if self._logs is None:  # under self._lock, as every _finish
+                from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+                self._logs = ThreadPoolExecutor(1, thread_name_prefix="outcome-logs")
             self._logs.submit(self._with_logs, follow, failed)
         else:
             self._send(follow)

@@ -44,7 +44,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.store import Store
 from fleet_connector.topics import Operation
 
 if TYPE_CHECKING:
@@ -52,6 +51,8 @@ if TYPE_CHECKING:
         Ed25519PrivateKey,
         Ed25519PublicKey,
     )
+
+    from fleet_connector.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,11 @@ from typing import Any
 
 from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
 from fleet_connector.errors import RequestError
+from fleet_connector.flags import add_options, parse
 from fleet_connector.manifest import parse_manifest
 from fleet_connector.options import (
     ConfigError,
-    add_options,
     non_negative_int,
-    parse,
     positive_float,
     positive_int,
 )

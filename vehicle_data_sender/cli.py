@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 
-from fleet_connector import options
+from fleet_connector import flags, options
 from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
 from vehicle_data_sender.config import (
     DEFAULT_INTERVAL,
@@ -41,7 +41,7 @@ OPTIONS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = options.build_parser(
+    parser = flags.build_parser(
         PROG,
         "Publish a simulated vehicle speed (a triangle wave 1, 2, ..., 100, 99, ..., 0, "
         "1, ...) as a plain ASCII integer to an MQTT topic every INTERVAL seconds "
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """The validated configuration from flags, then environment, then defaults."""
     try:
-        values = options.parse(build_parser(), OPTIONS, argv, environ)
+        values = flags.parse(build_parser(), OPTIONS, argv, environ)
         broker = BrokerSettings.from_values(values)
     except options.ConfigError as e:
         raise ConfigError(str(e)) from None

@@ -19,7 +19,7 @@ from testkit.live import ALL_LOGS, manifest, states_until
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
 from fleet_connector.broker import BrokerSettings
-from fleet_connector.logs import LogLimits
+from fleet_connector.logs import LogLimits, LogStreams
 
 FLOOD = (
     "import sys, time\n"
@@ -322,20 +322,21 @@ def test_a_defect_while_opening_a_stream_is_answered_internal_and_streams_go_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     car = make_car(IMAGES)
-    connector = start_connector(car.control_interface)
+    start_connector(car.control_interface)
     probe.subscribe(f"vehicle/{vin}/workloads/#")
     probe.publish(f"vehicle/{vin}/manifest/apply/req", manifest("ticker", image="ticker:1"))
     states_until(probe, f"vehicle/{vin}/workloads/ticker", "running")
-    real = connector.logs._instances
+    real = LogStreams._instances
 
-    def defect(workloads: Any) -> Any:
+    def defect(self: LogStreams, workloads: Any) -> Any:
         raise RuntimeError("a defect")
 
-    # A stand-in for a defect in the connector's own code, not in Ankaios or the broker.
-    monkeypatch.setattr(connector.logs, "_instances", defect)
+    # A stand-in for a defect in the connector's own code, not in Ankaios or the broker;
+    # on the class, since the connector makes its log streams at the first request.
+    monkeypatch.setattr(LogStreams, "_instances", defect)
     topic = ask(probe, vin, {"workloads": ["ticker"], "tail": 1}, "broken")
     error = json.loads(probe.expect(topic).payload)["error"]
     assert error["code"] == "INTERNAL" and "a defect" in error["message"]
-    monkeypatch.setattr(connector.logs, "_instances", real)
+    monkeypatch.setattr(LogStreams, "_instances", real)
     topic = ask(probe, vin, {"workloads": ["ticker"], "tail": 1}, "after")
     assert stream(probe, topic)[-1]["end"] == "done"
