@@ -345,11 +345,10 @@ WHY = {
     "p99 / baseline": "tail latency on a shared 2-core machine (see the load average under "
     "Machine): requests run on one thread, but the connector's live-state and log threads "
     "share the interpreter lock with it",
-    "idle RSS": "the connector's own modules, which connector.py imports before the first "
-    "request, and the standard library they use (argparse for the options, importlib.metadata "
-    "for the versions in the presence): the 'at start' import row; and 4 threads more than "
-    "the baseline. Validation, plans, the journal and signatures load their libraries on "
-    "first use (the rows below it)",
+    "idle RSS": "the connector's own modules for what every car does (requests, policy, "
+    "signature checks, live states, presence, outcomes): the 'at start' import row, all of the "
+    "difference; from import to idle both grow alike. The journal, log streams, flags, "
+    "validation, plans and signatures' cryptography load on first use (the rows below it)",
     "first answered request": "Python's start and imports (paho and the SDK's protobuf "
     "alone take about 0.08 s, the connector's own modules about 0.035 s; see the import "
     "rows) on a machine whose cores were shared; the baseline misses it too",

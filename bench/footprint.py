@@ -121,13 +121,19 @@ def sender_start(workdir: Path, broker: Mosquitto, client: Client) -> dict[str, 
 IMPORT_STEPS: list[tuple[str, str]] = [
     ("the baseline's libraries", "paho.mqtt.client,ankaios_sdk"),
     ("at start", "fleet_connector.__main__"),
-    ("first manifest (schema validation)", "fastjsonschema"),
+    ("first manifest (schema validation)", "fastjsonschema,importlib.resources"),
     ("a manifest with findings (explained)", "jsonschema"),
     (
         "first plan, or a policy on agents or images (server model)",
         "fleet_connector.plan,fleet_connector.started,ankaios_emulator.state",
     ),
-    ("STATE_DIR (journal)", "sqlite3"),
+    ("first logs request (log streams)", "fleet_connector.logs,concurrent.futures"),
+    (
+        "STATE_DIR (journal)",
+        "sqlite3,fleet_connector.journal,fleet_connector.changes,fleet_connector.reconcile,"
+        "fleet_connector.rollback",
+    ),
+    ("flags on the command line", "fleet_connector.flags"),
     ("TRUSTED_KEYS (Ed25519)", "cryptography.hazmat.primitives.asymmetric.ed25519"),
 ]
 _IMPORT_PROBE = """
