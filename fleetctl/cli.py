@@ -449,7 +449,7 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invoc
         # No broker: its options (and the environment's) do not apply.
         settings = BrokerSettings()
     else:
-        # options.parse applies flags, environment and defaults to the broker options only;
+        # flags.parse applies flags, environment and defaults to the broker options only;
         # the namespace for everything else comes from the plain parse above.
         settings = BrokerSettings.from_values(parse(parser, BROKER_OPTIONS, argv, environ))
     vins = fleet.select(
