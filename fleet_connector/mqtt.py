@@ -95,6 +95,11 @@ class MqttLink:
         self._next_attempt = 0.0
         self._delay: float | None = None
         self._next_housekeeping = 0.0
+        # Subscriptions per SUBSCRIBE packet id until its SUBACK; those refused, until asked again.
+        self._asked: dict[int, list[tuple[str, Any]]] = {}
+        self._refused_subs: list[tuple[str, Any]] = []
+        self._resubscribe_at = 0.0
+        self._resubscribe_delay = 0.0
         self._together = False
         self._mqtt = FallbackClient(settings, self._new_client, self._connect)
 
@@ -226,6 +231,9 @@ class MqttLink:
         if client.socket() is not None and now >= self._next_housekeeping:
             self._next_housekeeping = now + self._housekeeping_interval
             client.loop_misc()
+            if self._refused_subs and now >= self._resubscribe_at and self._connected.is_set():
+                refused, self._refused_subs = self._refused_subs, []
+                self._subscribe(client, refused)
 
     def _attempt(self, client: mqtt.Client, now: float) -> None:
         """One connection attempt; the next one is scheduled in case it fails."""
@@ -318,6 +326,26 @@ class MqttLink:
             self._topics.status, self._status_payload(status), qos=QOS, retain=True
         )
 
+    def _subscriptions(self) -> list[tuple[str, Any]]:
+        """Every filter with its QoS (3.1.1) or subscription options (MQTT 5)."""
+        if not self._v5:
+            return [(f, QOS) for f in [*self._topics.subscriptions(), *self._watch]]
+        # Retain as published: a retained request must be recognisable as one even when
+        # it arrives live. No local: the empty publish that clears one is not a request.
+        options = SubscribeOptions(qos=QOS, noLocal=True, retainAsPublished=True)
+        # Our own live-state publications need not come back; retained ones still do.
+        own = SubscribeOptions(qos=QOS, noLocal=True)
+        return [(f, options) for f in self._topics.subscriptions()] + [
+            (f, own) for f in self._watch
+        ]
+
+    def _subscribe(self, client: mqtt.Client, subscriptions: list[tuple[str, Any]]) -> None:
+        result, mid = client.subscribe(subscriptions)
+        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._asked[mid] = subscriptions
+        else:  # not sent (connection gone): the next connect subscribes to everything
+            log.debug("MQTT subscribe not sent: %s", result)
+
     def _status_payload(self, status: str) -> str:
         return json.dumps(self._presence(status))
 
@@ -342,18 +370,7 @@ class MqttLink:
             "resumed" if flags.session_present else "new",
         )
         # Subscribe on every connect: a broker that lost the session lost the subscriptions.
-        if self._v5:
-            # Retain as published: a retained request must be recognisable as one even when
-            # it arrives live. No local: the empty publish that clears one is not a request.
-            options = SubscribeOptions(qos=QOS, noLocal=True, retainAsPublished=True)
-            # Our own live-state publications need not come back; retained ones still do.
-            own = SubscribeOptions(qos=QOS, noLocal=True)
-            client.subscribe(
-                [(f, options) for f in self._topics.subscriptions()]
-                + [(f, own) for f in self._watch]
-            )
-        else:
-            client.subscribe([(f, QOS) for f in [*self._topics.subscriptions(), *self._watch]])
+        self._subscribe(client, self._subscriptions())
         self.publish_status("online")
         if self._on_connected is not None:
             self._on_connected()
@@ -376,6 +393,8 @@ class MqttLink:
         self._refused = False
         self._connected.clear()
         self._subscribed.clear()
+        self._asked.clear()  # the next connect subscribes to everything again
+        self._refused_subs.clear()
         # paho's own thread would wait before reconnecting too; so does the loop.
         delay = self._delay or RECONNECT_MIN_DELAY
         self._next_attempt = time.monotonic() + delay
@@ -385,10 +404,25 @@ class MqttLink:
     ) -> None:
         if not self._mqtt.is_current(client):
             return
-        refused = [r for r in reasons if r.is_failure]
+        asked = self._asked.pop(mid, [])
+        refused = [s for s, r in zip(asked, reasons, strict=False) if r.is_failure]
         if refused:
-            log.error("MQTT broker refused subscriptions: %s", ", ".join(map(str, refused)))
-        else:
+            # A refusal can be the broker's passing state (NATS refuses a subscription whose
+            # JetStream consumer it could not create within its 4 s): asked again until granted.
+            self._refused_subs.extend(refused)
+            self._resubscribe_delay = min(
+                self._resubscribe_delay * 2 if self._resubscribe_delay else RECONNECT_MIN_DELAY,
+                RECONNECT_MAX_DELAY,
+            )
+            self._resubscribe_at = time.monotonic() + self._resubscribe_delay
+            log.error(
+                "MQTT broker refused subscriptions (%s): %s; asking again in %g s",
+                ", ".join(str(r) for r in reasons if r.is_failure),
+                ", ".join(f for f, _ in refused),
+                self._resubscribe_delay,
+            )
+        elif not self._asked and not self._refused_subs:
+            self._resubscribe_delay = 0.0
             self._subscribed.set()
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, Broker, MqttProbe, Requester
 from testkit.observe import rss_kib, update_requests
-from testkit.proxy import Mqtt311OnlyProxy
+from testkit.proxy import Mqtt311OnlyProxy, SubscribeRefusingProxy
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
@@ -333,6 +333,28 @@ def test_no_fallback_when_mqtt5_is_configured(
         assert not connector.mqtt.connected
     finally:
         connector.stop()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_refused_subscriptions_are_asked_for_again(
+    emulator: Emulator,
+    broker: Broker,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    protocol: str,
+) -> None:
+    """A busy NATS cluster refuses a subscription it could not set up in time (SUBACK 0x80);
+    the car must not stay deaf to requests until its next reconnect."""
+    proxy = SubscribeRefusingProxy(broker, refuse=1)
+    try:
+        start_connector(
+            emulator.control_interface,
+            mqtt_settings=BrokerSettings(host=broker.host, port=proxy.port, protocol=protocol),
+        )
+        assert proxy.refused == 1
+        assert "workload_states" in requester.call(Operation.STATE, '["workloadStates"]', "again")
+    finally:
+        proxy.close()
 
 
 # -- requests an attacker or a careless operator sends (issue #16) ----------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from typing import BinaryIO
 
 from testkit.broker import Broker
 
@@ -67,6 +68,142 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
     try:
         while data := source.recv(65536):
             target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, target):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+SUBSCRIBE = 0x8
+SUBACK = 0x90
+UNSPECIFIED_FAILURE = 0x80
+
+
+class SubscribeRefusingProxy:
+    """Forwards to a real broker, but refuses (0x80 for every filter) the first ``refuse``
+    SUBSCRIBE packets without passing them on, as a NATS cluster too busy to create the
+    subscriptions' JetStream consumers does."""
+
+    def __init__(self, upstream: Broker, refuse: int = 1) -> None:
+        self.upstream = upstream
+        self.to_refuse = refuse
+        self.refused = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._changed = threading.Condition()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection((self.upstream.host, self.upstream.port))
+        to_client = threading.Lock()
+        threading.Thread(
+            target=_pipe_locked, args=(upstream, client, to_client), daemon=True
+        ).start()
+        reader = client.makefile("rb")
+        level = 4
+        try:
+            while packet := _read_packet(reader):
+                kind = packet[0] >> 4
+                if kind == 1:  # CONNECT: 00 04 "MQTT" level
+                    body = packet[_header_length(packet) :]
+                    level = body[6]
+                if kind == SUBSCRIBE and self._take_refusal():
+                    with to_client:
+                        client.sendall(_refusal(packet, level))
+                    continue
+                upstream.sendall(packet)
+        except OSError:
+            pass
+        finally:
+            for s in (client, upstream):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def _take_refusal(self) -> bool:
+        with self._changed:
+            if self.refused >= self.to_refuse:
+                return False
+            self.refused += 1
+            self._changed.notify_all()
+            return True
+
+    def wait_refused(self, count: int, timeout: float = 10.0) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.refused >= count, timeout)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _header_length(packet: bytes) -> int:
+    i = 1
+    while packet[i] & 0x80:
+        i += 1
+    return i + 1
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value % 128, value // 128
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_packet(reader: BinaryIO) -> bytes:
+    first = reader.read(1)
+    if not first:
+        return b""
+    head, length, shift = bytearray(first), 0, 0
+    while True:
+        byte = reader.read(1)
+        if not byte:
+            return b""
+        head += byte
+        length += (byte[0] & 0x7F) << shift
+        shift += 7
+        if not byte[0] & 0x80:
+            break
+    return bytes(head) + bytes(reader.read(length))
+
+
+def _refusal(subscribe: bytes, level: int) -> bytes:
+    """A SUBACK refusing every filter of ``subscribe``."""
+    body = subscribe[_header_length(subscribe) :]
+    packet_id, i = body[:2], 2
+    if level == MQTT5:
+        props, shift = 0, 0
+        while True:
+            props += (body[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not body[i - 1] & 0x80:
+                break
+        i += props
+    filters = 0
+    while i < len(body):
+        i += 2 + int.from_bytes(body[i : i + 2], "big") + 1
+        filters += 1
+    rest = packet_id + (b"\x00" if level == MQTT5 else b"") + bytes([UNSPECIFIED_FAILURE]) * filters
+    return bytes([SUBACK]) + _varint(len(rest)) + rest
+
+
+def _pipe_locked(source: socket.socket, target: socket.socket, lock: threading.Lock) -> None:
+    try:
+        while data := source.recv(65536):
+            with lock:
+                target.sendall(data)
     except OSError:
         pass
     finally:
