@@ -421,7 +421,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=500, help="round trips per latency figure")
     parser.add_argument("--requests", type=int, default=10_000, help="pipelined requests")
     parser.add_argument(
-        "--cars", type=int, default=250, help="cars in the fleet benchmarks (1,000: see README)"
+        "--cars",
+        type=int,
+        default=1000,
+        help="cars in the fleet benchmarks (sent to in waves of 100 above 250)",
     )
     parser.add_argument(
         "--hosts",
