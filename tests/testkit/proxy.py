@@ -1,4 +1,5 @@
-"""A broker that speaks only MQTT 3.1.1, made from a real one, for protocol fallback tests."""
+"""Brokers that misbehave in one way, made from a real one: only MQTT 3.1.1 (protocol
+fallback tests), or refusing subscriptions (a busy NATS cluster)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ MQTT5 = 5
 REFUSE_PROTOCOL = b"\x20\x02\x00\x01"
 
 
-class Mqtt311OnlyProxy:
-    """Forwards to a real broker, but answers MQTT 5 CONNECTs as a 3.1.1-only broker does."""
+class _Proxy:
+    """Accepts connections on a free loopback port and serves each on a thread of its own;
+    counts what it refused."""
 
     def __init__(self, upstream: Broker) -> None:
         self.upstream = upstream
@@ -34,6 +36,26 @@ class Mqtt311OnlyProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _count_refusal(self) -> None:
+        with self._changed:
+            self.refused += 1
+            self._changed.notify_all()
+
+    def wait_refused(self, count: int, timeout: float = 10.0) -> bool:
+        """Whether ``count`` refusals have happened within ``timeout``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.refused >= count, timeout)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class Mqtt311OnlyProxy(_Proxy):
+    """Forwards to a real broker, but answers MQTT 5 CONNECTs as a 3.1.1-only broker does."""
+
+    def _serve(self, client: socket.socket) -> None:
         head = b""
         # Fixed header (2-5 bytes), then 00 04 "MQTT" and the protocol level.
         while len(head) < 12:
@@ -44,9 +66,7 @@ class Mqtt311OnlyProxy:
             head += chunk
         level = head[head.index(b"MQTT") + 4]
         if level == MQTT5:
-            with self._changed:
-                self.refused += 1
-                self._changed.notify_all()
+            self._count_refusal()
             client.sendall(REFUSE_PROTOCOL)
             client.close()
             return
@@ -55,19 +75,13 @@ class Mqtt311OnlyProxy:
         threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
         _pipe(client, upstream)
 
-    def wait_refused(self, count: int, timeout: float = 10.0) -> bool:
-        """Whether ``count`` MQTT 5 connections have been refused within ``timeout``."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self.refused >= count, timeout)
 
-    def close(self) -> None:
-        self.listener.close()
-
-
-def _pipe(source: socket.socket, target: socket.socket) -> None:
+def _pipe(source: socket.socket, target: socket.socket, lock: threading.Lock | None = None) -> None:
+    """Copies until either side closes; ``lock`` guards writes shared with another thread."""
     try:
         while data := source.recv(65536):
-            target.sendall(data)
+            with lock or contextlib.nullcontext():
+                target.sendall(data)
     except OSError:
         pass
     finally:
@@ -81,34 +95,19 @@ SUBACK = 0x90
 UNSPECIFIED_FAILURE = 0x80
 
 
-class SubscribeRefusingProxy:
+class SubscribeRefusingProxy(_Proxy):
     """Forwards to a real broker, but refuses (0x80 for every filter) the first ``refuse``
     SUBSCRIBE packets without passing them on, as a NATS cluster too busy to create the
     subscriptions' JetStream consumers does."""
 
     def __init__(self, upstream: Broker, refuse: int = 1) -> None:
-        self.upstream = upstream
         self.to_refuse = refuse
-        self.refused = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._changed = threading.Condition()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        super().__init__(upstream)
 
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection((self.upstream.host, self.upstream.port))
         to_client = threading.Lock()
-        threading.Thread(
-            target=_pipe_locked, args=(upstream, client, to_client), daemon=True
-        ).start()
+        threading.Thread(target=_pipe, args=(upstream, client, to_client), daemon=True).start()
         reader = client.makefile("rb")
         level = 4
         try:
@@ -136,13 +135,6 @@ class SubscribeRefusingProxy:
             self.refused += 1
             self._changed.notify_all()
             return True
-
-    def wait_refused(self, count: int, timeout: float = 10.0) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self.refused >= count, timeout)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def _header_length(packet: bytes) -> int:
@@ -197,16 +189,3 @@ def _refusal(subscribe: bytes, level: int) -> bytes:
         filters += 1
     rest = packet_id + (b"\x00" if level == MQTT5 else b"") + bytes([UNSPECIFIED_FAILURE]) * filters
     return bytes([SUBACK]) + _varint(len(rest)) + rest
-
-
-def _pipe_locked(source: socket.socket, target: socket.socket, lock: threading.Lock) -> None:
-    try:
-        while data := source.recv(65536):
-            with lock:
-                target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (source, target):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
