@@ -261,12 +261,13 @@ class Connector:
             )
             self._finish(request, error.to_json(), error.code)
 
-    def _next(self, block: bool) -> Request | _DriftCheck | None:
-        """The next queued item; None when stopping. Blocking runs the loop meanwhile."""
-        if block:
-            self.loop.wait(lambda: self._stop.is_set() or not self._queue.empty(), None)
-            if self._stop.is_set():
-                return None
+    def _next(self) -> Request | _DriftCheck | None:
+        """The next queued item, running the loop until there is one; None when stopping."""
+        self.loop.wait(lambda: self._stop.is_set() or not self._queue.empty(), None)
+        return None if self._stop.is_set() else self._take()
+
+    def _take(self) -> Request | _DriftCheck:
+        """The next queued item; raises queue.Empty when there is none."""
         request = self._queue.get_nowait()
         if isinstance(request, Request):
             with self._queued_lock:
@@ -298,7 +299,7 @@ class Connector:
     def _work(self) -> None:
         held: Request | _DriftCheck | None = None
         while True:
-            request = held if held is not None else self._next(block=True)
+            request = held if held is not None else self._next()
             held = None
             if request is not None:
                 self.control_interface.wait_first_connection(self.config.request_timeout)
@@ -319,10 +320,9 @@ class Connector:
             batch = [request]
             while len(batch) < PIPELINED_READS:
                 try:
-                    following = self._next(block=False)
+                    following = self._take()
                 except queue.Empty:
                     break
-                assert following is not None  # only a blocking _next says "stopping"
                 if isinstance(following, _DriftCheck) or following.operation is not Operation.STATE:
                     held = following
                     break

@@ -474,23 +474,19 @@ class ControlInterface:
             raise _ConnectionLost(self._broken)
 
     def _read_available(self, in_fd: int) -> None:
-        """Reads what the FIFO holds and dispatches each whole frame. The caller holds
+        """Dispatches each whole frame of what the FIFO holds. The caller holds
         ``_read_lock``."""
-        try:
-            chunk = os.read(in_fd, 1 << 20)
-        except BlockingIOError:
-            return
-        if not chunk:
-            raise _ConnectionLost("the agent closed the control interface")
-        self._last_heard = time.monotonic()
-        self._buffer.extend(chunk)
-        for frame in decode_frames(self._buffer):
+        for frame in self._frames(in_fd, self._buffer):
             self._dispatch(frame)
 
     def _read(self, in_fd: int, buffer: bytearray) -> list[bytes]:
-        ready, _, _ = select.select([in_fd], [], [], _POLL_INTERVAL)
-        if not ready:
+        """The handshake's read: whole frames, waiting a while for something to come."""
+        if not select.select([in_fd], [], [], _POLL_INTERVAL)[0]:
             return []
+        return self._frames(in_fd, buffer)
+
+    def _frames(self, in_fd: int, buffer: bytearray) -> list[bytes]:
+        """The whole frames ``buffer`` holds after reading what the FIFO has now."""
         try:
             chunk = os.read(in_fd, 1 << 20)
         except BlockingIOError:

@@ -46,8 +46,8 @@ class Source(Protocol):
         """Before a turn: the descriptor to watch (or None), whether to watch it for
         writing, and when (monotonic) the source wants to run even without I/O."""
 
-    def handle(self, readable: bool, writable: bool, now: float) -> None:
-        """After a turn: what its descriptor was ready for."""
+    def handle(self, readable: bool, now: float) -> None:
+        """After a turn: whether its descriptor was readable (it writes what it can itself)."""
 
 
 class Loop:
@@ -167,7 +167,7 @@ class Loop:
         now = time.monotonic()
         for source, source_fd in watched:
             mask = ready.pop(source_fd, 0) if source_fd is not None else 0
-            source.handle(bool(mask & incoming), bool(mask & select.POLLOUT), now)
+            source.handle(bool(mask & incoming), now)
         for fd, mask in ready.items():
             callback = readers.get(fd)
             if callback is not None and mask & incoming:

@@ -218,7 +218,7 @@ class MqttLink:
         due = now if pending is not None and pending() else self._next_housekeeping
         return sock.fileno(), client.want_write(), due
 
-    def handle(self, readable: bool, writable: bool, now: float) -> None:
+    def handle(self, readable: bool, now: float) -> None:
         client = self._client
         sock = client.socket()
         if sock is None:
