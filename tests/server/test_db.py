@@ -22,9 +22,7 @@ def test_migrations_apply_once_and_are_recorded(database_url: str) -> None:
 def test_two_servers_migrating_at_once_migrate_once(database_url: str) -> None:
     dbs = [connect(database_url) for _ in range(2)]
     results: list[int] = []
-    threads = [
-        threading.Thread(target=lambda d=d: results.append(len(migrate(d)))) for d in dbs
-    ]
+    threads = [threading.Thread(target=lambda d=d: results.append(len(migrate(d)))) for d in dbs]
     for t in threads:
         t.start()
     for t in threads:

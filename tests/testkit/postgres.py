@@ -104,7 +104,12 @@ class PostgresCluster:
             subprocess.run(
                 [
                     *(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
-                    str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop",
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "stop",
                 ],  # fmt: skip
                 capture_output=True,
                 check=False,

@@ -20,7 +20,8 @@ CREATE TABLE cars (
     reported_labels TEXT NOT NULL DEFAULT '{{}}',
     drift TEXT,
     last_outcome TEXT,
-    last_seen {real}
+    last_seen {real},
+    presence_at {real}
 );
 CREATE INDEX cars_seq ON cars (seq);
 
