@@ -49,6 +49,7 @@ class BrokerLink:
         self._early: dict[int, Any] = {}
         self._persistent: list[str] = []
         self._routes: dict[str, Callable[[bytes], None]] = {}
+        self._background: set[asyncio.Future[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -195,9 +196,15 @@ class BrokerLink:
             # A clean session: the broker forgot our subscriptions with the connection.
             filters = list(self._persistent)
             self._persistent.clear()
-            asyncio.ensure_future(self._resubscribe(filters))
+            self._spawn(self._resubscribe(filters))
         if self.on_connected is not None:
-            asyncio.ensure_future(self.on_connected())
+            self._spawn(self.on_connected())
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        # Referenced until done: the loop keeps only weak references to tasks.
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _resubscribe(self, filters: list[str]) -> None:
         try:

@@ -30,12 +30,11 @@ class SelectorError(ValueError):
 def check_key(key: str) -> str:
     """A qualified name: ``[prefix/]name``, prefix a DNS subdomain, name up to 63 characters."""
     prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix or len(prefix) > MAX_PREFIX or not _DNS_SUBDOMAIN.fullmatch(prefix):
-            raise LabelError(
-                f"label key {key!r}: the prefix must be a DNS subdomain (lower case, "
-                f"at most {MAX_PREFIX} characters)"
-            )
+    if slash and (not prefix or len(prefix) > MAX_PREFIX or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        raise LabelError(
+            f"label key {key!r}: the prefix must be a DNS subdomain (lower case, "
+            f"at most {MAX_PREFIX} characters)"
+        )
     if not name or len(name) > MAX_NAME or not _NAME.fullmatch(name):
         raise LabelError(
             f"label key {key!r}: the name must be 1 to {MAX_NAME} characters of letters, digits, "
@@ -97,7 +96,7 @@ class _Lexer:
             self.pos += 1
 
     def peek(self) -> str:
-        """The next token (without taking it): an operator, a word, or '' at the end."""
+        """The next word (without taking it): an operator, a word, or '' at the end."""
         self.skip_space()
         text, pos = self.text, self.pos
         if pos >= len(text):
@@ -111,10 +110,10 @@ class _Lexer:
         return text[pos:end]
 
     def take(self) -> tuple[str, int]:
-        token = self.peek()
+        word = self.peek()
         column = self.pos + 1
-        self.pos += len(token)
-        return token, column
+        self.pos += len(word)
+        return word, column
 
     def error(self, message: str, column: int | None = None) -> SelectorError:
         return SelectorError(f"column {column or self.pos + 1}: {message}")
@@ -132,33 +131,33 @@ def parse(text: str) -> Selector:
         return Selector()
     while True:
         requirements.append(_requirement(lexer))
-        token, column = lexer.take()
-        if token == "":
+        word, column = lexer.take()
+        if word == "":
             return Selector(tuple(requirements))
-        if token != ",":
-            raise lexer.error(f"expected ',' or the end, found {token!r}", column)
+        if word != ",":
+            raise lexer.error(f"expected ',' or the end, found {word!r}", column)
 
 
 def _key(lexer: _Lexer) -> str:
-    token, column = lexer.take()
-    if token == "" or token in _SPECIAL or token in ("==", "!="):
-        raise lexer.error(f"expected a label key, found {token or 'the end'!r}", column)
+    word, column = lexer.take()
+    if word == "" or word in _SPECIAL or word in ("==", "!="):
+        raise lexer.error(f"expected a label key, found {word or 'the end'!r}", column)
     try:
-        return check_key(token)
+        return check_key(word)
     except LabelError as e:
         raise lexer.error(str(e), column) from None
 
 
 def _value(lexer: _Lexer, key: str) -> str:
-    token = lexer.peek()
+    word = lexer.peek()
     column = lexer.pos + 1
-    if token in ("", ",", ")"):
+    if word in ("", ",", ")"):
         return ""  # `a=` selects an empty value, as in Kubernetes
-    if token in ("==", "!=", "=", "!", "("):
-        raise lexer.error(f"expected a value, found {token!r}", column)
+    if word in ("==", "!=", "=", "!", "("):
+        raise lexer.error(f"expected a value, found {word!r}", column)
     lexer.take()
     try:
-        return check_value(key, token)
+        return check_value(key, word)
     except LabelError as e:
         raise lexer.error(str(e), column) from None
 
@@ -177,17 +176,17 @@ def _requirement(lexer: _Lexer) -> Requirement:
     if op == "!=":
         return Requirement(key, "!=", frozenset([_value(lexer, key)]))
     if op in ("in", "notin"):
-        token, paren = lexer.take()
-        if token != "(":
-            raise lexer.error(f"expected '(' after {op}, found {token or 'the end'!r}", paren)
+        word, paren = lexer.take()
+        if word != "(":
+            raise lexer.error(f"expected '(' after {op}, found {word or 'the end'!r}", paren)
         values: set[str] = set()
         if lexer.peek() == ")":
             raise lexer.error(f"{op} needs at least one value", lexer.pos + 1)
         while True:
             values.add(_value(lexer, key))
-            token, column = lexer.take()
-            if token == ")":
+            word, column = lexer.take()
+            if word == ")":
                 return Requirement(key, op, frozenset(values))
-            if token != ",":
-                raise lexer.error(f"expected ',' or ')', found {token or 'the end'!r}", column)
+            if word != ",":
+                raise lexer.error(f"expected ',' or ')', found {word or 'the end'!r}", column)
     raise lexer.error(f"expected =, ==, !=, in or notin after {key!r}, found {op!r}", column)

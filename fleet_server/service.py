@@ -13,6 +13,8 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -54,6 +56,13 @@ class Service:
         self._flushed = asyncio.Event()
         self._sync_marker: asyncio.Future[None] | None = None
         self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs ``work`` in the background, referenced until done (the loop keeps weak ones)."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @property
     def sync_topic(self) -> str:
@@ -143,7 +152,7 @@ class Service:
 async def serve(
     config: ServerConfig, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
-    from fleet_server.api.app import make_app, make_metrics_app
+    from fleet_server.api.app import make_app, make_metrics_app  # noqa: PLC0415 - api imports us
 
     db = await asyncio.to_thread(connect, config.database)
     try:

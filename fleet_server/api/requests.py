@@ -44,11 +44,18 @@ from fleet_server.service import Service
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
-def _audit(
-    svc: Service, actor: str, action: str, vin: str, rid: str, detail: dict[str, Any]
+async def _record(
+    svc: Service, *, actor: str, action: str, vin: str, rid: str, detail: dict[str, Any]
 ) -> None:
-    with svc.db.transaction() as tx:
-        audit.append(tx, actor=actor, action=action, vins=[vin], request_ids=[rid], detail=detail)
+    """One audit entry naming the car and the request id."""
+
+    def write() -> None:
+        with svc.db.transaction() as tx:
+            audit.append(
+                tx, actor=actor, action=action, vins=[vin], request_ids=[rid], detail=detail
+            )
+
+    await asyncio.to_thread(write)
 
 
 def _reply_response(payload: bytes, rid: str) -> tuple[web.Response, str]:
@@ -90,8 +97,8 @@ async def send(request: web.Request, operation: Operation, payload: bytes) -> we
     detail = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     metric = svc.metrics.requests
     if not car.online:
-        await asyncio.to_thread(
-            _audit, svc, actor, action, car.vin, rid, {**detail, "queued": True}
+        await _record(
+            svc, actor=actor, action=action, vin=car.vin, rid=rid, detail={**detail, "queued": True}
         )
         svc.link.publish(request_topic, payload)
         metric.labels(operation.value, "QUEUED").inc()
@@ -108,7 +115,7 @@ async def send(request: web.Request, operation: Operation, payload: bytes) -> we
     svc.link.route(reply_topic, _once(reply))
     try:
         await svc.link.subscribe([reply_topic])
-        await asyncio.to_thread(_audit, svc, actor, action, car.vin, rid, detail)
+        await _record(svc, actor=actor, action=action, vin=car.vin, rid=rid, detail=detail)
         svc.link.publish(
             request_topic, payload, response_topic=reply_topic, correlation=rid.encode()
         )
@@ -130,10 +137,15 @@ async def send(request: web.Request, operation: Operation, payload: bytes) -> we
         raise ApiError(503, UNAVAILABLE, str(e)) from None
     finally:
         svc.link.unroute(reply_topic)
-        asyncio.ensure_future(_unsubscribe(svc, reply_topic))
+        svc.spawn(_unsubscribe(svc, reply_topic))
     metric.labels(operation.value, outcome).inc()
-    await asyncio.to_thread(
-        _audit, svc, actor, f"{action}.reply", car.vin, rid, {"outcome": outcome}
+    await _record(
+        svc,
+        actor=actor,
+        action=f"{action}.reply",
+        vin=car.vin,
+        rid=rid,
+        detail={"outcome": outcome},
     )
     return response
 
@@ -216,14 +228,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
     ended = False
     try:
         await svc.link.subscribe([reply_topic])
-        await asyncio.to_thread(
-            _audit,
+        await _record(
             svc,
-            identity(request).name,
-            "car.logs",
-            car.vin,
-            rid,
-            {"request": json.loads(body or b"{}")},
+            actor=identity(request).name,
+            action="car.logs",
+            vin=car.vin,
+            rid=rid,
+            detail={"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()},
         )
         svc.link.publish(
             topics.request(Operation.LOGS, rid), body or b"{}", response_topic=reply_topic
@@ -253,7 +264,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(LinkError):
                 svc.link.publish(topics.logs_cancel(rid), b"")
         svc.link.unroute(reply_topic)
-        asyncio.ensure_future(_unsubscribe(svc, reply_topic))
+        svc.spawn(_unsubscribe(svc, reply_topic))
     return response
 
 

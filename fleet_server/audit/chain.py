@@ -55,19 +55,10 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def entry_hash(
-    seq: int,
-    at: str,
-    actor: str,
-    action: str,
-    vins: str,
-    request_ids: str,
-    key_id: str | None,
-    detail: str,
-    prev_hash: str,
-) -> str:
-    """The hash of an entry as stored (list columns as their canonical JSON text)."""
-    text = canonical([seq, at, actor, action, vins, request_ids, key_id, detail, prev_hash])
+def entry_hash(seq: int, stored: Sequence[Any]) -> str:
+    """The hash of entry ``seq`` from its stored columns ``at`` to ``prev_hash``, in table
+    order (vins, request_ids and detail as their canonical JSON text)."""
+    text = canonical([seq, *stored])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -83,7 +74,7 @@ def append(
 ) -> int:
     """Appends one entry inside the caller's transaction (with the change it records)."""
     head = tx.execute(
-        "SELECT count, last_hash FROM audit_head WHERE id = 1" + tx.dialect.for_update
+        "SELECT count, last_hash FROM audit_head WHERE id = 1" + tx.dialect.for_update  # noqa: S608
     ).fetchone()
     assert head is not None, "audit_head is created by the first migration"
     seq, prev = int(head[0]) + 1, str(head[1])
@@ -91,7 +82,7 @@ def append(
     vins_text = canonical(list(vins))
     ids_text = canonical(list(request_ids))
     detail_text = canonical(detail if detail is not None else {})
-    digest = entry_hash(seq, at, actor, action, vins_text, ids_text, key_id, detail_text, prev)
+    digest = entry_hash(seq, (at, actor, action, vins_text, ids_text, key_id, detail_text, prev))
     tx.execute(
         "INSERT INTO audit_log (seq, at, actor, action, vins, request_ids, key_id, detail, "
         "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -104,6 +95,7 @@ def append(
     return seq
 
 
+# Constant text, no input: the queries below only put it between SELECT and FROM.
 _COLUMNS = (
     "a.seq, a.at, a.actor, a.action, a.vins, a.request_ids, a.key_id, a.detail, a.prev_hash, a.hash"
 )
@@ -131,12 +123,12 @@ def entries(
     with db.transaction(write=False) as tx:
         if vin is None:
             rows = tx.execute(
-                f"SELECT {_COLUMNS} FROM audit_log a WHERE a.seq > ? ORDER BY a.seq LIMIT ?",
+                f"SELECT {_COLUMNS} FROM audit_log a WHERE a.seq > ? ORDER BY a.seq LIMIT ?",  # noqa: S608
                 (after, limit),
             ).fetchall()
         else:
             rows = tx.execute(
-                f"SELECT {_COLUMNS} FROM audit_vins v JOIN audit_log a ON a.seq = v.seq "
+                f"SELECT {_COLUMNS} FROM audit_vins v JOIN audit_log a ON a.seq = v.seq "  # noqa: S608
                 "WHERE v.vin = ? AND v.seq > ? ORDER BY v.seq LIMIT ?",
                 (vin, after, limit),
             ).fetchall()
@@ -181,7 +173,7 @@ def verify(db: Database) -> Verification:
                 return Verification(
                     count, f"entry {seq}: prev_hash does not match entry {seq - 1}'s hash"
                 )
-            digest = entry_hash(seq, *row[1:9])
+            digest = entry_hash(seq, row[1:9])
             if digest != row[9]:
                 return Verification(count, f"entry {seq} was changed: its hash does not match")
             prev, expected_seq, count = digest, seq + 1, count + 1

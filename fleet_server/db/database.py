@@ -100,7 +100,7 @@ class Database:
     def _open(self) -> Any:
         if self._path is not None:
             return self._open_sqlite(self._path)
-        import psycopg  # the server extra; imported here so SQLite needs nothing else
+        import psycopg  # noqa: PLC0415 - only for PostgreSQL: SQLite needs nothing more
 
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
@@ -155,7 +155,7 @@ class Database:
 
     @contextlib.contextmanager
     def _postgresql_transaction(self) -> Iterator[Transaction]:
-        import psycopg
+        import psycopg  # noqa: PLC0415 - see _open
 
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = None

@@ -81,17 +81,23 @@ class Ingest:
                 batch.presence[vin] = (message.value, arrival, retained)
             elif kind == "workload":
                 key = (vin, message.name)
-                if message.value is not None and key not in batch.workloads:
-                    if self._counts(vin)[0] >= MAX_WORKLOADS_PER_CAR:
-                        self.ignored += 1
-                        return
+                if (
+                    message.value is not None
+                    and key not in batch.workloads
+                    and self._counts(vin)[0] >= MAX_WORKLOADS_PER_CAR
+                ):
+                    self.ignored += 1
+                    return
                 batch.workloads[key] = message.value
             elif kind == "agent":
                 key = (vin, message.name)
-                if message.value is not None and key not in batch.agents:
-                    if self._counts(vin)[1] >= MAX_AGENTS_PER_CAR:
-                        self.ignored += 1
-                        return
+                if (
+                    message.value is not None
+                    and key not in batch.agents
+                    and self._counts(vin)[1] >= MAX_AGENTS_PER_CAR
+                ):
+                    self.ignored += 1
+                    return
                 batch.agents[key] = message.value
             elif kind == "drift":
                 batch.drift[vin] = message.value
@@ -133,7 +139,8 @@ class Ingest:
             seq = next_seq(tx)
             tx.executemany(
                 "INSERT INTO cars (vin, seq, last_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT (vin) DO UPDATE SET seq = excluded.seq, last_seen = excluded.last_seen",
+                "ON CONFLICT (vin) DO UPDATE SET seq = excluded.seq, "
+                "last_seen = excluded.last_seen",
                 [(vin, seq, seen) for vin, seen in sorted(batch.seen.items())],
             )
             live = [

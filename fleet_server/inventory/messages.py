@@ -142,7 +142,7 @@ def reported_labels(value: Any) -> dict[str, str]:
     if isinstance(value, dict):
         pairs = list(value.items())
     elif isinstance(value, str):
-        pairs = [tuple(item.partition("=")[::2]) for item in value.split(",") if item]
+        pairs = [(k, v) for k, _, v in (item.partition("=") for item in value.split(",") if item)]
     else:
         return {}
     labels: dict[str, str] = {}

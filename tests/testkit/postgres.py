@@ -101,19 +101,10 @@ class PostgresCluster:
 
     def stop(self) -> None:
         if self.data.exists():
-            subprocess.run(
-                [
-                    *(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
-                    str(self.bin / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ],  # fmt: skip
-                capture_output=True,
-                check=False,
-            )
+            command = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]
+            if os.geteuid() == 0:
+                command = ["runuser", "-u", "postgres", "--", *command]
+            subprocess.run(command, capture_output=True, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_text(self) -> str:
