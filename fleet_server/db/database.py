@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from fleet_connector.options import ConfigError
 from fleet_server.db.dialects import POSTGRESQL, SQLITE, Dialect
 
 Row = tuple[Any, ...]
@@ -43,7 +44,7 @@ def sqlite_path(url: str) -> Path | None:
     if rest.startswith("//"):
         rest = rest[2:]
     if not rest:
-        raise DatabaseError("a sqlite URL names a file: sqlite:///path/to/fleet.db")
+        raise ConfigError("a sqlite URL names a file: sqlite:///path/to/fleet.db")
     return Path(rest)
 
 
@@ -78,6 +79,8 @@ class Database:
     """A connection to either database; :meth:`transaction` is the only way in."""
 
     def __init__(self, url: str) -> None:
+        """Connects; ConfigError for a URL of neither database, DatabaseError when the
+        database cannot be reached."""
         self.url = url
         self._lock = threading.RLock()
         self._path = sqlite_path(url)
@@ -86,7 +89,7 @@ class Database:
         elif urllib.parse.urlsplit(url).scheme in ("postgresql", "postgres"):
             self.dialect = POSTGRESQL
         else:
-            raise DatabaseError(
+            raise ConfigError(
                 f"unsupported database URL {describe_url(url)!r}: "
                 "use sqlite:///path/to/fleet.db or postgresql://user@host:port/db"
             )
