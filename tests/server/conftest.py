@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from testkit import Broker, MqttProbe, free_port
 from testkit.postgres import PostgresCluster
-from testkit.server import FakeCar, RunningServer
+from testkit.server import Api, FakeCar, RunningServer, make_token
 
 from fleet_connector.broker import BrokerSettings
+from fleet_server.auth import ROLES
 from fleet_server.config import ServerConfig
 from fleet_server.db import Database, connect, migrate
 
@@ -78,3 +79,9 @@ def make_car(probe: MqttProbe) -> Iterator[Callable[[str], FakeCar]]:
     yield make
     for car in made:
         car.clear()
+
+
+@pytest.fixture
+def api(database_url: str, make_server: Callable[..., RunningServer]) -> Api:
+    tokens = {role: make_token(database_url, f"{role}-token", role) for role in ROLES}
+    return Api(make_server(database_url), database_url, tokens)

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -34,6 +35,8 @@ class RunningServer:
             raise RuntimeError("fleet-server did not start within 30s")
         if self.error is not None:
             raise self.error
+        # Listening is not ready: the retained topics are read after the listener is up.
+        wait_until(lambda: self.get("/readyz").status_code == 200, timeout=30)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -147,3 +150,20 @@ class FakeCar:
         """Removes its retained messages from the session's broker."""
         for topic in self.topics:
             self.probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+
+
+@dataclass
+class Api:
+    """A server with a token of each role and the database it uses."""
+
+    server: RunningServer
+    database: str
+    tokens: dict[str, str]
+
+    def get(self, path: str, role: str | None = "viewer", **kwargs: Any) -> requests.Response:
+        return self.server.get(path, self.tokens.get(role or ""), **kwargs)
+
+    def call(
+        self, method: str, path: str, role: str | None = "operator", **kwargs: Any
+    ) -> requests.Response:
+        return self.server.request(method, path, self.tokens.get(role or ""), **kwargs)
