@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 from testkit import Broker, MqttProbe, free_port
+from testkit.live import ALL_LOGS, retained
 from testkit.postgres import PostgresCluster
 from testkit.server import Api, FakeCar, RunningServer, make_token
 
+from ankaios_emulator import Emulator
+from fleet_connector import Config, Connector
 from fleet_connector.broker import BrokerSettings
 from fleet_server.auth import ROLES
 from fleet_server.config import ServerConfig
@@ -85,3 +88,50 @@ def make_car(probe: MqttProbe) -> Iterator[Callable[[str], FakeCar]]:
 def api(database_url: str, make_server: Callable[..., RunningServer]) -> Api:
     tokens = {role: make_token(database_url, f"{role}-token", role) for role in ROLES}
     return Api(make_server(database_url), database_url, tokens)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """For tests about the cars' side, where the database makes no difference."""
+    return f"sqlite://{tmp_path / 'fleet.db'}"
+
+
+# Workloads the emulated cars run as local processes (image -> command).
+IMAGES = {
+    "sim:1": ["sh", "-c", "exec sleep 120"],
+    "talker:1": ["sh", "-c", "for i in $(seq 1 5); do echo line $i; done; exec sleep 120"],
+}
+
+
+@pytest.fixture
+def real_car(tmp_path: Path, broker: Broker, vin: str) -> Iterator[Connector]:
+    """A car: an emulated Ankaios running workloads as processes, and a real connector."""
+    emulator = Emulator(
+        control_interface=tmp_path / "ci",
+        runtime="process",
+        image_map=IMAGES,
+        access=ALL_LOGS,
+        pace_frames=False,
+    ).start()
+    connector = Connector(
+        Config(
+            vin=vin,
+            broker=BrokerSettings(host=broker.host, port=broker.port),
+            control_interface=emulator.control_interface,
+            client_id=f"fleet-connector-{vin}",
+        )
+    )
+    connector.start()
+    try:
+        assert connector.control_interface.wait_connected(10), "control interface not connected"
+        assert connector.mqtt.wait_subscribed(10), "MQTT not subscribed"
+        yield connector
+    finally:
+        connector.stop()
+        emulator.stop()
+        # its retained topics stay for the session otherwise
+        probe = MqttProbe(broker)
+        for topic in retained(probe, f"vehicle/{vin}/#"):
+            probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        probe.client.publish(f"vehicle/{vin}/status", b"", qos=1, retain=True).wait_for_publish(5)
+        probe.close()
