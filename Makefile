@@ -99,9 +99,10 @@ $(WHEELS)/.built: $(VENV)/.installed $(IMAGE_INPUTS)
 	$(PY) -m pip wheel -q -w $(WHEELS) .
 	touch $@
 
-# Figures, not tests (bench/README.md): latency, throughput, footprint, a 100-car fleet on
-# mosquitto and on a 3-node NATS cluster. Installs nats-server when missing. BENCH_ARGS
-# passes options, e.g. make bench BENCH_ARGS="--only latency --samples 200".
+# Figures, not tests (bench/README.md): latency, throughput, footprint, a fleet of 1,000 cars
+# (--cars) on mosquitto, on two bridged mosquittos and on a 3-node NATS cluster, the dashboard
+# and live states. Installs nats-server when missing. BENCH_ARGS passes options, e.g.
+# make bench BENCH_ARGS="--only latency --samples 200".
 bench: setup apt-browser
 	@PATH="$$PATH:/usr/sbin:/sbin" command -v nats-server >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
