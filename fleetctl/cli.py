@@ -33,22 +33,13 @@ from fleet_connector.options import (
     positive_int,
 )
 from fleet_connector.topics import Operation
-from fleetctl import (
-    dashboard,
-    fleet,
-    keys,
-    live,
-    logs,
-    output,
-    plans,
-    presence,
-    rollout,
-    signing,
-    validate,
-)
-from fleetctl.client import Engine
-from fleetctl.connection import BrokerError, Connection
-from fleetctl.progress import Progress
+from fleetctl import dashboard, keys, output, validate
+from fleetctl.client import fleet, live, logs, presence, signing
+from fleetctl.client import waves as rollout
+from fleetctl.client.connection import BrokerError, Connection
+from fleetctl.client.engine import Engine
+from fleetctl.output import plans
+from fleetctl.output.progress import Progress
 from fleetctl.rollouts import commands as rollouts
 
 OK, FAILED, USAGE = 0, 1, 2

@@ -10,7 +10,7 @@ from pathlib import Path
 from fleet_connector.options import ConfigError
 from fleet_connector.signatures import SigningKey
 from fleet_connector.topics import Operation
-from fleetctl import signing
+from fleetctl.client import signing
 
 OPERATIONS = {
     "apply": Operation.APPLY,

@@ -11,8 +11,8 @@ from typing import Any
 from fleet_connector.broker import BrokerSettings
 from fleet_connector.options import ConfigError
 from fleetctl import output
-from fleetctl.client import Engine
-from fleetctl.progress import Progress
+from fleetctl.client.engine import Engine
+from fleetctl.output.progress import Progress
 from fleetctl.rollouts import spec as rollout_spec
 from fleetctl.rollouts.live import LiveView
 from fleetctl.rollouts.records import (
