@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS, Operation, Topics
-from fleetctl.connection import BrokerError
+from fleetctl.client.connection import BrokerError
 from fleetctl.dashboard.model import text
 
 log = logging.getLogger(__name__)

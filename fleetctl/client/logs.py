@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Operation, Topics
-from fleetctl.connection import BrokerError, Connection
+from fleetctl.client.connection import BrokerError, Connection
 
 # After a cancel, how long the end message may take.
 CANCEL_GRACE = 5.0

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Topics
-from fleetctl.car_data import json_object, plain_text
-from fleetctl.connection import Connection
+from fleetctl.client.car_data import json_object, plain_text
+from fleetctl.client.connection import Connection
 
 # The VIN segment of "vehicle/<VIN>/status".
 _ANY_CAR = Topics("+")

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleetctl.client import Engine, Pending
-from fleetctl.results import NOT_RUNNING, WAIT_TIMEOUT, Instance, Status
+from fleetctl.client.engine import Engine, Pending
+from fleetctl.client.results import NOT_RUNNING, WAIT_TIMEOUT, Instance, Status
 
 # Log lines of a failed workload shown in the message (the JSON output has them all).
 SHOWN_LOG_LINES = 3

@@ -10,7 +10,10 @@ from pathlib import Path
 from fleet_connector.options import ConfigError
 from fleet_connector.signatures import SigningKey
 from fleet_connector.topics import Operation
-from fleetctl import signing
+from fleetctl.client import signing
+from fleetctl.commands import options
+from fleetctl.commands.command import Command, Invocation, define
+from fleetctl.commands.options import Subcommands
 
 OPERATIONS = {
     "apply": Operation.APPLY,
@@ -20,8 +23,13 @@ OPERATIONS = {
 }
 
 
-def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+def register(subcommands: Subcommands) -> None:
+    keys = subcommands.add_parser(
+        "keys",
+        help="make signing keys",
+        description="Ed25519 keys for signed requests (see the README, Signed requests).",
+    )
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     generate = actions.add_parser(
         "generate",
         help="make a new Ed25519 signing key",
@@ -34,9 +42,30 @@ def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
         "public", help="print a key's TRUSTED_KEYS line", description="Print a key's line."
     )
     public.add_argument("key_file", metavar="KEY", help="a private key file")
+    define(keys, Command(_run_keys, offline=True))
+
+    sign = subcommands.add_parser(
+        "sign",
+        help="write a signed request to stdout, for mosquitto_pub -f",
+        description="Sign FILE for the cars named (or --all-cars) and write the envelope to "
+        "stdout: mosquitto_pub -t vehicle/1/manifest/apply/req -f signed.txt",
+    )
+    options.add_cars(sign)
+    sign.add_argument("file", metavar="FILE", help="the payload to sign (a manifest)")
+    sign.add_argument("--sign-key", required=True, metavar="KEY", help="the private key file")
+    sign.add_argument(
+        "--operation",
+        choices=sorted(OPERATIONS),
+        default="apply",
+        help="the request it is for (default: apply)",
+    )
+    sign.add_argument("--all-cars", action="store_true", help="valid for every car (target '*')")
+    options.add_validity(sign)
+    define(sign, Command(_run_sign, prepare=_sign_payload, offline=True))
 
 
-def run_keys(args: argparse.Namespace) -> int:
+def _run_keys(invocation: Invocation) -> int:
+    args = invocation.args
     if args.keys_command == "public":
         print(signing.load_key(Path(args.key_file)).trusted_line())
         return 0
@@ -57,49 +86,16 @@ def run_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_sign_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="the payload to sign (a manifest)")
-    parser.add_argument("--sign-key", required=True, metavar="KEY", help="the private key file")
-    parser.add_argument(
-        "--operation",
-        choices=sorted(OPERATIONS),
-        default="apply",
-        help="the request it is for (default: apply)",
-    )
-    parser.add_argument("--all-cars", action="store_true", help="valid for every car (target '*')")
-    add_validity(parser)
+def _sign_payload(args: argparse.Namespace, vins: list[str]) -> bytes:
+    """The manifest, checked as apply checks it (--operation is one of OPERATIONS)."""
+    return options.load_manifest(Path(args.file))
 
 
-def add_signing(parser: argparse.ArgumentParser) -> None:
-    """--sign-key and --sign-valid-for, for the commands that send requests."""
-    parser.add_argument("--sign-key", metavar="KEY", help="sign each car's request with this key")
-    add_validity(parser)
-
-
-def add_validity(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sign-valid-for",
-        type=_seconds,
-        default=signing.DEFAULT_VALID_FOR,
-        metavar="SECONDS",
-        help="a car refuses the signed request after this long (default: "
-        f"{signing.DEFAULT_VALID_FOR}); keep it longer than a car may be offline",
-    )
-
-
-def _seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds above 0")
-    return value
-
-
-def run_sign(args: argparse.Namespace, vins: list[str], payload: bytes) -> int:
+def _run_sign(invocation: Invocation) -> int:
     """Writes the envelope to stdout, for ``mosquitto_pub -f``."""
+    args = invocation.args
     signer = signing.Signer(Path(args.sign_key), OPERATIONS[args.operation], args.sign_valid_for)
-    sys.stdout.buffer.write(signer.envelope(payload, signing.targets_of(vins, args.all_cars)))
+    targets = signing.targets_of(invocation.vins, args.all_cars)
+    sys.stdout.buffer.write(signer.envelope(invocation.payload, targets))
     sys.stdout.buffer.flush()
     return 0

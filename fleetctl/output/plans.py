@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetctl.results import CarResult, RunResult, Status
+from fleetctl.client.results import CarResult, RunResult, Status
 
 WOULD_BE_DENIED = "WOULD_BE_DENIED"
 WOULD_BE_REJECTED = "WOULD_BE_REJECTED"

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Topics
 from fleetctl import output
-from fleetctl.car_data import json_object, plain_text
-from fleetctl.connection import Connection
+from fleetctl.client.car_data import json_object, plain_text
+from fleetctl.client.connection import Connection
 
 _ANY_CAR = Topics("+")
 

@@ -22,9 +22,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet_connector.broker import BrokerSettings
 from fleet_connector.topics import Operation, Topics
-from fleetctl.connection import Connection
-from fleetctl.presence import Presence
-from fleetctl.results import BAD_REPLY, BROKER_REFUSED, NOT_DELIVERED
+from fleetctl.client.connection import Connection
+from fleetctl.client.presence import Presence
+from fleetctl.client.results import BAD_REPLY, BROKER_REFUSED, NOT_DELIVERED
 
 # MQTT 5 PUBACK reason "No matching subscribers": not an error for the broker, but for us
 # it means no car session holds the request, so no reply will ever come.

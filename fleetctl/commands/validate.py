@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +9,29 @@ from fleet_connector.errors import RequestError
 from fleet_connector.manifest import parse_manifest
 from fleet_connector.options import ConfigError
 from fleetctl import output
+from fleetctl.commands import options
+from fleetctl.commands.command import Command, Invocation, define
+from fleetctl.commands.options import Subcommands
 
 VALID, INVALID = 0, 1
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def register(subcommands: Subcommands) -> None:
+    parser = subcommands.add_parser(
+        "validate",
+        help="check manifests offline",
+        description="Check manifests offline as a car checks them: the JSON Schema of "
+        "ank apply for v1, unknown keys as warnings. Exits 0 when all are valid, 1 when "
+        "one is not (with --strict: also when one has warnings), 2 when one cannot be read.",
+    )
     parser.add_argument("files", nargs="+", metavar="FILE", help="manifests (YAML)")
     parser.add_argument(
         "--strict",
         action="store_true",
         help="count warnings (unknown keys) as errors, as a car with STRICT=true does",
     )
-    parser.add_argument(
-        "-o", "--output", choices=output.FORMATS, default="table", help="table, json or yaml"
-    )
+    options.add_output(parser, "table, json or yaml")
+    define(parser, Command(_run, offline=True))
 
 
 def check(path: Path, strict: bool) -> dict[str, Any]:
@@ -39,8 +47,9 @@ def check(path: Path, strict: bool) -> dict[str, Any]:
     return {"file": str(path), "valid": valid, "errors": [], "warnings": warnings}
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(invocation: Invocation) -> int:
     """0 when every file is valid, 1 when one is not; unreadable files are usage errors (2)."""
+    args = invocation.args
     results = [check(Path(name), args.strict) for name in args.files]
     if args.output != "table":
         print(output.dump(results, args.output), flush=True)

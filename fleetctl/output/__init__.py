@@ -1,4 +1,8 @@
-"""Results as a table for people or as JSON / YAML for scripts (same content, same keys)."""
+"""Results as a table for people or as JSON / YAML for scripts (same content, same keys).
+
+What else fleetctl shows is next to this: plans' lines in :mod:`fleetctl.output.plans`, the
+progress bar in :mod:`fleetctl.output.progress`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from fleetctl import plans
-from fleetctl.presence import Presence
-from fleetctl.results import CarResult, RunResult, Status
+from fleetctl.client.presence import Presence
+from fleetctl.client.results import CarResult, RunResult, Status
+from fleetctl.output import plans
 
 FORMATS = ("table", "json", "yaml")
 

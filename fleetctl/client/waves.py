@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fleet_connector.topics import Operation
-from fleetctl.client import Engine, Pending
-from fleetctl.progress import Progress
-from fleetctl.results import BROKER_REFUSED, NO_REPLY, STOPPED, CarResult, RunResult, Status
-from fleetctl.waiting import WaitOutcome, follow_level, wait_outcomes
+from fleetctl.client.engine import Engine, Pending
+from fleetctl.client.results import BROKER_REFUSED, NO_REPLY, STOPPED, CarResult, RunResult, Status
+from fleetctl.client.waiting import WaitOutcome, follow_level, wait_outcomes
+from fleetctl.output.progress import Progress
 
 
 @dataclass(frozen=True)
