@@ -23,7 +23,7 @@ SENDER_IMAGE ?= localhost/vehicle-data-sender
 IMAGE_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
 WHEELS := build/wheels
 IMAGE_INPUTS := pyproject.toml Containerfile.connector Containerfile.sender \
-	$(shell find fleet_connector vehicle_data_sender ankaios_emulator fleetctl -name '*.py' 2>/dev/null)
+	$(shell find ankaios_model fleet_connector vehicle_data_sender ankaios_emulator fleetctl -name '*.py' 2>/dev/null)
 
 .PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-containers lint demo bench clean images base-image wheels
 

@@ -33,7 +33,7 @@ from bench.common import (
     thread_count,
 )
 from bench.latency import STATE_PAYLOAD, start_baseline, start_connector
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.topics import Operation, Topics
 
 IDLE_SECONDS = 2.0
 
@@ -125,13 +125,13 @@ IMPORT_STEPS: list[tuple[str, str]] = [
     ("a manifest with findings (explained)", "jsonschema"),
     (
         "first plan, or a policy on agents or images (server model)",
-        "fleet_connector.plan,fleet_connector.started,ankaios_emulator.state",
+        "fleet_connector.requests.plan,fleet_connector.requests.started,ankaios_model.state",
     ),
-    ("first logs request (log streams)", "fleet_connector.logs,concurrent.futures"),
+    ("first logs request (log streams)", "fleet_connector.observe.logs,concurrent.futures"),
     (
         "STATE_DIR (journal)",
-        "sqlite3,fleet_connector.journal,fleet_connector.changes,fleet_connector.reconcile,"
-        "fleet_connector.rollback",
+        "sqlite3,fleet_connector.journal.entries,fleet_connector.journal.changes,fleet_connector.journal.reconcile,"
+        "fleet_connector.journal.rollback",
     ),
     ("flags on the command line", "fleet_connector.flags"),
     ("TRUSTED_KEYS (Ed25519)", "cryptography.hazmat.primitives.asymmetric.ed25519"),

@@ -22,17 +22,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import RequestError
 from fleet_connector.flags import add_options, parse
-from fleet_connector.manifest import parse_manifest
+from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.mqtt.topics import Operation
 from fleet_connector.options import (
     ConfigError,
     non_negative_int,
     positive_float,
     positive_int,
 )
-from fleet_connector.topics import Operation
 from fleetctl import (
     dashboard,
     fleet,

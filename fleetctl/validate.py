@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import RequestError
-from fleet_connector.manifest import parse_manifest
 from fleet_connector.options import ConfigError
 from fleetctl import output
 

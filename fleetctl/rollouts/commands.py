@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_connector.options import ConfigError
 from fleetctl import output
 from fleetctl.client import Engine

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 from fleetctl.client import Engine
 from fleetctl.progress import Progress
 from fleetctl.results import NO_REPLY, CarResult, Status
