@@ -13,8 +13,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 
-from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
 from fleet_connector.flags import parse
+from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
 from fleet_connector.options import ConfigError
 from fleetctl.client import fleet
 from fleetctl.client.connection import BrokerError

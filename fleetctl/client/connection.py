@@ -18,7 +18,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.mqtt.topics import Operation, Topics
 from fleetctl.client.connection import Connection
 from fleetctl.client.presence import Presence
 from fleetctl.client.results import BAD_REPLY, BROKER_REFUSED, NOT_DELIVERED

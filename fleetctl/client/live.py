@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.topics import Topics
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.mqtt.topics import Topics
 from fleetctl import output
 from fleetctl.client.car_data import json_object, plain_text
 from fleetctl.client.connection import Connection

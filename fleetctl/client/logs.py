@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.mqtt.topics import Operation, Topics
 from fleetctl.client.connection import BrokerError, Connection
 
 # After a cancel, how long the end message may take.

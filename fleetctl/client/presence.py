@@ -7,8 +7,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.topics import Topics
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.mqtt.topics import Topics
 from fleetctl.client.car_data import json_object, plain_text
 from fleetctl.client.connection import Connection
 

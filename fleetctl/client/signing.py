@@ -1,7 +1,7 @@
 """The operator's side of signed requests: a key, a counter that only grows, one signature per car.
 
 The car refuses a counter it has seen from the key before (see
-``fleet_connector.signatures``), so the counter must grow across fleetctl runs, machines
+``fleet_connector.requests.signatures``), so the counter must grow across fleetctl runs, machines
 and lost files: it is the larger of the last one used plus one (kept next to the key in
 ``<key file>.counter``) and the time in microseconds. One run takes one counter: the cars
 count separately, so each car of the run sees it once.
@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fleet_connector.mqtt.topics import Operation
 from fleet_connector.options import ConfigError
-from fleet_connector.signatures import ALL_CARS, Claims, SigningKey, sign
-from fleet_connector.topics import Operation
+from fleet_connector.requests.signatures import ALL_CARS, Claims, SigningKey, sign
 
 DEFAULT_VALID_FOR = 3600
 

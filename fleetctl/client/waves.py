@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 from fleetctl.client.engine import Engine, Pending
 from fleetctl.client.results import BROKER_REFUSED, NO_REPLY, STOPPED, CarResult, RunResult, Status
 from fleetctl.client.waiting import WaitOutcome, follow_level, wait_outcomes

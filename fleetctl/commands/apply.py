@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 from fleetctl.commands import options, requests
 from fleetctl.commands.command import Command, Invocation, define
 from fleetctl.commands.options import Subcommands

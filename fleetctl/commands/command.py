@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 from fleetctl.client import logs
 
 OK, FAILED, USAGE = 0, 1, 2

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 from fleetctl.commands import options, requests
 from fleetctl.commands.command import Command, Invocation, define
 from fleetctl.commands.options import Subcommands

@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from fleet_connector.mqtt.topics import Operation
 from fleet_connector.options import ConfigError
-from fleet_connector.signatures import SigningKey
-from fleet_connector.topics import Operation
+from fleet_connector.requests.signatures import SigningKey
 from fleetctl.client import signing
 from fleetctl.commands import options
 from fleetctl.commands.command import Command, Invocation, define

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from fleet_connector.broker import BROKER_OPTIONS
+from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import RequestError
 from fleet_connector.flags import add_options
-from fleet_connector.manifest import parse_manifest
+from fleet_connector.mqtt.broker import BROKER_OPTIONS
 from fleet_connector.options import ConfigError, positive_float, positive_int
 from fleetctl import output
 from fleetctl.client import signing

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 from fleetctl import output
 from fleetctl.client import signing, waves
 from fleetctl.client.engine import Engine

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_connector.options import ConfigError
 from fleetctl.client.engine import Engine
 from fleetctl.commands import options

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from fleet_connector.mqtt.topics import Operation
 from fleet_connector.options import ConfigError
-from fleet_connector.topics import Operation
 from fleetctl.commands import options, requests
 from fleetctl.commands.command import Command, Invocation, define
 from fleetctl.commands.options import Subcommands

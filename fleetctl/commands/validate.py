@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import RequestError
-from fleet_connector.manifest import parse_manifest
 from fleet_connector.options import ConfigError
 from fleetctl import output
 from fleetctl.commands import options

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 
 def is_loopback(host: str) -> bool:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 from fleetctl.client.engine import Engine
 from fleetctl.client.results import NO_REPLY, CarResult, Status
 from fleetctl.client.waiting import follow_level

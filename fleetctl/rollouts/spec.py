@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
+from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import RequestError
-from fleet_connector.manifest import parse_manifest
 from fleet_connector.options import ConfigError
 from fleetctl.client import fleet
 

@@ -39,7 +39,7 @@ class Operation(enum.StrEnum):
     """What a delete of the manifest would do; changes nothing."""
     STATE = "state"
     LOGS = "logs"
-    """Workloads' log lines, streamed in batches (fleet_connector/logs.py)."""
+    """Workloads' log lines, streamed in batches (fleet_connector/observe/logs.py)."""
     ROLLBACK = "manifest/rollback"
     HISTORY = "history"
 
@@ -59,7 +59,7 @@ class RequestTopic:
     """The ``follow[;settle=S][;deadline=D]`` level after the id (apply and delete only)."""
 
 
-# Operations whose outcome can be followed (see fleet_connector/outcomes.py).
+# Operations whose outcome can be followed (see fleet_connector/observe/outcomes.py).
 FOLLOWABLE = frozenset({Operation.APPLY, Operation.DELETE})
 FOLLOW_LEVEL = "follow"
 

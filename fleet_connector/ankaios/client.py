@@ -11,9 +11,9 @@ from typing import Any
 from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.control_interface import ControlInterface, Unavailable
+from fleet_connector.ankaios.control_interface import ControlInterface, Unavailable
+from fleet_connector.ankaios.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX, Manifest
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX, Manifest
 
 ACCESS_DENIED = "Access denied"
 

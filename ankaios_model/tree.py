@@ -1,10 +1,10 @@
 """Conversion between ``ank_base.CompleteState`` protobuf messages and plain trees.
 
 Ankaios does all of its state manipulation (update masks, field-mask filtering) on the
-YAML/JSON serialisation of the state, not on the protobuf objects. The emulator therefore
-works on the same serialisation: nested ``dict``/``list``/``str`` values ("trees") where the
-protobuf wrapper messages are flattened exactly as Ankaios' serde annotations flatten them
-(see ``docs/emulator-semantics.md``).
+YAML/JSON serialisation of the state, not on the protobuf objects. This model (and so the
+emulator) therefore works on the same serialisation: nested ``dict``/``list``/``str``
+values ("trees") where the protobuf wrapper messages are flattened exactly as Ankaios'
+serde annotations flatten them (see ``docs/emulator-semantics.md``).
 
 Two shapes of a workload tree exist, as in Ankaios:
 

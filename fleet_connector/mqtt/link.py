@@ -24,12 +24,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from fleet_connector.broker import BrokerSettings, FallbackClient
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.handler import Request
 from fleet_connector.loop import Loop
-from fleet_connector.takeover import SessionWatch
-from fleet_connector.topics import MAX_REQUEST_ID_BYTES, Topics
+from fleet_connector.mqtt.broker import BrokerSettings, FallbackClient
+from fleet_connector.mqtt.takeover import SessionWatch
+from fleet_connector.mqtt.topics import MAX_REQUEST_ID_BYTES, Topics
+from fleet_connector.requests.handler import Request
 
 log = logging.getLogger(__name__)
 

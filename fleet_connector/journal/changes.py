@@ -16,10 +16,10 @@ from typing import Any
 
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.ankaios import Ankaios
-from fleet_connector.crashpoints import CrashPoints
+from fleet_connector.ankaios.client import Ankaios
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.journal import OK, PENDING, Entry, Journal, names_of
+from fleet_connector.journal.crashpoints import CrashPoints
+from fleet_connector.journal.entries import OK, PENDING, Entry, Journal, names_of
 
 # Outcomes after which Ankaios may or may not have carried the change out.
 _UNCERTAIN = frozenset({PENDING, str(ErrorCode.TIMEOUT)})

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from ankaios_sdk._protos import _ank_base
 
+from fleet_connector.ankaios.manifest import Manifest
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.manifest import Manifest
 from fleet_connector.options import ConfigError
 
 if TYPE_CHECKING:
-    from fleet_connector.rendering import RenderedWorkload
+    from ankaios_model.rendering import RenderedWorkload
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 _KEYS = {
@@ -156,8 +156,8 @@ class Policy:
             return
         # What runs is told by the Ankaios server model and the template renderer: loaded
         # only for a policy with rules on it (bench/README.md, "Footprint").
-        from fleet_connector.started import started_workloads  # noqa: PLC0415
-        from fleet_connector.workload_images import CannotTell  # noqa: PLC0415
+        from ankaios_model.workload_images import CannotTell  # noqa: PLC0415
+        from fleet_connector.requests.started import started_workloads  # noqa: PLC0415
 
         try:
             workloads = started_workloads(read_state, state, masks)
@@ -177,8 +177,8 @@ class Policy:
 
     def check_started(self, workloads: Sequence[RenderedWorkload]) -> None:
         """The rules on what runs, for each workload an apply starts or restarts, rendered
-        with the configs in effect (see :mod:`fleet_connector.started`)."""
-        from fleet_connector import workload_images  # noqa: PLC0415 - see _check_what_runs
+        with the configs in effect (see :mod:`fleet_connector.requests.started`)."""
+        from ankaios_model import workload_images  # noqa: PLC0415 - see _check_what_runs
 
         for workload in workloads:
             name = workload.name

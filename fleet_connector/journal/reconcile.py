@@ -26,11 +26,11 @@ from typing import Any
 from ankaios_sdk._protos import _ank_base
 from google.protobuf import json_format
 
-from fleet_connector.ankaios import Ankaios
-from fleet_connector.changes import Changes
+from fleet_connector.ankaios.client import Ankaios
+from fleet_connector.ankaios.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX
 from fleet_connector.errors import RequestError
-from fleet_connector.journal import Journal
-from fleet_connector.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX
+from fleet_connector.journal.changes import Changes
+from fleet_connector.journal.entries import Journal
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,9 @@ def schema(api_version: str) -> dict[str, Any]:
     """The JSON Schema shipped for ``api_version`` (``v1`` or ``v0.1``)."""
     from importlib import resources  # noqa: PLC0415 - on the first manifest only
 
-    text = resources.files("fleet_connector").joinpath(f"schemas/manifest-{api_version}.json")
+    text = resources.files("fleet_connector.requests").joinpath(
+        f"schemas/manifest-{api_version}.json"
+    )
     loaded: dict[str, Any] = json.loads(text.read_text(encoding="utf-8"))
     return loaded
 

@@ -5,7 +5,7 @@ A requester asks for it with the MQTT 5 user property ``follow`` (``settle`` and
 level after the request id: ``.../req/<id>/follow[;settle=S][;deadline=D]``. The immediate
 reply is unchanged; exactly one outcome message follows on the same reply topic.
 
-Each workload of the request is followed in the live model (fleet_connector/live_model.py),
+Each workload of the request is followed in the live model (fleet_connector/observe/live_model.py),
 on the live-state thread, so an outcome never contradicts the retained workload topics:
 
 * apply: the instance Ankaios added (or, for a workload the apply left unchanged, its
@@ -30,14 +30,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleet_connector.control_interface import ControlInterface
+from fleet_connector.ankaios.control_interface import ControlInterface
+from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.handler import Request
-from fleet_connector.live_model import InstanceState, Key, LiveModel, public_state
-from fleet_connector.log_tail import last_lines
-from fleet_connector.manifest import parse_manifest
-from fleet_connector.topics import FOLLOW_LEVEL, Operation
-from fleet_connector.workload_states import WorkloadStates
+from fleet_connector.mqtt.topics import FOLLOW_LEVEL, Operation
+from fleet_connector.observe.live_model import InstanceState, Key, LiveModel, public_state
+from fleet_connector.observe.log_tail import last_lines
+from fleet_connector.observe.workload_states import WorkloadStates
+from fleet_connector.requests.handler import Request
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor

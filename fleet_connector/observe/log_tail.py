@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.ankaios import ACCESS_DENIED
-from fleet_connector.control_interface import ControlInterface, Unavailable, proto_of
-from fleet_connector.live_model import Key
+from fleet_connector.ankaios.client import ACCESS_DENIED
+from fleet_connector.ankaios.control_interface import ControlInterface, Unavailable, proto_of
+from fleet_connector.observe.live_model import Key
 
 
 def instance_name(key: Key) -> _ank_base.WorkloadInstanceName:

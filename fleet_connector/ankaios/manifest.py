@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector import validation
 from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.requests import validation
 
 API_VERSIONS = ("v0.1", "v1")
 WORKLOADS_PREFIX = "desiredState.workloads"
@@ -49,7 +49,7 @@ class Manifest:
     workloads: dict[str, _ank_base.Workload]
     configs: dict[str, _ank_base.ConfigItem]
     warnings: tuple[str, ...] = ()
-    """Keys Ankaios would ignore (see :mod:`fleet_connector.validation`)."""
+    """Keys Ankaios would ignore (see :mod:`fleet_connector.requests.validation`)."""
 
     @property
     def masks(self) -> list[str]:

@@ -5,7 +5,7 @@ The policy judges these, not the manifest's text: a workload's ``runtimeConfig``
 (those already in the car and those the manifest changes), and a config-only apply
 re-renders, and so restarts, every workload that uses a changed config. The current
 state is read from Ankaios and the update replayed on the server model that
-:mod:`fleet_connector.plan` uses, so the answer follows the Ankaios server's own rules.
+:mod:`fleet_connector.requests.plan` uses, so the answer follows the Ankaios server's own rules.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 from ankaios_sdk._protos import _ank_base
 
+from ankaios_model.rendering import RenderedWorkload
+from ankaios_model.state import UpdateError
+from ankaios_model.workload_images import CannotTell
 from fleet_connector.errors import RequestError
-from fleet_connector.plan import CurrentStateError, server, server_model
-from fleet_connector.rendering import RenderedWorkload
-from fleet_connector.workload_images import CannotTell
+from fleet_connector.requests.plan import CurrentStateError, server_model
 
 
 def started_workloads(
@@ -42,7 +43,7 @@ def started_workloads(
     before = model.rendered()
     try:
         model.update(state, masks)
-    except server().UpdateError as e:
+    except UpdateError as e:
         raise CannotTell(f"Ankaios would not take the update as it is: {e}") from None
     after = model.rendered()
     return [workload for name, workload in sorted(after.items()) if before.get(name) != workload]

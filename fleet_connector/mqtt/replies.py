@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fleet_connector.errors import ErrorCode
-from fleet_connector.handler import Request
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
+from fleet_connector.requests.handler import Request
 
 # Failures a requester retries under the same id: those retries must run again, not be
 # answered from the cache (after a TIMEOUT the first attempt may or may not have taken

@@ -1,9 +1,10 @@
 """What applying (or deleting) a manifest would do in this car now, without doing it.
 
 The current desired state is read from Ankaios and replayed into a model of the Ankaios
-1.0.1 server (the emulator's ``DesiredState``: masked merge, validation, config rendering
-and the comparison that decides which workloads restart). The manifest's update is then
-applied to that model, never to Ankaios, and the two states are compared:
+1.0.1 server (:class:`ankaios_model.state.DesiredState`, the one the emulator serves:
+masked merge, validation, config rendering and the comparison that decides which
+workloads restart). The manifest's update is then applied to that model, never to
+Ankaios, and the two states are compared:
 
 * a workload is ``create``d, ``delete``d, ``replace``d (Ankaios stops the old instance and
   starts a new one; ``fields`` says what differs once rendered, ``configs`` which changed
@@ -16,16 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX, Manifest
-from fleet_connector.rendering import RenderedWorkload
-
-if TYPE_CHECKING:
-    from ankaios_emulator.state import DesiredState
+from ankaios_model.rendering import RenderedWorkload
+from ankaios_model.state import DesiredState, UpdateError
+from fleet_connector.ankaios.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX, Manifest
 
 CREATE = "create"
 REPLACE = "replace"
@@ -49,30 +47,17 @@ class CurrentStateError(Exception):
     """The state read from Ankaios could not be modelled (it should not happen)."""
 
 
-def server() -> ModuleType:
-    """The emulator's server model, loaded on the first plan or apply check.
-
-    Its package brings the emulator's runtimes along (about 6 MB a car would carry for
-    nothing until then). Imported late also because ankaios_emulator.state imports
-    fleet_connector.rendering: at the top, either package would find the other
-    half-initialised.
-    """
-    from ankaios_emulator import state  # noqa: PLC0415
-
-    return state
-
-
 def server_model(current: _ank_base.CompleteState) -> DesiredState:
     """The Ankaios server's desired state, rebuilt from a state read from Ankaios."""
     desired = current.desiredState
     masks = [f"{WORKLOADS_PREFIX}.{name}" for name in sorted(desired.workloads.workloads)] + [
         f"{CONFIGS_PREFIX}.{name}" for name in sorted(desired.configs.configs)
     ]
-    model: DesiredState = server().DesiredState()
+    model = DesiredState()
     if masks:
         try:
             model.update(current, masks)
-        except server().UpdateError as e:
+        except UpdateError as e:
             raise CurrentStateError(str(e)) from None
     return model
 
@@ -85,7 +70,7 @@ def plan(current: _ank_base.CompleteState, manifest: Manifest, *, deleting: bool
     result: dict[str, Any] = {"operation": "delete" if deleting else "apply"}
     try:
         model.update(update, manifest.masks)
-    except server().UpdateError as e:
+    except UpdateError as e:
         # Ankaios would change nothing, so every item the manifest names stays unchanged.
         result["ankaios"] = {"verdict": "rejected", "message": str(e)}
     else:

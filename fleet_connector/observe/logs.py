@@ -30,15 +30,15 @@ from typing import Any
 from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.ankaios import ACCESS_DENIED
+from fleet_connector.ankaios.client import ACCESS_DENIED
+from fleet_connector.ankaios.control_interface import ControlInterface, Unavailable, proto_of
 from fleet_connector.config import LogLimits
-from fleet_connector.control_interface import ControlInterface, Unavailable, proto_of
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.handler import Request
-from fleet_connector.live_model import Key, LiveModel
-from fleet_connector.log_tail import cancel_campaign, instance_name, log_rule_message
-from fleet_connector.topics import Operation, Topics
-from fleet_connector.workload_states import WorkloadStates
+from fleet_connector.mqtt.topics import Operation, Topics
+from fleet_connector.observe.live_model import Key, LiveModel
+from fleet_connector.observe.log_tail import cancel_campaign, instance_name, log_rule_message
+from fleet_connector.observe.workload_states import WorkloadStates
+from fleet_connector.requests.handler import Request
 
 log = logging.getLogger(__name__)
 

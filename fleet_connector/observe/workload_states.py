@@ -31,9 +31,9 @@ import paho.mqtt.client as mqtt
 from ankaios_sdk import Response, ResponseType
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.control_interface import ControlInterface, Unavailable, proto_of
-from fleet_connector.live_model import LiveModel
-from fleet_connector.topics import Topics
+from fleet_connector.ankaios.control_interface import ControlInterface, Unavailable, proto_of
+from fleet_connector.mqtt.topics import Topics
+from fleet_connector.observe.live_model import LiveModel
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The change's snapshot holds what its names had before (a definition, or nothing), so one
 update with the same masks and the snapshot as new state puts back what it replaced or
 deleted and removes what it added. The policy judges the rollback like an apply (see
-:meth:`fleet_connector.policy.Policy.check_update`): a config put back can re-render a
+:meth:`fleet_connector.requests.policy.Policy.check_update`): a config put back can re-render a
 workload that came later into an image the policy refuses.
 """
 
@@ -17,7 +17,7 @@ from ankaios_sdk._protos import _ank_base
 from google.protobuf import json_format
 
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.journal import OK, Entry, Journal
+from fleet_connector.journal.entries import OK, Entry, Journal
 
 
 def _invalid(message: str) -> RequestError:

@@ -1,10 +1,11 @@
 """A workload as the Ankaios server renders it with its configs, before it dispatches it.
 
-Shared by the emulator (whose server model renders and compares workloads with this) and
-the connector (which must know what a workload turns into: to plan an apply, to check the
-image a templated workload will run). Follows ``ConfigRenderer::render_workloads`` of
-Ankaios 1.0 (``server/src/ankaios_server/config_renderer.rs``); workloads are in the spec
-form of ``ankaios_emulator.tree`` (every field present), the form the server keeps.
+The server model (:mod:`ankaios_model.state`) renders and compares workloads with this,
+for the emulator and for the connector (which must know what a workload turns into: to
+plan an apply, to check the image a templated workload will run). Follows
+``ConfigRenderer::render_workloads`` of Ankaios 1.0
+(``server/src/ankaios_server/config_renderer.rs``); workloads are in the spec form of
+``ankaios_model.tree`` (every field present), the form the server keeps.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_connector.templating import RenderError, render
+from ankaios_model.templating import RenderError, render
 
 __all__ = ["InvalidState", "RenderedWorkload", "render_workload"]
 

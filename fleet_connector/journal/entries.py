@@ -3,7 +3,7 @@
 One row per request that changes the desired state (apply, delete, rollback, reconcile):
 its request id and key, time and manifest, what Ankaios had under the names it touched
 before (the snapshot, read from Ankaios), the outcome and the reply sent. Rows live in
-the connector's SQLite store (:mod:`fleet_connector.store`), so each write is one durable
+the connector's SQLite store (:mod:`fleet_connector.journal.store`), so each write is one durable
 transaction. A row is written *pending* before Ankaios gets the request and finished after
 it answered, which is what lets a redelivered request be answered instead of re-applied.
 
@@ -23,7 +23,7 @@ from ankaios_sdk._protos import _ank_base
 from google.protobuf import json_format
 
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.store import Store
+from fleet_connector.journal.store import Store
 
 if TYPE_CHECKING:
     import sqlite3

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.ankaios import Ankaios
-from fleet_connector.crashpoints import CrashPoints
+from fleet_connector.ankaios.client import Ankaios
+from fleet_connector.ankaios.manifest import Manifest, parse_manifest
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.manifest import Manifest, parse_manifest
-from fleet_connector.policy import Policy
-from fleet_connector.redaction import Redactor
-from fleet_connector.signatures import Verifier
-from fleet_connector.topics import Operation
+from fleet_connector.journal.crashpoints import CrashPoints
+from fleet_connector.mqtt.topics import Operation
+from fleet_connector.requests.policy import Policy
+from fleet_connector.requests.redaction import Redactor
+from fleet_connector.requests.signatures import Verifier
 
 if TYPE_CHECKING:
     # The journal's modules load with STATE_DIR only (see Connector).
-    from fleet_connector.changes import Changes, Outcome
+    from fleet_connector.journal.changes import Changes, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Request:
     problem: RequestError | None = None
     """Set when the request is refused before it is carried out (e.g. a foreign reply topic)."""
     follow: str | None = None
-    """The ``follow`` level of the request topic, if any (see fleet_connector/outcomes.py)."""
+    """The ``follow`` level of the request topic, if any (see observe/outcomes.py)."""
     user_properties: list[tuple[str, str]] = field(default_factory=list)
     """MQTT 5 user properties of the request (follow settings, trace context)."""
     journal_entry: int | None = None
@@ -246,7 +246,7 @@ class Handler:
     def _plan(self, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
         # Plans need the Ankaios server model and the template renderer; a car that is
         # never asked for one does not load them (bench/README.md, "Footprint").
-        from fleet_connector.plan import CurrentStateError, plan  # noqa: PLC0415
+        from fleet_connector.requests.plan import CurrentStateError, plan  # noqa: PLC0415
 
         # A plan shows the current definitions it would replace (from/to).
         self._policy.check_field_masks(DEFINITIONS)
@@ -282,8 +282,8 @@ class Handler:
             )
         # Loaded here: without STATE_DIR there are no changes (above), and the journal's
         # modules stay out of the connector (see Connector).
-        from fleet_connector import rollback  # noqa: PLC0415
-        from fleet_connector.journal import history  # noqa: PLC0415
+        from fleet_connector.journal import rollback  # noqa: PLC0415
+        from fleet_connector.journal.entries import history  # noqa: PLC0415
 
         journal = self._changes.journal
         if request.operation is Operation.HISTORY:

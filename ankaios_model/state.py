@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_connector.rendering import InvalidState as _Invalid
-from fleet_connector.rendering import RenderedWorkload
-from fleet_connector.rendering import render_workload as _render_workload
+from ankaios_model.rendering import InvalidState as _Invalid
+from ankaios_model.rendering import RenderedWorkload
+from ankaios_model.rendering import render_workload as _render_workload
 
 from .tree import (
     API_VERSION,

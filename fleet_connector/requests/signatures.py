@@ -44,7 +44,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-    from fleet_connector.store import Store
+    from fleet_connector.journal.store import Store
 
 log = logging.getLogger(__name__)
 
