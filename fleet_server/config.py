@@ -96,6 +96,15 @@ SERVE_OPTIONS = [
         0.25,
         positive_float,
     ),
+    Option(
+        "lease_time",
+        "--lease-time",
+        "FLEET_SERVER_LEASE_TIME",
+        "seconds a rollout stays with the instance carrying it out without a renewal; "
+        "another instance takes it over after that",
+        15.0,
+        positive_float,
+    ),
 ]
 
 
@@ -109,6 +118,7 @@ class ServerConfig:
     max_body: int = 4 * 1024 * 1024
     flush_interval: float = 0.15
     poll_interval: float = 0.25
+    lease_time: float = 15.0
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     """This process among the servers sharing a database: client id and request ids."""
 
@@ -123,6 +133,7 @@ class ServerConfig:
             max_body=values["max_body"],
             flush_interval=values["flush_interval"],
             poll_interval=values["poll_interval"],
+            lease_time=values["lease_time"],
         )
 
 

@@ -8,7 +8,7 @@ server's own.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -19,15 +19,14 @@ if TYPE_CHECKING:
     from fleet_server.service import Service
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ROLLOUT_STATES = ("pending", "running", "paused", "succeeded", "failed", "aborted")
+ROLLOUT_STATES = ("running", "paused", "waiting", "done", "done-with-failures", "aborted")
 OFFLINE_STATE = "unknown"
 """How an offline car's workloads are counted: their last known state is not current."""
 
 
 class _InventoryCollector(Collector):
-    def __init__(self, service: Service, rollouts: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, service: Service) -> None:
         self._service = service
-        self._rollouts = rollouts
 
     def collect(self) -> Iterator[Metric]:
         online = 0
@@ -52,9 +51,18 @@ class _InventoryCollector(Collector):
             family.add_metric([state], count)
         yield family
         family = GaugeMetricFamily("fleet_server_rollouts", "Rollouts by state", labels=["state"])
-        counts = self._rollouts()
-        for state in sorted({*ROLLOUT_STATES, *counts}):
-            family.add_metric([state], counts.get(state, 0))
+        rollouts, cars_by_rollout = self._service.rollouts.counts
+        for state in sorted({*ROLLOUT_STATES, *rollouts}):
+            family.add_metric([state], rollouts.get(state, 0))
+        yield family
+        family = GaugeMetricFamily(
+            "fleet_server_rollout_cars",
+            "Cars of active rollouts by rollout and state (waiting cars are pending)",
+            labels=["rollout", "state"],
+        )
+        for rollout, by_state in sorted(cars_by_rollout.items()):
+            for state, count in sorted(by_state.items()):
+                family.add_metric([rollout, state], count)
         yield family
         ingest = self._service.ingest
         family = GaugeMetricFamily(
@@ -65,11 +73,9 @@ class _InventoryCollector(Collector):
 
 
 class Metrics:
-    def __init__(
-        self, service: Service, rollouts: Callable[[], dict[str, int]] = lambda: {}
-    ) -> None:
+    def __init__(self, service: Service) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_InventoryCollector(service, rollouts))
+        self.registry.register(_InventoryCollector(service))
         self.requests = Counter(
             "fleet_server_requests",
             "Requests sent to cars, by operation and outcome (ok, the car's error code, "
@@ -83,9 +89,18 @@ class Metrics:
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
             registry=self.registry,
         )
+        self.rollout_transitions = Counter(
+            "fleet_server_rollout_transitions",
+            "State changes of rollouts and their cars made by this instance, by new state",
+            ["state"],
+            registry=self.registry,
+        )
         self.ingested = Counter(
             "fleet_server_ingest_messages", "Car messages written", registry=self.registry
         )
+
+    def rollout_transition(self, state: str) -> None:
+        self.rollout_transitions.labels(state).inc()
 
     def observe_lag(self, lags: list[float]) -> None:
         self.ingested.inc(len(lags))

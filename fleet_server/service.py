@@ -24,6 +24,7 @@ from fleet_server.db import Database, DatabaseError, connect, migrate
 from fleet_server.inventory.cache import Inventory, read_changes
 from fleet_server.inventory.ingest import Ingest
 from fleet_server.metrics import Metrics
+from fleet_server.rollouts.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Service:
         self.db = db
         self.inventory = Inventory()
         self.metrics = Metrics(self)
+        self.rollouts = Scheduler(self)
         self.ingest = Ingest(db, counts=self.inventory.counts, on_lag=self.metrics.observe_lag)
         self.link = BrokerLink(config.broker, f"fleet-server-{config.instance}")
         self.link.on_message = self.ingest.receive
@@ -76,9 +78,14 @@ class Service:
         await self.poll()  # the whole inventory, before the first API request
         self.link.route(self.sync_topic, self._marker_arrived)
         await self.link.start()
+        self._tasks.append(asyncio.create_task(self.rollouts.run(), name="rollouts"))
 
     async def stop(self) -> None:
         self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(DatabaseError):
+            await self.rollouts.stop()
         self.link.stop()
         for task in self._tasks:
             task.cancel()

@@ -1,0 +1,1 @@
+"""Rollouts carried out by the service: spec, engine, windows, gates, budget, leases."""
