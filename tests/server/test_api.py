@@ -37,7 +37,7 @@ def test_role_matrix_every_route(api: Api, vin: str, car: FakeCar) -> None:
 
     assert main(["tokens", "revoke", "gone", "--database", api.database], environ={}) == 0
     for route in routes():
-        path = route.path.replace("{vin}", "NO-SUCH-CAR")
+        path = route.path.replace("{vin}", "NO-SUCH-CAR").replace("{id}", "ro-000000000000")
         for who in (None, "bogus", "revoked", *ROLE_ORDER):
             headers = (
                 {}
