@@ -7,6 +7,7 @@ variables are the connector's and fleetctl's own (fleet_connector.mqtt.broker.BR
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,12 @@ def host_port(text: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ValueError("the port must be a number from 0 to 65535")
     return host, number
+
+
+def instance_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", text):
+        raise ValueError("must be 1 to 40 letters, digits, - or _")
+    return text
 
 
 def default_database(environ: Mapping[str, str]) -> str:
@@ -97,6 +104,15 @@ SERVE_OPTIONS = [
         positive_float,
     ),
     Option(
+        "instance",
+        "--instance",
+        "FLEET_SERVER_INSTANCE",
+        "this instance's name among those sharing the database (MQTT client id, request ids, "
+        "rollout leases); letters, digits, - and _ (default: a random one per start)",
+        None,
+        instance_name,
+    ),
+    Option(
         "lease_time",
         "--lease-time",
         "FLEET_SERVER_LEASE_TIME",
@@ -134,6 +150,7 @@ class ServerConfig:
             flush_interval=values["flush_interval"],
             poll_interval=values["poll_interval"],
             lease_time=values["lease_time"],
+            **({"instance": values["instance"]} if values.get("instance") else {}),
         )
 
 
