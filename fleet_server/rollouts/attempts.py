@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,7 +200,8 @@ def judge(data: dict[str, Any], success: str) -> Result:
 async def history_entry(link: BrokerLink, vin: str, request_id: str, timeout: float) -> Any:
     """The car's journal entry for ``request_id``: the entry, False when the journal has
     none (or the car keeps no journal), None when the car did not answer."""
-    rid = f"{request_id}-history"
+    # An id of its own each time: a connector answers a repeated id from its reply cache.
+    rid = f"{request_id}-history-{secrets.token_hex(4)}"
     async with Exchange(link, vin, Operation.HISTORY, rid) as exchange:
         exchange.send(json.dumps({"limit": HISTORY_LIMIT}).encode())
         data = await exchange.next(timeout)
