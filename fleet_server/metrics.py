@@ -15,6 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fleet_server.db import DatabaseError
+from fleet_server.rollouts.store import state_counts
+
 if TYPE_CHECKING:
     from fleet_server.service import Service
 
@@ -51,7 +54,11 @@ class _InventoryCollector(Collector):
             family.add_metric([state], count)
         yield family
         family = GaugeMetricFamily("fleet_server_rollouts", "Rollouts by state", labels=["state"])
-        rollouts, cars_by_rollout = self._service.rollouts.counts
+        try:
+            # Read at scrape time (on a worker thread): every instance shows the same.
+            rollouts, cars_by_rollout = state_counts(self._service.db)
+        except DatabaseError:
+            rollouts, cars_by_rollout = {}, {}
         for state in sorted({*ROLLOUT_STATES, *rollouts}):
             family.add_metric([state], rollouts.get(state, 0))
         yield family

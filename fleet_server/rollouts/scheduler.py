@@ -33,9 +33,6 @@ class Scheduler:
         self.tick = min(service.config.poll_interval, self.ttl / 5)
         self.drivers: dict[str, Driver] = {}
         self._renewed: dict[str, float] = {}
-        self.counts: tuple[dict[str, int], dict[str, dict[str, int]]] = ({}, {})
-        """Rollouts by state and active rollouts' cars by state, as of the last tick."""
-        self._counted = 0.0
         self._context = Context(service, self.owner, service.metrics.rollout_transition)
 
     async def run(self) -> None:
@@ -79,9 +76,6 @@ class Scheduler:
                 await self._drop(rollout_id)
                 with contextlib.suppress(DatabaseError):
                     await asyncio.to_thread(lease.release, db, rollout_id, self.owner)
-        if now - self._counted >= 1.0:
-            self.counts = await asyncio.to_thread(store.state_counts, db)
-            self._counted = now
 
     async def _drop(self, rollout_id: str) -> None:
         driver = self.drivers.pop(rollout_id)
@@ -94,6 +88,3 @@ class Scheduler:
             await self._drop(rollout_id)
             with contextlib.suppress(DatabaseError):
                 await asyncio.to_thread(lease.release, self.service.db, rollout_id, self.owner)
-
-    def rollout_states(self) -> dict[str, int]:
-        return dict(self.counts[0])

@@ -305,3 +305,63 @@ def test_attackers(api: Api, scripted: Callable[..., ScriptedCar]) -> None:
     assert get(api, rollout_id)["approvals"] == []
     assert not [e for e in audit_actions(api) if e["action"] == "rollout.approve"]
     assert second.received == []
+
+
+def test_pause_resume_every_change_audited_and_in_metrics(
+    api: Api, scripted: Callable[..., ScriptedCar]
+) -> None:
+    p = prefix()
+    fleet = [scripted(f"{p}{i}") for i in (1, 2)]
+    _known(api, *(c.vin for c in fleet))
+    rollout_id = start(api, {"vins": f"{p}1-{p}2"}, batchSize=1, pauseAfter=[1], name="two cars")
+    wait_rollout(api, rollout_id, "waiting")
+    metrics = api.get("/metrics", role=None).text
+    assert 'fleet_server_rollouts{state="waiting"} 1.0' in metrics
+    assert f'fleet_server_rollout_cars{{rollout="{rollout_id}",state="pending"}} 1.0' in metrics
+
+    paused = api.call("POST", f"/api/v1/rollouts/{rollout_id}/pause")
+    assert paused.json()["state"] == "paused"
+    assert api.call("POST", f"/api/v1/rollouts/{rollout_id}/approve").status_code == 200
+    rollout = wait_until(
+        lambda: (r := get(api, rollout_id))["cars"][1].get("waiting") == "paused" and r
+    )
+    assert rollout["state"] == "paused"
+    assert fleet[1].received == []
+    resumed = api.call("POST", f"/api/v1/rollouts/{rollout_id}/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert api.call("POST", f"/api/v1/rollouts/{rollout_id}/resume").status_code == 409
+    wait_rollout(api, rollout_id, "done")
+
+    trail = [
+        (e["action"], e["detail"].get("state"), e["detail"].get("stage"), e["vins"])
+        for e in audit_actions(api)
+        if e["detail"].get("rollout") == rollout_id
+    ]
+    first, second = (c.vin for c in fleet)
+    assert trail == [
+        ("rollout.create", "running", None, [first, second]),
+        ("rollout.state", "running", 1, []),  # the empty canary stage passed
+        ("rollout.car.sent", "sent", None, [first]),
+        ("rollout.car.succeeded", "succeeded", None, [first]),
+        ("rollout.state", "waiting", 1, []),
+        ("rollout.pause", "paused", None, []),
+        ("rollout.approve", "paused", 1, []),
+        ("rollout.resume", "running", None, []),
+        ("rollout.state", "running", 2, []),
+        ("rollout.car.sent", "sent", None, [second]),
+        ("rollout.car.succeeded", "succeeded", None, [second]),
+        ("rollout.state", "done", 2, []),
+    ]
+    listed = api.get("/api/v1/rollouts").json()
+    (mine,) = [r for r in listed["items"] if r["id"] == rollout_id]
+    assert (mine["name"], mine["state"], mine["counts"]) == ("two cars", "done", {"succeeded": 2})
+    assert 'fleet_server_rollouts{state="done"} 1.0' in wait_until(
+        lambda: (
+            (m := api.get("/metrics", role=None).text)
+            and 'fleet_server_rollouts{state="done"} 1.0' in m
+            and m
+        )
+    )
+    from fleet_server.__main__ import main  # noqa: PLC0415 - the command, as an operator runs it
+
+    assert main(["audit", "verify", "--database", api.database], environ={}) == 0
