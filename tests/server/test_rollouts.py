@@ -25,6 +25,8 @@ from testkit.rollouts import (
 from testkit.scripted import ScriptedCar
 from testkit.server import Api, wait_until
 
+from fleet_server.__main__ import main
+
 
 @pytest.fixture
 def scripted(broker: Broker) -> Iterator[Callable[..., ScriptedCar]]:
@@ -362,6 +364,4 @@ def test_pause_resume_every_change_audited_and_in_metrics(
             and m
         )
     )
-    from fleet_server.__main__ import main  # noqa: PLC0415 - the command, as an operator runs it
-
     assert main(["audit", "verify", "--database", api.database], environ={}) == 0
