@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet_connector import crashpoints
-from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.journal import crashpoints
+from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.mqtt.topics import FORBIDDEN_TOPIC_CHARS
 from fleet_connector.options import (
     ConfigError,
     Option,
@@ -18,9 +19,8 @@ from fleet_connector.options import (
     positive_int,
     resolve,
 )
-from fleet_connector.policy import Policy
-from fleet_connector.signatures import load_trusted_keys
-from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS
+from fleet_connector.requests.policy import Policy
+from fleet_connector.requests.signatures import load_trusted_keys
 
 DEFAULT_CONTROL_INTERFACE = Path("/run/ankaios/control_interface")
 
@@ -184,7 +184,7 @@ _VIN_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 @dataclass(frozen=True)
 class LogLimits:
-    """How much log streaming a car allows (see fleet_connector.logs)."""
+    """How much log streaming a car allows (see fleet_connector.observe.logs)."""
 
     max_lines: int = 10_000
     """Lines per stream; a larger ``tail`` is refused, a stream reaching it ends ``limit``."""
@@ -218,7 +218,7 @@ class Config:
     journal_bytes: int = 16 << 20
     reconcile: bool = False
     crash_at: str | None = None
-    """Test only: the crash point (see fleet_connector.crashpoints) from its variable."""
+    """Test only: the crash point (see fleet_connector.journal.crashpoints) from its variable."""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 from testkit import Broker, MqttProbe, Requester
 
 from ankaios_emulator import Emulator
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
