@@ -160,6 +160,7 @@ async def serve(
     config: ServerConfig, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     from fleet_server.api.app import make_app, make_metrics_app  # noqa: PLC0415 - api imports us
+    from fleet_server.web.pages import mount as dashboard  # noqa: PLC0415 - web imports us
 
     db = await asyncio.to_thread(connect, config.database)
     try:
@@ -168,7 +169,7 @@ async def serve(
         await service.start()
         runners = []
         try:
-            app = make_app(service, metrics=config.metrics_listen is None)
+            app = make_app(service, metrics=config.metrics_listen is None, extra=[dashboard])
             runners.append(await _listen(app, config.listen))
             if config.metrics_listen is not None:
                 runners.append(await _listen(make_metrics_app(service), config.metrics_listen))
