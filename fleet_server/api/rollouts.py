@@ -103,6 +103,9 @@ def view(rollout: RolloutRow, *, cars: bool = True, owner: str | None = None) ->
             found["remaining"] = remaining
     else:
         found["counts"] = rollout.spec.get("counts", {})
+        cars = rollout.spec.get("cars")
+        if isinstance(cars, dict) and "selector" in cars:
+            found["selector"] = cars["selector"] or "(every car)"
     return found
 
 
@@ -195,6 +198,8 @@ async def _stage(request: web.Request, rollout: RolloutRow) -> int:
     if not raw.strip():
         return rollout.stage
     body = await json_body(request)
+    if isinstance(body, dict) and "stage" not in body:
+        return rollout.stage  # {} as the dashboard sends it
     value = body.get("stage") if isinstance(body, dict) else None
     if value == "canary":
         return 0

@@ -181,13 +181,35 @@ def test_a_viewer_sees_the_fleet_with_labels_and_history_and_no_actions(
     assert page.severe_console_messages() == []
 
 
-def test_the_rollouts_view_says_plainly_when_the_server_has_no_rollouts(
-    site: Site, vin: str
+def test_the_rollouts_view_lists_the_servers_rollouts_and_pauses_one(
+    site: Site, make_car: Callable[[str], FakeCar], vin: str
 ) -> None:
+    make_car(vin).presence("offline")  # the rollout waits for it: nothing is sent
+    wait_until(lambda: site.server.get(f"/api/v1/cars/{vin}", site.tokens["viewer"]).ok)
+    body = {"manifest": manifest("sender"), "cars": {"vins": [vin]}}
+    created = site.server.request("POST", "/api/v1/rollouts", site.tokens["operator"], json=body)
+    assert created.status_code == 201, created.text
+    rollout_id = created.json()["id"]
     page = site.page("operator", "/rollouts")
-    page.wait(lambda: page.visible("rollouts-missing"), 5)
-    assert "/api/v1/rollouts" in page.text("rollouts-missing")
-    assert not page.visible("fleet")
+    row = f'#rollouts tr[data-rollout="{rollout_id}"]'
+
+    def row_text() -> str:
+        # Read in one script: the table is redrawn every 2 s, so a found element goes stale.
+        text: str = page.driver.execute_script(
+            "const r = document.querySelector(arguments[0]); return r ? r.innerText : '';", row
+        )
+        return text
+
+    page.wait(row_text, 5)
+    assert not page.visible("rollouts-missing")
+    assert "running" in row_text() and "pending 1" in row_text()
+    page.driver.execute_script(
+        "document.querySelector(arguments[0] + ' .rollout-pause').click();", row
+    )
+    page.wait(lambda: "paused" in row_text(), 5)
+    rollout = site.server.get(f"/api/v1/rollouts/{rollout_id}", site.tokens["viewer"]).json()
+    assert rollout["state"] == "paused"
+    assert page.severe_console_messages() == []
 
 
 @pytest.fixture
