@@ -103,9 +103,9 @@ def view(rollout: RolloutRow, *, cars: bool = True, owner: str | None = None) ->
             found["remaining"] = remaining
     else:
         found["counts"] = rollout.spec.get("counts", {})
-        cars = rollout.spec.get("cars")
-        if isinstance(cars, dict) and "selector" in cars:
-            found["selector"] = cars["selector"] or "(every car)"
+        chosen = rollout.spec.get("cars")
+        if isinstance(chosen, dict) and "selector" in chosen:
+            found["selector"] = chosen["selector"] or "(every car)"
     return found
 
 
