@@ -1,5 +1,6 @@
-"""``fleetctl rollout start|status|resume|abort|retry-failed|list``: rollouts described in
-files, recorded in a database (see :mod:`fleetctl.rollouts`)."""
+"""``fleetctl rollout start|status|pause|resume|abort|approve|retry-failed|list``: rollouts
+described in files, recorded in a local database (see :mod:`fleetctl.rollouts`), or, with a
+server context, carried out by fleet-server (:mod:`fleetctl.rollouts.service`)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,14 @@ from fleetctl.commands.command import (
 )
 from fleetctl.commands.options import Subcommands
 from fleetctl.output.progress import Progress
-from fleetctl.rollouts import report
+from fleetctl.rollouts import report, service
 from fleetctl.rollouts import spec as rollout_spec
 from fleetctl.rollouts.live import LiveView
-from fleetctl.rollouts.records import DONE, Records, default_path
+from fleetctl.rollouts.records import ABORTED, DONE, Records, default_path
 from fleetctl.rollouts.runner import Runner
 
-ACTIONS = ("start", "status", "resume", "abort", "retry-failed", "list")
+ACTIONS = ("start", "status", "pause", "resume", "abort", "approve", "retry-failed", "list")
+SERVER_ONLY = ("pause", "approve")
 
 
 def register(subcommands: Subcommands) -> None:
@@ -37,7 +39,10 @@ def register(subcommands: Subcommands) -> None:
         help="run a rollout described in a file; resumable",
         description="Run a rollout file (canary, waves, soak time, abort thresholds, rate "
         "limit), recording every car's progress in a SQLite database, so that it can be "
-        "resumed after fleetctl was stopped, aborted, or retried for the cars that failed.",
+        "resumed after fleetctl was stopped, aborted, or retried for the cars that failed. "
+        "With a server context, fleet-server carries the rollout out (label selectors, late "
+        "joiners, windows, gates, rollback, approvals: docs/rollouts.md); fleetctl starts "
+        "it, shows it and acts on it.",
     )
     options.add_broker(rollout)
     rollout.add_argument("action", choices=ACTIONS, help="what to do")
@@ -53,7 +58,7 @@ def register(subcommands: Subcommands) -> None:
         help=f"the rollout database (default: ${{FLEETCTL_DB}}, else {default_path()})",
     )
     options.add_output(rollout, "table for people (default), json or yaml for scripts")
-    define(rollout, Command(_run, prepare=_check))
+    define(rollout, Command(_run, prepare=_check, through_server=_through_server))
 
 
 def _check(args: argparse.Namespace, vins: list[str]) -> bytes:
@@ -65,13 +70,24 @@ def _check(args: argparse.Namespace, vins: list[str]) -> bytes:
     if args.target is None:
         what = "FILE" if args.action == "start" else "ID"
         raise ConfigError(f"rollout {args.action} needs {what}")
-    if args.action == "start":
-        args.spec = rollout_spec.load(Path(args.target))
     return b""
 
 
 def _run(invocation: Invocation) -> int:
     args, settings = invocation.args, invocation.settings
+    if args.action in SERVER_ONLY:
+        print(
+            f"fleetctl: error: rollout {args.action} needs a context with a fleet-server "
+            "(fleetctl config set-context NAME --server URL --token-file FILE)",
+            file=sys.stderr,
+        )
+        return USAGE
+    if args.action == "start":
+        try:
+            args.spec = rollout_spec.load(Path(args.target))
+        except ConfigError as e:
+            print(f"fleetctl: error: {e}", file=sys.stderr)
+            return USAGE
     records = Records(Path(args.db) if args.db else default_path())
     try:
         if args.action == "list":
@@ -95,11 +111,55 @@ def _run(invocation: Invocation) -> int:
             )
             return OK
         if args.action == "retry-failed":
+            if rollout.status == ABORTED:
+                # Abort is final: retrying would send to every pending car and call it done.
+                print(
+                    f"fleetctl: error: rollout {rollout.id} was aborted, which is final; "
+                    "start a new rollout for the cars that remain",
+                    file=sys.stderr,
+                )
+                return FAILED
             count = records.retry_failed(rollout.id)
             print(f"fleetctl: {count} failed car(s) to send again", file=sys.stderr, flush=True)
         return _carry_out(records, rollout.id, settings, args.output)
     finally:
         records.close()
+
+
+def _through_server(invocation: Invocation) -> int:
+    args, server = invocation.args, invocation.server
+    assert server is not None
+    if args.action == "list":
+        print(service.render_list(service.listing(server), args.output), flush=True)
+        return OK
+    if args.action == "start":
+        try:
+            rollout_id = service.start(server, Path(args.target))
+        except ConfigError as e:
+            print(f"fleetctl: error: {e}", file=sys.stderr)
+            return USAGE
+        print(
+            f"fleetctl: rollout {rollout_id} started; fleet-server carries it out",
+            file=sys.stderr,
+            flush=True,
+        )
+        print(service.render(service.get(server, rollout_id), args.output), flush=True)
+        return OK
+    if args.action == "retry-failed":
+        print(
+            "fleetctl: error: a fleet-server rollout is final once done or aborted; "
+            f"`fleetctl rollout status {args.target} -o json` shows `remaining`, the same "
+            "rollout for the cars that did not succeed, to start as a new one",
+            file=sys.stderr,
+        )
+        return USAGE
+    if args.action == "status":
+        rollout = service.get(server, args.target)
+        print(service.render(rollout, args.output), flush=True)
+        return OK if rollout.get("state") == DONE else FAILED
+    rollout = service.act(server, args.target, args.action)
+    print(service.render(rollout, args.output), flush=True)
+    return OK
 
 
 def _carry_out(records: Records, rollout_id: str, settings: BrokerSettings, fmt: str) -> int:

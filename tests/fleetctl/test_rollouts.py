@@ -182,6 +182,13 @@ def test_a_failing_canary_aborts_before_the_first_wave(
     again = fleetctl("rollout", "resume", status["id"])
     assert again.code == 1
     assert "was aborted" in again.err
+    # ... and so does retry-failed, which used to send to every pending car and say done.
+    retried = fleetctl("rollout", "retry-failed", status["id"])
+    assert retried.code == 1
+    assert "was aborted, which is final" in retried.err
+    assert fleetctl("rollout", "status", status["id"], "-o", "json").json()["status"] == "aborted"
+    assert counter.counts() == Counter()  # nothing more was sent
+    assert cars.updates(canaries[0]) == 1
 
 
 def test_twenty_percent_failures_abort_at_the_threshold(
