@@ -16,6 +16,7 @@ from typing import Any
 
 from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
 from fleet_connector.options import ConfigError, Option, positive_float, positive_int, resolve
+from fleet_server.rollouts.signing import check_key_file
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -113,6 +114,23 @@ SERVE_OPTIONS = [
         instance_name,
     ),
     Option(
+        "sign_key",
+        "--sign-key",
+        "FLEET_SERVER_SIGN_KEY",
+        "key file (fleetctl keys generate) to sign each rollout request with, per car and "
+        "attempt, for cars with REQUIRE_SIGNED",
+        None,
+        check_key_file,
+    ),
+    Option(
+        "sign_valid_for",
+        "--sign-valid-for",
+        "FLEET_SERVER_SIGN_VALID_FOR",
+        "seconds a rollout request's signature stays valid after its attempt",
+        3600.0,
+        positive_float,
+    ),
+    Option(
         "lease_time",
         "--lease-time",
         "FLEET_SERVER_LEASE_TIME",
@@ -135,6 +153,8 @@ class ServerConfig:
     flush_interval: float = 0.15
     poll_interval: float = 0.25
     lease_time: float = 15.0
+    sign_key: Path | None = None
+    sign_valid_for: float = 3600.0
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     """This process among the servers sharing a database: client id and request ids."""
 
@@ -150,6 +170,8 @@ class ServerConfig:
             flush_interval=values["flush_interval"],
             poll_interval=values["poll_interval"],
             lease_time=values["lease_time"],
+            sign_key=values["sign_key"],
+            sign_valid_for=values["sign_valid_for"],
             **({"instance": values["instance"]} if values.get("instance") else {}),
         )
 

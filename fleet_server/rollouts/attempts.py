@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,11 +275,14 @@ async def attempt(link: BrokerLink, ask: Ask, *, again: bool) -> Result:
     )
 
 
-async def rollback(link: BrokerLink, ask: Ask) -> tuple[bool, str]:
+async def rollback(
+    link: BrokerLink, ask: Ask, sign: Callable[[str, bytes], Awaitable[bytes]]
+) -> tuple[bool, str]:
     """Undoes the request on the car through its journal; (done, what the car said)."""
     rid = f"{ask.request_id}-rollback"
+    body = await sign(ask.vin, json.dumps({"request_id": ask.request_id}).encode())
     async with Exchange(link, ask.vin, Operation.ROLLBACK, rid) as exchange:
-        exchange.send(json.dumps({"request_id": ask.request_id}).encode())
+        exchange.send(body)
         data = await exchange.next(ask.request_timeout)
     if data is None:
         return False, f"rollback: no reply within {ask.request_timeout:g}s"

@@ -34,6 +34,7 @@ from fleet_server.db import DatabaseError
 from fleet_server.rollouts import attempts, store
 from fleet_server.rollouts.budget import BudgetCheck
 from fleet_server.rollouts.gates import GateWatch
+from fleet_server.rollouts.signing import Signer
 from fleet_server.rollouts.spec import RolloutSpec, parse
 from fleet_server.rollouts.store import (
     ABORTED,
@@ -71,6 +72,8 @@ class Context:
     """This instance's name in leases."""
     on_transition: Callable[[str], None]
     """Counts a car's or rollout's new state (metrics)."""
+    signer: Signer | None = None
+    """Signs each attempt (--sign-key), or None."""
 
     @property
     def actor(self) -> str:
@@ -216,7 +219,8 @@ class Driver:
             ):
                 continue  # asked since it came online: wait for it to come back again
             reasons[car.vin] = None
-            self._start(spec, car.vin, car.request_id, again=True)
+            signed = car.payload.encode() if car.payload is not None else None
+            self._start(spec, car.vin, car.request_id, again=True, signed=signed)
         return reasons
 
     # -- 3. abort -----------------------------------------------------------------------------
@@ -320,7 +324,7 @@ class Driver:
             ):
                 reasons[car.vin] = f"rate: {spec.rate.per_minute:g} cars per minute"
                 continue
-            rid = await self._db_call(
+            claimed = await self._db_call(
                 store.claim_send,
                 self._db,
                 self.id,
@@ -328,17 +332,32 @@ class Driver:
                 owner=self.ctx.owner,
                 actor=self.ctx.actor,
                 now=time.time(),
+                sign=self._signing(spec, car.vin),
+                key_id=self.ctx.signer.key_id if self.ctx.signer else None,
             )
-            if rid is None:
+            if claimed is None:
                 break  # paused, aborted or no longer ours: the next step sees why
+            rid, signed = claimed
             sent += 1
             first = first if first is not None else now
             car.state = SENT
             reasons[car.vin] = None
             self.ctx.on_transition(SENT)
             await self._unwatch(car.vin)
-            self._start(spec, car.vin, rid, again=False)
+            self._start(spec, car.vin, rid, again=False, signed=signed)
         return reasons
+
+    def _signing(self, spec: RolloutSpec, vin: str) -> Callable[[Any], bytes] | None:
+        signer = self.ctx.signer
+        if signer is None:
+            return None
+        operation = self._operation(spec)
+        payload = spec.manifest.encode()
+        return lambda tx: signer.envelope(tx, operation, vin, payload)
+
+    @staticmethod
+    def _operation(spec: RolloutSpec) -> Operation:
+        return Operation.APPLY if spec.operation == "apply" else Operation.DELETE
 
     async def _watch(self, vin: str) -> None:
         assert self.gates is not None
@@ -376,12 +395,14 @@ class Driver:
 
     # -- a car's turn -------------------------------------------------------------------------
 
-    def _start(self, spec: RolloutSpec, vin: str, rid: str, *, again: bool) -> None:
+    def _start(
+        self, spec: RolloutSpec, vin: str, rid: str, *, again: bool, signed: bytes | None
+    ) -> None:
         config = self.ctx.service.config
         ask = attempts.Ask(
             vin=vin,
-            operation=Operation.APPLY if spec.operation == "apply" else Operation.DELETE,
-            payload=spec.manifest.encode(),
+            operation=self._operation(spec),
+            payload=signed if signed is not None else spec.manifest.encode(),
             request_id=rid,
             settle=spec.soak_time,
             deadline=spec.progress_deadline,
@@ -419,8 +440,8 @@ class Driver:
         rolled = False
         if state == FAILED and spec.on_failure == "rollback" and result.changed:
             try:
-                rolled, said = await attempts.rollback(link, ask)
-            except LinkError as e:
+                rolled, said = await attempts.rollback(link, ask, self._sign_rollback)
+            except (LinkError, DatabaseError) as e:
                 rolled, said = False, f"rollback: {e}"
             detail["rollback"] = said
             detail["rollback_request_id"] = f"{ask.request_id}-rollback"
@@ -447,6 +468,15 @@ class Driver:
             return
         if recorded:
             self.ctx.on_transition(final)
+
+    async def _sign_rollback(self, vin: str, payload: bytes) -> bytes:
+        signer = self.ctx.signer
+        if signer is None:
+            return payload
+        signed: bytes = await self._db_call(
+            signer.sign_now, self._db, Operation.ROLLBACK, vin, payload
+        )
+        return signed
 
     # -- 6. the end ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from fleet_server.db import DatabaseError
 from fleet_server.rollouts import lease, store
 from fleet_server.rollouts.engine import Context, Driver
+from fleet_server.rollouts.signing import Signer
 
 if TYPE_CHECKING:
     from fleet_server.service import Service
@@ -33,7 +34,9 @@ class Scheduler:
         self.tick = min(service.config.poll_interval, self.ttl / 5)
         self.drivers: dict[str, Driver] = {}
         self._renewed: dict[str, float] = {}
-        self._context = Context(service, self.owner, service.metrics.rollout_transition)
+        config = service.config
+        signer = Signer.load(config.sign_key, config.sign_valid_for) if config.sign_key else None
+        self._context = Context(service, self.owner, service.metrics.rollout_transition, signer)
 
     async def run(self) -> None:
         while True:

@@ -10,7 +10,7 @@ but only by the lease holder.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,8 @@ class CarRow:
     detail: dict[str, Any] | None = None
     sent_at: float | None = None
     finished_at: float | None = None
+    payload: str | None = None
+    """The signed request of this attempt, if signed (sent again byte for byte)."""
 
     def to_json(self) -> dict[str, Any]:
         found: dict[str, Any] = {"vin": self.vin, "state": self.state, "wave": self.wave}
@@ -99,7 +101,7 @@ _ROLLOUT_COLUMNS = (
 )
 _CAR_COLUMNS = (
     "vin, wave, state, attempt, request_id, joined_late, waiting, kind, code, message, detail, "
-    "sent_at, finished_at"
+    "sent_at, finished_at, payload"
 )
 
 
@@ -137,6 +139,7 @@ def _car(row: Row) -> CarRow:
         detail=json.loads(row[10]) if row[10] else None,
         sent_at=row[11],
         finished_at=row[12],
+        payload=row[13],
     )
 
 
@@ -357,10 +360,19 @@ def _holds(tx: Transaction, rollout_id: str, owner: str, now: float) -> bool:
 
 
 def claim_send(
-    db: Database, rollout_id: str, vin: str, *, owner: str, actor: str, now: float
-) -> str | None:
-    """Marks a pending car sent with its request id; None if it may not be sent (the rollout
-    is no longer running, the lease is not ours, the car is not pending)."""
+    db: Database,
+    rollout_id: str,
+    vin: str,
+    *,
+    owner: str,
+    actor: str,
+    now: float,
+    sign: Callable[[Transaction], bytes] | None = None,
+    key_id: str | None = None,
+) -> tuple[str, bytes | None] | None:
+    """Marks a pending car sent with its request id (and its signed request, made with
+    ``sign`` in this transaction); None if it may not be sent (the rollout is no longer
+    running, the lease is not ours, the car is not pending)."""
     with db.transaction() as tx:
         row = tx.execute(
             "SELECT attempt FROM rollout_cars WHERE rollout_id = ? AND vin = ? AND state = ?"  # noqa: S608
@@ -371,9 +383,10 @@ def claim_send(
             return None
         attempt = int(row[0]) + 1
         rid = request_id(rollout_id, vin, attempt)
+        payload = sign(tx) if sign is not None else None
         tx.execute(
             "UPDATE rollout_cars SET state = ?, attempt = ?, request_id = ?, sent_at = ?, "  # noqa: S608
-            "waiting = NULL WHERE rollout_id = ? AND vin = ? AND state = ? "
+            "payload = ?, waiting = NULL WHERE rollout_id = ? AND vin = ? AND state = ? "
             "AND EXISTS (SELECT 1 FROM rollouts WHERE id = ? AND state IN (?, ?)) "
             f"AND {_HOLDS}",
             (
@@ -381,6 +394,7 @@ def claim_send(
                 attempt,
                 rid,
                 now,
+                None if payload is None else payload.decode(),
                 rollout_id,
                 vin,
                 PENDING,
@@ -406,9 +420,10 @@ def claim_send(
             action="rollout.car.sent",
             vins=[vin],
             request_ids=[rid],
+            key_id=key_id if payload is not None else None,
             detail={"rollout": rollout_id, "state": SENT, "attempt": attempt},
         )
-    return rid
+    return rid, payload
 
 
 def record_car(

@@ -15,13 +15,14 @@ import pytest
 from testkit import Broker, MqttProbe, Requester
 from testkit.live import ALL_LOGS, manifest, retained
 from testkit.observe import update_requests
-from testkit.rollouts import car, get, start, wait_car, wait_rollout
+from testkit.rollouts import audit_actions, car, get, start, wait_car, wait_rollout
 from testkit.server import Api, RunningServer, make_token, wait_until
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
 from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_connector.mqtt.topics import Operation
+from fleet_connector.requests.signatures import SigningKey
 from fleet_server.auth import ROLES
 
 IMAGES = {
@@ -33,9 +34,10 @@ IMAGES = {
 class Car:
     """An emulated Ankaios that outlives the connectors started on it (same STATE_DIR)."""
 
-    def __init__(self, broker: Broker, vin: str, tmp_path: Path) -> None:
+    def __init__(self, broker: Broker, vin: str, tmp_path: Path, **options: Any) -> None:
         self.broker = broker
         self.vin = vin
+        self.options = options
         self.state_dir = tmp_path / "state"
         self.emulator = Emulator(
             control_interface=tmp_path / "ci",
@@ -54,6 +56,7 @@ class Car:
                 control_interface=self.emulator.control_interface,
                 client_id=f"fleet-connector-{self.vin}",
                 state_dir=self.state_dir,
+                **self.options,
             )
         )
         self.connector.start()
@@ -81,6 +84,17 @@ def real(broker: Broker, vin: str, tmp_path: Path, probe: MqttProbe) -> Iterator
     made.start()
     yield made
     made.close(probe)
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> tuple[Path, Path]:
+    """An operator's signing key file and a car's TRUSTED_KEYS naming it."""
+    signing = SigningKey.generate("rollouts-2026")
+    key_file = tmp_path / "rollouts.key"
+    key_file.write_text(signing.to_text())
+    trusted = tmp_path / "trusted_keys"
+    trusted.write_text(signing.trusted_line() + "\n")
+    return key_file, trusted
 
 
 def _api(database: str, server: RunningServer) -> Api:
@@ -169,3 +183,51 @@ def test_a_crashing_workload_is_rolled_back_through_the_cars_journal(
     assert rollback["rollback_of"] is not None
     state = Requester(probe, real.vin).state(["desiredState.workloads"])
     assert "crasher" not in state["desired_state"].get("workloads", {})
+
+
+@pytest.fixture
+def strict(
+    broker: Broker, vin: str, tmp_path: Path, probe: MqttProbe, key: tuple[Path, Path]
+) -> Iterator[Car]:
+    """A car that carries out only changes signed by the operator's key."""
+    made = Car(broker, vin, tmp_path, trusted_keys=key[1], require_signed=True)
+    made.start()
+    yield made
+    made.close(probe)
+
+
+def test_signed_per_car_and_attempt_for_cars_that_require_it(
+    sqlite_url: str,
+    make_server: Callable[..., RunningServer],
+    strict: Car,
+    key: tuple[Path, Path],
+) -> None:
+    vin = strict.vin
+    api = _api(sqlite_url, make_server(sqlite_url))
+    wait_until(lambda: api.get(f"/api/v1/cars/{vin}").status_code == 200)
+    refused = wait_rollout(api, start(api, {"vins": [vin]}), "done-with-failures")
+    assert (car(refused, vin)["code"], car(refused, vin)["kind"]) == (
+        "SIGNATURE_INVALID",
+        "rejected",
+    )
+    assert update_requests(strict.emulator) == 0
+
+    api.server.stop()
+    api.server = make_server(sqlite_url, sign_key=key[0])
+    rollout_id = start(api, {"vins": [vin]}, soakTime=0.5, progressDeadline=20)
+    done = wait_rollout(api, rollout_id, "done", timeout=30)
+    assert car(done, vin)["state"] == "succeeded"
+    body = {
+        "manifest": manifest("crasher", image="crash:1"),
+        "cars": {"vins": [vin]},
+        "soakTime": 0.5,
+        "progressDeadline": 20,
+        "onFailure": "rollback",
+    }
+    created = api.call("POST", "/api/v1/rollouts", json=body)
+    crashed = wait_rollout(api, created.json()["id"], "done-with-failures", timeout=30)
+    assert car(crashed, vin)["state"] == "rolled_back"  # the rollback is signed too
+    assert car(crashed, vin)["rollback"] == "rolled back"
+    sent = [e for e in audit_actions(api) if e["action"] == "rollout.car.sent"]
+    assert [e["key_id"] for e in sent] == [None, "rollouts-2026", "rollouts-2026"]
+    assert update_requests(strict.emulator) == 3  # apply, apply, rollback

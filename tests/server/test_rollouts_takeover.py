@@ -22,11 +22,13 @@ from testkit.rollouts import MANIFEST, prefix, states
 from testkit.scripted import ScriptedCar
 from testkit.server import make_token, wait_until
 
+from fleet_connector.requests.signatures import SigningKey
+
 LEASE = 2.0
 
 
 class Instance:
-    def __init__(self, name: str, database: str, broker: Broker, log: Path) -> None:
+    def __init__(self, name: str, database: str, broker: Broker, log: Path, *extra: str) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{free_port()}"
         self._log = log.open("w")
@@ -53,6 +55,7 @@ class Instance:
                 "0.05",
                 "--request-timeout",
                 "5",
+                *extra,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -89,7 +92,12 @@ def instances(
 ) -> Iterator[tuple[list[Instance], str]]:
     database = pg_cluster.create_database()
     token = make_token(database, "ops", "operator")
-    started = [Instance(n, database, broker, tmp_path / f"{n}.log") for n in ("alpha", "beta")]
+    key = tmp_path / "rollouts.key"
+    key.write_text(SigningKey.generate("rollouts-2026").to_text())
+    started = [
+        Instance(n, database, broker, tmp_path / f"{n}.log", "--sign-key", str(key))
+        for n in ("alpha", "beta")
+    ]
     yield started, token
     for each in started:
         each.stop()
@@ -171,6 +179,12 @@ def test_an_instance_killed_mid_wave_is_taken_over_and_no_car_gets_it_twice(
     # Still being followed: sent again with the same id, carried out once, outcome awaited.
     assert _kinds(fleet[1].received, late) == ["apply", "history", "apply"]
     assert fleet[1].applied() == [late]
+    # Signed once for the attempt, and sent again byte for byte (the car's journal knows a
+    # request by its id and bytes); each car's signature its own.
+    first, _, again = fleet[1].payloads
+    assert first == again and first.startswith(b"ANKAIOS-SIGNED-REQUEST-V1\n")
+    assert b"target: " + fleet[1].vin.encode() + b"\n" in first
+    assert len({c.payloads[0] for c in fleet}) == len(fleet)
     audit = survivor.call("GET", "/api/v1/audit?limit=1000", token).json()["items"]
     takeovers = [e for e in audit if e["action"] == "rollout.takeover"]
     assert [(e["detail"]["from"], e["detail"]["to"]) for e in takeovers] == [

@@ -69,6 +69,8 @@ class ScriptedCar(FakeCar):
         self.journal = Journal()
         self.received: list[tuple[str, str]] = []
         """(operation, request id) of every request, repeats too."""
+        self.payloads: list[bytes] = []
+        """The payload of each of them, as it came."""
         self._lock = threading.Lock()
         self._timers: list[threading.Timer] = []
         self.probe.client.on_message = self._on_message
@@ -113,6 +115,7 @@ class ScriptedCar(FakeCar):
         reply_topic = self.car_topics.response(operation, rid)
         with self._lock:
             self.received.append((operation.value, rid))
+            self.payloads.append(bytes(msg.payload))
             if operation is Operation.HISTORY:
                 self._send(reply_topic, {"entries": self._history()})
                 return

@@ -20,7 +20,9 @@ CREATE INDEX rollouts_state ON rollouts (state);
 
 -- One row per car of a rollout. request_id is fixed per car and attempt before anything is
 -- sent, so whichever instance sends (again) uses the same id and the car's journal
--- answers a repeat instead of carrying it out twice.
+-- answers a repeat instead of carrying it out twice; payload is the signed request of that
+-- attempt (with --sign-key), sent again byte for byte, since the car's journal knows a
+-- request by its id and its bytes.
 CREATE TABLE rollout_cars (
     rollout_id TEXT NOT NULL,
     vin TEXT NOT NULL,
@@ -28,6 +30,7 @@ CREATE TABLE rollout_cars (
     state TEXT NOT NULL,
     attempt INTEGER NOT NULL DEFAULT 0,
     request_id TEXT,
+    payload TEXT,
     joined_late INTEGER NOT NULL DEFAULT 0,
     waiting TEXT,
     kind TEXT,
@@ -46,4 +49,12 @@ CREATE TABLE rollout_leases (
     owner TEXT,
     expires_at {real} NOT NULL,
     takeovers INTEGER NOT NULL DEFAULT 0
+);
+
+-- Signature counters per signing key, shared by the instances: a car accepts a counter
+-- from a key once, so every signature takes the next one (never below the time in
+-- microseconds, so a database restored from a backup cannot go back).
+CREATE TABLE signing_counters (
+    key_id TEXT PRIMARY KEY,
+    counter {bigint} NOT NULL
 )
