@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OFFLINE = "offline"
+JOINER_SCAN = 1.0
+"""Seconds between matches of the inventory against a rollout's selector."""
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Driver:
         self._asked_again: dict[str, float] = {}
         """VIN -> when a repeat ended undecided: asked again once the car reconnected."""
         self.finished = False
+        self._scanned = 0.0
 
     @property
     def _db(self) -> Any:
@@ -176,6 +179,9 @@ class Driver:
         selector = spec.cars.selector
         if selector is None or (spec.cars.until is not None and now >= spec.cars.until):
             return False
+        if now - self._scanned < JOINER_SCAN:
+            return False
+        self._scanned = now  # the whole inventory is matched: once a second is enough
         known = {c.vin for c in rollout.cars}
         new = [
             car.vin for car in self.ctx.service.inventory.select(selector) if car.vin not in known
@@ -301,9 +307,13 @@ class Driver:
             (c for c in cars if c.state == PENDING and c.wave <= stage),
             key=lambda c: (c.wave, c.vin),
         )
+        link = self.ctx.service.link
         for car in candidates:
             if rollout.state not in (RUNNING, WAITING):
                 break
+            if not link.connected:
+                reasons[car.vin] = "fleet-server is not connected to the broker"
+                continue
             known = inventory.get(car.vin)
             if known is None or not known.online:
                 reasons[car.vin] = OFFLINE

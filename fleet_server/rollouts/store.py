@@ -581,11 +581,6 @@ def set_rollout(
                 rollout_id,
             ),
         )
-        if new_state in FINAL:
-            tx.execute(
-                "UPDATE rollout_leases SET owner = NULL, expires_at = 0 WHERE rollout_id = ?",
-                (rollout_id,),
-            )
         if changed:
             detail: dict[str, Any] = {
                 "rollout": rollout_id,

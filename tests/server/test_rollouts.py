@@ -365,3 +365,23 @@ def test_pause_resume_every_change_audited_and_in_metrics(
         )
     )
     assert main(["audit", "verify", "--database", api.database], environ={}) == 0
+
+
+def test_cars_in_flight_finish_after_the_threshold_aborts(
+    api: Api, scripted: Callable[..., ScriptedCar]
+) -> None:
+    p = prefix()
+    crashing = scripted(f"{p}1", outcome="failed")
+    slow = [scripted(f"{p}{i}", delay=1.0) for i in (2, 3)]
+    later = scripted(f"{p}4")
+    _known(api, crashing.vin, later.vin, *(c.vin for c in slow))
+    rollout_id = start(api, {"vins": f"{p}1-{p}4"}, batchSize=3, abort={"failed": 1})
+    rollout = wait_rollout(api, rollout_id, "aborted")
+    assert states(rollout)[crashing.vin] == "failed"
+    assert states(rollout)[later.vin] == "skipped"
+    # Aborted is final for what is not sent yet; what is in flight is still followed.
+    rollout = wait_until(
+        lambda: all(states(r := get(api, rollout_id))[c.vin] == "succeeded" for c in slow) and r
+    )
+    assert rollout["state"] == "aborted"
+    assert later.received == []
