@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ FAILED = "failed"
 UNKNOWN = "unknown"
 """Nothing decisive came (no reply, or the connector stopped while following): the car
 stays ``sent`` and is asked again, with the same id, once it is online."""
+RESIGN = "resign"
+"""The car never got this attempt and its signature ran out: a new attempt is due."""
+EXPIRY_MARGIN = 10.0
 
 NO_REPLY = "NO_REPLY"
 WAIT_TIMEOUT = "WAIT_TIMEOUT"
@@ -93,6 +97,8 @@ class Ask:
     success: str
     """The followed outcome that promotes the car (running for apply, removed for delete)."""
     request_timeout: float
+    expires: float | None = None
+    """When the signature of ``payload`` runs out (signed requests only)."""
 
 
 class Exchange:
@@ -240,6 +246,13 @@ async def attempt(link: BrokerLink, ask: Ask, *, again: bool) -> Result:
             if decided is not None:
                 return decided
             journaled = True  # carried out; its outcome is still to come
+        elif (
+            entry is False
+            and ask.expires is not None
+            and time.time() >= ask.expires - EXPIRY_MARGIN
+        ):
+            # Never carried out, and the signature is (about to be) out of date.
+            return Result(RESIGN, message="the signature ran out before the car got it")
     async with Exchange(link, ask.vin, ask.operation, ask.request_id) as exchange:
         exchange.send(ask.payload, follow_level(ask.settle, ask.deadline))
         if not journaled:

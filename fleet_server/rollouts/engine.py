@@ -34,7 +34,7 @@ from fleet_server.db import DatabaseError
 from fleet_server.rollouts import attempts, store
 from fleet_server.rollouts.budget import BudgetCheck
 from fleet_server.rollouts.gates import GateWatch
-from fleet_server.rollouts.signing import Signer
+from fleet_server.rollouts.signing import Signer, not_after
 from fleet_server.rollouts.spec import RolloutSpec, parse
 from fleet_server.rollouts.store import (
     ABORTED,
@@ -418,6 +418,7 @@ class Driver:
             deadline=spec.progress_deadline,
             success=spec.success,
             request_timeout=config.request_timeout,
+            expires=not_after(signed) if signed is not None else None,
         )
         task = asyncio.create_task(self._turn(spec, ask, again), name=f"rollout {self.id} {vin}")
         self.tasks[vin] = task
@@ -435,6 +436,9 @@ class Driver:
             result = await attempts.attempt(link, ask, again=again)
         except LinkError as e:
             result = attempts.Result(attempts.UNKNOWN, message=str(e))
+        if result.state == attempts.RESIGN:
+            await self._resign(spec, ask)
+            return
         if result.state == attempts.UNKNOWN:
             known = self.ctx.service.inventory.get(ask.vin)
             online = known is not None and known.online
@@ -478,6 +482,30 @@ class Driver:
             return
         if recorded:
             self.ctx.on_transition(final)
+
+    async def _resign(self, spec: RolloutSpec, ask: attempts.Ask) -> None:
+        """A new attempt (new id, new signature) for a car that never got the last one."""
+        signer = self.ctx.signer
+        sign = self._signing(spec, ask.vin)
+        if signer is None or sign is None:
+            return
+        claimed = await self._db_call(
+            store.new_attempt,
+            self._db,
+            self.id,
+            ask.vin,
+            owner=self.ctx.owner,
+            actor=self.ctx.actor,
+            now=time.time(),
+            sign=sign,
+            key_id=signer.key_id,
+        )
+        if claimed is not None:
+            rid, signed = claimed
+            # Started from the callback of this task's end: the task slot must be free.
+            asyncio.get_running_loop().call_soon(
+                lambda: self._start(spec, ask.vin, rid, again=False, signed=signed)
+            )
 
     async def _sign_rollback(self, vin: str, payload: bytes) -> bytes:
         signer = self.ctx.signer

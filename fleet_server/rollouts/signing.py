@@ -15,8 +15,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from fleet_connector.errors import RequestError
 from fleet_connector.mqtt.topics import Operation
-from fleet_connector.requests.signatures import Claims, SigningKey, sign
+from fleet_connector.requests.signatures import (
+    ENVELOPE_MAGIC,
+    Claims,
+    SigningKey,
+    parse_envelope,
+    sign,
+)
 from fleet_server.db import Database
 from fleet_server.db.database import Transaction
 
@@ -71,3 +78,14 @@ class Signer:
     def sign_now(self, db: Database, operation: Operation, vin: str, payload: bytes) -> bytes:
         with db.transaction() as tx:
             return self.envelope(tx, operation, vin, payload)
+
+
+def not_after(payload: bytes) -> float | None:
+    """When a signed request's signature runs out; None for an unsigned one."""
+    if not payload.startswith(ENVELOPE_MAGIC):
+        return None
+    try:
+        fields, _ = parse_envelope(payload)
+        return float(fields["not-after"])
+    except (RequestError, KeyError, ValueError):
+        return None

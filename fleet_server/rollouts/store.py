@@ -426,6 +426,54 @@ def claim_send(
     return rid, payload
 
 
+def new_attempt(
+    db: Database,
+    rollout_id: str,
+    vin: str,
+    *,
+    owner: str,
+    actor: str,
+    now: float,
+    sign: Callable[[Transaction], bytes],
+    key_id: str,
+) -> tuple[str, bytes] | None:
+    """The next attempt of a car still ``sent`` whose signed request ran out before the car
+    got it: a new request id and a new signature; None unless the lease is ours."""
+    with db.transaction() as tx:
+        if not _holds(tx, rollout_id, owner, now):
+            return None
+        row = tx.execute(
+            "SELECT attempt FROM rollout_cars WHERE rollout_id = ? AND vin = ? AND state = ?"  # noqa: S608
+            + tx.dialect.for_update,
+            (rollout_id, vin, SENT),
+        ).fetchone()
+        if row is None:
+            return None
+        attempt = int(row[0]) + 1
+        rid = request_id(rollout_id, vin, attempt)
+        payload = sign(tx)
+        tx.execute(
+            "UPDATE rollout_cars SET attempt = ?, request_id = ?, sent_at = ?, payload = ? "
+            "WHERE rollout_id = ? AND vin = ?",
+            (attempt, rid, now, payload.decode(), rollout_id, vin),
+        )
+        audit.append(
+            tx,
+            actor=actor,
+            action="rollout.car.sent",
+            vins=[vin],
+            request_ids=[rid],
+            key_id=key_id,
+            detail={
+                "rollout": rollout_id,
+                "state": SENT,
+                "attempt": attempt,
+                "reason": "the previous attempt's signature ran out before the car got it",
+            },
+        )
+    return rid, payload
+
+
 def record_car(
     db: Database,
     rollout_id: str,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +24,9 @@ from testkit.rollouts import (
     wait_rollout,
 )
 from testkit.scripted import ScriptedCar
-from testkit.server import Api, wait_until
+from testkit.server import Api, RunningServer, wait_until
 
+from fleet_connector.requests.signatures import SigningKey
 from fleet_server.__main__ import main
 
 
@@ -385,3 +387,33 @@ def test_cars_in_flight_finish_after_the_threshold_aborts(
     )
     assert rollout["state"] == "aborted"
     assert later.received == []
+
+
+def test_a_signature_that_ran_out_before_the_car_got_it_is_a_new_attempt(
+    api: Api,
+    scripted: Callable[..., ScriptedCar],
+    make_server: Callable[..., RunningServer],
+    tmp_path: Path,
+) -> None:
+    key = tmp_path / "rollouts.key"
+    key.write_text(SigningKey.generate("rollouts-2026").to_text())
+    signing = {"sign_key": key, "sign_valid_for": 1.0}
+    api.server.stop()
+    api.server = make_server(api.database, instance="first", **signing)
+    p = prefix()
+    missed = scripted(f"{p}1", lose_first=True)
+    _known(api, missed.vin)
+    rollout_id = start(api, {"vins": [missed.vin]})
+    wait_car(api, rollout_id, missed.vin, "sent")
+    api.server.stop()  # before it could tell the car had nothing
+
+    api.server = make_server(api.database, instance="second", **signing)
+    rollout = wait_rollout(api, rollout_id, "done")
+    second = f"{rollout_id}-{missed.vin}-2"
+    assert car(rollout, missed.vin)["request_id"] == second
+    assert missed.applied() == [second]  # the first never arrived; nothing twice
+    sent = [e for e in audit_actions(api) if e["action"] == "rollout.car.sent"]
+    assert [(e["detail"]["attempt"], e["key_id"]) for e in sent] == [
+        (1, "rollouts-2026"),
+        (2, "rollouts-2026"),
+    ]

@@ -59,6 +59,7 @@ class ScriptedCar(FakeCar):
         repeats: str = "journal",
         labels: dict[str, str] | None = None,
         online: bool = True,
+        lose_first: bool = False,
     ) -> None:
         super().__init__(MqttProbe(broker, client_id=f"car-{vin}"), vin)
         self.car_topics = Topics(vin)
@@ -67,6 +68,8 @@ class ScriptedCar(FakeCar):
         self.repeats = repeats
         self.labels = dict(labels or {})
         self.journal = Journal()
+        self.lose_first = lose_first
+        """The first apply or delete never reaches it (lost on the way)."""
         self.received: list[tuple[str, str]] = []
         """(operation, request id) of every request, repeats too."""
         self.payloads: list[bytes] = []
@@ -121,6 +124,9 @@ class ScriptedCar(FakeCar):
                 return
             if operation is Operation.ROLLBACK:
                 self._rollback(reply_topic, rid, json.loads(msg.payload or b"{}"))
+                return
+            if self.lose_first and operation in (Operation.APPLY, Operation.DELETE):
+                self.lose_first = False
                 return
             known = self.journal.find(rid)
             if known is not None:
