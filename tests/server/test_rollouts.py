@@ -4,6 +4,9 @@ disruption budgets, approvals, final aborts, and what an attacker cannot do."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -156,7 +159,7 @@ def test_a_closed_window_holds_every_request(
 
 
 def test_speed_gate_on_the_senders_topic(
-    api: Api, scripted: Callable[..., ScriptedCar], probe: MqttProbe
+    api: Api, scripted: Callable[..., ScriptedCar], probe: MqttProbe, broker: Broker
 ) -> None:
     p = prefix()
     driving = scripted(f"{p}1")
@@ -167,14 +170,23 @@ def test_speed_gate_on_the_senders_topic(
     )
     wait_until(lambda: "no value" in (get(api, rollout_id)["cars"][0].get("waiting") or ""))
 
-    def still_driving() -> bool:
-        probe.publish(speed, "37", qos=0)  # plain text, QoS 0, as the sender sends
-        return "does not hold" in (get(api, rollout_id)["cars"][0].get("waiting") or "")
-
-    wait_until(still_driving)
-    assert driving.received == []
+    # The car drives: the real sender publishes its speed (1, 2, ... 100, ... 0, 1, ...).
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "vehicle_data_sender", "--topic", speed, "--interval", "0.02"],
+        env={**os.environ, **broker.env()},
+    )
+    try:
+        wait_until(
+            lambda: "does not hold" in (get(api, rollout_id)["cars"][0].get("waiting") or ""),
+            timeout=15,
+        )
+        assert driving.received == []
+    finally:
+        sender.terminate()
+        assert sender.wait(10) == 0
+    assert driving.received == []  # nothing while it drove
     stopped = time.monotonic()
-    probe.publish(speed, "0", qos=0)
+    probe.publish(speed, "0", qos=0)  # parked: plain text, QoS 0, as the sender sends
     rollout = wait_rollout(api, rollout_id, "done")
     (change,) = driving.journal.changes
     assert change.started - stopped >= 1.0  # not contacted before 0 held for 1 s
