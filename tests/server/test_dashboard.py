@@ -23,6 +23,7 @@ from selenium.webdriver.common.by import By
 from server.conftest import IMAGES
 from testkit import Broker, MqttProbe
 from testkit.live import manifest, retained
+from testkit.scripted import ScriptedCar
 from testkit.server import FakeCar, RunningServer, make_token, wait_until
 
 from ankaios_emulator import Emulator
@@ -181,35 +182,63 @@ def test_a_viewer_sees_the_fleet_with_labels_and_history_and_no_actions(
     assert page.severe_console_messages() == []
 
 
-def test_the_rollouts_view_lists_the_servers_rollouts_and_pauses_one(
-    site: Site, make_car: Callable[[str], FakeCar], vin: str
+def test_the_rollouts_view_shows_stage_waiting_and_approvals_and_acts(
+    site: Site, make_car: Callable[[str], FakeCar], broker: Broker, vin: str
 ) -> None:
-    make_car(vin).presence("offline")  # the rollout waits for it: nothing is sent
-    wait_until(lambda: site.server.get(f"/api/v1/cars/{vin}", site.tokens["viewer"]).ok)
-    body = {"manifest": manifest("sender"), "cars": {"vins": [vin]}}
-    created = site.server.request("POST", "/api/v1/rollouts", site.tokens["operator"], json=body)
-    assert created.status_code == 201, created.text
-    rollout_id = created.json()["id"]
-    page = site.page("operator", "/rollouts")
-    row = f'#rollouts tr[data-rollout="{rollout_id}"]'
-
-    def row_text() -> str:
-        # Read in one script: the table is redrawn every 2 s, so a found element goes stale.
-        text: str = page.driver.execute_script(
-            "const r = document.querySelector(arguments[0]); return r ? r.innerText : '';", row
+    canary = ScriptedCar(broker, f"{vin}C")  # answers: the canary succeeds
+    try:
+        make_car(vin).presence("offline")  # waits for it after the approval: nothing is sent
+        for each in (canary.vin, vin):
+            wait_until(
+                lambda each=each: site.server.get(f"/api/v1/cars/{each}", site.tokens["viewer"]).ok
+            )
+        body = {
+            "manifest": manifest("sender"),
+            "cars": {"vins": [canary.vin, vin]},
+            "canary": {"vins": [canary.vin]},
+            "pauseAfter": ["canary"],
+        }
+        created = site.server.request(
+            "POST", "/api/v1/rollouts", site.tokens["operator"], json=body
         )
-        return text
+        assert created.status_code == 201, created.text
+        rollout_id = created.json()["id"]
+        page = site.page("operator", "/rollouts")
+        row = f'#rollouts tr[data-rollout="{rollout_id}"]'
 
-    page.wait(row_text, 5)
-    assert not page.visible("rollouts-missing")
-    assert "running" in row_text() and "pending 1" in row_text()
-    page.driver.execute_script(
-        "document.querySelector(arguments[0] + ' .rollout-pause').click();", row
-    )
-    page.wait(lambda: "paused" in row_text(), 5)
-    rollout = site.server.get(f"/api/v1/rollouts/{rollout_id}", site.tokens["viewer"]).json()
-    assert rollout["state"] == "paused"
-    assert page.severe_console_messages() == []
+        def row_text() -> str:
+            # Read in one script: the table is redrawn every 2 s, so a found element goes stale.
+            text: str = page.driver.execute_script(
+                "const r = document.querySelector(arguments[0]); return r ? r.innerText : '';",
+                row,
+            )
+            return text
+
+        def click(verb: str) -> None:
+            page.driver.execute_script(
+                "document.querySelector(arguments[0] + ' .rollout-' + arguments[1]).click();",
+                row,
+                verb,
+            )
+
+        page.wait(lambda: "approval of canary needed" in row_text(), 10)
+        assert not page.visible("rollouts-missing")
+        text = row_text()
+        assert "waiting" in text and "stage canary" in text and "succeeded 1" in text
+        click("approve")
+        page.wait(lambda: "approved canary by operator-token" in row_text(), 5)
+        page.wait(lambda: "stage wave 1" in row_text(), 5)
+        click("pause")
+        page.wait(lambda: "paused" in row_text(), 5)
+        click("resume")
+        page.wait(lambda: "paused" not in row_text() and "running" in row_text(), 5)
+        rollout = site.server.get(f"/api/v1/rollouts/{rollout_id}", site.tokens["viewer"]).json()
+        assert rollout["approvals"][0]["by"] == "operator-token"
+        actions = [e["action"] for e in site.audit(canary.vin)]
+        assert "rollout.car.succeeded" in actions
+        assert page.severe_console_messages() == []
+    finally:
+        canary.close()
 
 
 @pytest.fixture

@@ -750,14 +750,26 @@
       const row = el("tr");
       row.dataset.rollout = id;
       cell(row, id);
-      cell(row, "").append(el("span", "state state-other", String(item.state ?? "")));
+      const state = cell(row, "");
+      state.append(el("span", "state state-other", String(item.state ?? "")));
+      // What it waits for (a window, an approval) and who approved what: the service's words.
+      if (item.waiting) state.append(" ", el("span", "rollout-waiting quiet", String(item.waiting)));
       cell(row, String(item.selector ?? ""));
-      cell(row, progressText(item.progress ?? item.counts));
+      const progress = cell(row, progressText(item.progress ?? item.counts));
+      if (item.stage) progress.append(el("div", "rollout-stage quiet", "stage " + String(item.stage)));
+      for (const approval of Array.isArray(item.approvals) ? item.approvals : []) {
+        const text = "approved " + String(approval.stage) + " by " + String(approval.by);
+        progress.append(el("div", "rollout-approval quiet", text));
+      }
       cell(row, shortTime(String(item.started_at ?? item.created_at ?? "")), "since");
       const actions = cell(row, "", "rollout-actions");
-      if (session.operator) {
-        for (const verb of ["pause", "abort"]) {
-          const button = el("button", "rollout-" + verb, verb === "pause" ? "Pause" : "Abort");
+      const final = ["done", "done-with-failures", "aborted"].includes(String(item.state));
+      if (session.operator && !final) {
+        const verbs = [item.state === "paused" ? "resume" : "pause", "abort"];
+        if (String(item.waiting ?? "").startsWith("approval")) verbs.unshift("approve");
+        for (const verb of verbs) {
+          const label = verb.charAt(0).toUpperCase() + verb.slice(1);
+          const button = el("button", "rollout-" + verb, label);
           button.type = "button";
           button.addEventListener("click", () => rolloutAction(id, verb));
           actions.append(button, " ");
