@@ -47,9 +47,9 @@ class Options:
     journal_entries: int = 20
     car_queue: int = 100
     max_payload: int = 1 << 20
-    connection_backlog: int = 20_000
+    connection_backlog: int = 1000
     """Messages a connection may have on their way to the broker before it stops reading."""
-    ramp: int = 500
+    ramp: int = 100
     """Cars brought online per step on each connection (subscribe + presence + live states)."""
     stats_interval: float = 0.0
 
@@ -140,10 +140,10 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--connection-backlog",
         type=_positive,
-        default=20_000,
+        default=1000,
         help="messages on their way to the broker before a connection stops reading",
     )
-    a("--ramp", type=_positive, default=500, help="cars brought online per step")
+    a("--ramp", type=_positive, default=100, help="cars brought online per step")
     a("--stats-interval", type=float, default=0.0, help="seconds between stats lines")
     return p
 
