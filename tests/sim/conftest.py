@@ -21,8 +21,10 @@ def start_sim(broker: Broker) -> Iterator[Callable[..., Sim]]:
     waits until each says ready; each has a VIN prefix of its own."""
     started: list[Sim] = []
 
-    def start(*args: str, on: Broker | None = None, ready: float = 30.0) -> Sim:
-        prefix = f"S{uuid.uuid4().hex[:6].upper()}"
+    def start(
+        *args: str, on: Broker | None = None, ready: float = 30.0, prefix: str | None = None
+    ) -> Sim:
+        prefix = prefix or f"S{uuid.uuid4().hex[:6].upper()}"
         sim = Sim(on or broker, prefix, list(args))
         started.append(sim)
         sim.expect("ready", ready)
