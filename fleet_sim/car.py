@@ -184,6 +184,7 @@ class Car:
 
     def __init__(
         self,
+        *,
         index: int,
         vin: str,
         labels: dict[str, str],
@@ -394,7 +395,11 @@ class Car:
         self.workloads, self.configs = workloads, configs
         for instance in answer.removed:
             del self.instances[instance.name]
-            instance.state, instance.substate, instance.since = "stopping", "RequestedAtRuntime", now
+            instance.state, instance.substate, instance.since = (
+                "stopping",
+                "RequestedAtRuntime",
+                now,
+            )
             if self.leaving is None:
                 self.leaving = {}
             self.leaving[(instance.name, instance.id)] = instance
@@ -451,9 +456,7 @@ class Car:
             before_workloads={n: self.workloads[n] for n in workloads if n in self.workloads},
             before_configs={n: self.configs[n] for n in configs if n in self.configs},
             instances_before=[
-                f"{i.name}.{i.id}.{i.agent}"
-                for i in self.instances.values()
-                if i.name in workloads
+                f"{i.name}.{i.id}.{i.agent}" for i in self.instances.values() if i.name in workloads
             ],
         )
         self.next_seq += 1
@@ -497,7 +500,9 @@ class Car:
         )
         selector = _selector(request.payload, {"entry", "request_id"}, usage)
         if len(selector) > 1:
-            raise SimError(INVALID_REQUEST, "name a journal entry by entry or by request_id, not both")
+            raise SimError(
+                INVALID_REQUEST, "name a journal entry by entry or by request_id, not both"
+            )
         journal = list(self.journal or ())
         changes = [
             e
@@ -523,7 +528,8 @@ class Car:
                 raise SimError(INVALID_REQUEST, "the journal holds no change to roll back")
         if target.operation not in ("apply", "delete"):
             raise SimError(
-                INVALID_REQUEST, f"entry {target.seq} is a {target.operation}, not a change to roll back"
+                INVALID_REQUEST,
+                f"entry {target.seq} is a {target.operation}, not a change to roll back",
             )
         if target.rolled_back_by is not None:
             raise SimError(
@@ -540,9 +546,7 @@ class Car:
         for later in changes:
             if later.seq <= target.seq:
                 continue
-            shared = sorted(
-                names & (set(later.workloads) | {f"config:{c}" for c in later.configs})
-            )
+            shared = sorted(names & (set(later.workloads) | {f"config:{c}" for c in later.configs}))
             if shared:
                 raise SimError(
                     INVALID_REQUEST,
@@ -559,9 +563,7 @@ class Car:
                 "workloads": {
                     n: mf.proto_workload(d) for n, d in set_workloads.items() if d is not None
                 },
-                "configs": {
-                    n: mf.proto_config(v) for n, v in set_configs.items() if v is not None
-                },
+                "configs": {n: mf.proto_config(v) for n, v in set_configs.items() if v is not None},
             }
         )
         if reject:
@@ -640,7 +642,9 @@ def _selects(masks: list[str], path: str) -> bool:
     parts = path.split(".")
     for mask in masks:
         wanted = mask.split(".")
-        if len(wanted) <= len(parts) and all(w in ("*", p) for w, p in zip(wanted, parts, strict=False)):
+        if len(wanted) <= len(parts) and all(
+            w in ("*", p) for w, p in zip(wanted, parts, strict=False)
+        ):
             return True
     return False
 
@@ -671,9 +675,7 @@ def _check_protected(manifest: mf.Manifest, deleting: bool) -> None:
 
 
 def _rejected() -> SimError:
-    return SimError(
-        REJECTED, "Update rejected: 'simulated by fleet-sim (--reject-ratio)'"
-    )
+    return SimError(REJECTED, "Update rejected: 'simulated by fleet-sim (--reject-ratio)'")
 
 
 def _no_journal(operation: str) -> SimError:

@@ -57,6 +57,7 @@ class Connection:
         options: Options,
         loop: asyncio.AbstractEventLoop,
         cars: list[Car],
+        *,
         take: Callable[[Connection, Car, Request], None],
         presence: Callable[[Car, str], str],
         online: Callable[[Connection, list[Car]], None],
@@ -191,7 +192,7 @@ class Connection:
         """Ends the connection without a DISCONNECT, as a car that loses its network: the
         broker publishes the Will."""
         sock = self.client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 

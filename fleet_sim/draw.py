@@ -40,7 +40,9 @@ class Latency:
                 return cls("fixed", value)
             numbers = [float(x) for x in rest.split(":")]
         except ValueError:
-            raise ValueError(f"latency {text!r}: a number of seconds, uniform:A:B or exp:MEAN")
+            raise ValueError(
+                f"latency {text!r}: a number of seconds, uniform:A:B or exp:MEAN"
+            ) from None
         if kind == "uniform" and len(numbers) == 2 and 0 <= numbers[0] <= numbers[1]:
             return cls("uniform", numbers[0], numbers[1])
         if kind == "exp" and len(numbers) == 1 and numbers[0] >= 0:

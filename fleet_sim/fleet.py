@@ -73,7 +73,15 @@ class Fleet:
         ids = {name: mf.instance_id(d) for name, d in startup.items()}
         now = time.time()
         self.cars = [
-            Car(i, options.vin(i), labeller(options.vin(i)), startup, ids, options.agent, now)
+            Car(
+                index=i,
+                vin=options.vin(i),
+                labels=labeller(options.vin(i)),
+                startup=startup,
+                startup_ids=ids,
+                agent=options.agent,
+                now=now,
+            )
             for i in range(options.count)
         ]
         per = options.cars_per_connection
@@ -82,10 +90,10 @@ class Fleet:
                 options,
                 loop,
                 self.cars[i : i + per],
-                self._take,
-                self.presence,
-                self._came_online,
-                self._lost,
+                take=self._take,
+                presence=self.presence,
+                online=self._came_online,
+                lost=self._lost,
             )
             for i in range(0, len(self.cars), per)
         ]
@@ -226,9 +234,7 @@ class Fleet:
             fate = NO_REPLY
         elif request.operation in WRITES and u < o.no_reply_ratio + o.reject_ratio:
             fate = REJECT
-        elif (
-            request.operation == APPLY and u < o.no_reply_ratio + o.reject_ratio + o.crash_ratio
-        ):
+        elif request.operation == APPLY and u < o.no_reply_ratio + o.reject_ratio + o.crash_ratio:
             fate = CRASH
         delay = o.latency.sample(unit(seed, vin, n, "latency"))
         self.loop.call_later(delay, self._finish, car, request, fate)
@@ -459,7 +465,9 @@ class Fleet:
             connection.drop()
         else:
             # A shared connection stays: the car says offline itself (no Will can).
-            connection.publish(f"vehicle/{car.vin}/status", self.presence(car, "offline"), retain=True)
+            connection.publish(
+                f"vehicle/{car.vin}/status", self.presence(car, "offline"), retain=True
+            )
             self.loop.call_later(away, self._come_back, connection, car)
 
     def _come_back(self, connection: Connection, car: Car) -> None:
@@ -553,4 +561,3 @@ def raise_file_limit(wanted: int) -> None:
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-

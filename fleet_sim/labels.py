@@ -46,11 +46,13 @@ class Labeller:
         for key, choices in self._spec:
             total = sum(w for _, w in choices)
             point = unit("label", key, vin) * total
+            picked = choices[-1][0]
             for value, weight in choices:
                 point -= weight
                 if point < 0:
+                    picked = value
                     break
-            chosen.append((key, value))
+            chosen.append((key, picked))
         frozen = tuple(chosen)
         labels = self._shared.get(frozen)
         if labels is None:

@@ -67,19 +67,32 @@ class Scenario:
         vin: str,
         suffix: str,
         payload: str,
+        *,
         count: int = 1,
         timeout: float = 20.0,
         properties: Properties | None = None,
         reply_topic: str | None = None,
     ) -> list[Any]:
         """The JSON of the ``count`` messages answering the request."""
-        return [json.loads(m.payload) for m in self.raw(vin, suffix, payload, count, timeout, properties, reply_topic)]
+        return [
+            json.loads(m.payload)
+            for m in self.raw(
+                vin,
+                suffix,
+                payload,
+                count=count,
+                timeout=timeout,
+                properties=properties,
+                reply_topic=reply_topic,
+            )
+        ]
 
     def raw(
         self,
         vin: str,
         suffix: str,
         payload: str,
+        *,
         count: int = 1,
         timeout: float = 20.0,
         properties: Properties | None = None,
@@ -120,7 +133,7 @@ def run(scenario: Scenario, vin: str, crash_vin: str, results: dict[str, list[An
     )
     keep("agent", s.latest(f"vehicle/{vin}/agents/agent_A", lambda p: True))
     reply, outcome = s.ask(
-        vin, "manifest/apply/req/a1/follow;settle=0.3", STEADY.format(version=1), 2
+        vin, "manifest/apply/req/a1/follow;settle=0.3", STEADY.format(version=1), count=2
     )
     keep("apply", reply)
     keep("outcome_running", outcome)
@@ -128,7 +141,9 @@ def run(scenario: Scenario, vin: str, crash_vin: str, results: dict[str, list[An
         "live_state",
         s.latest(f"vehicle/{vin}/workloads/steady", lambda p: p["state"] == "running"),
     )
-    keep("logs", s.ask(vin, "logs/req/l1", json.dumps({"workloads": ["steady"], "tail": 5}), 2))
+    keep(
+        "logs", s.ask(vin, "logs/req/l1", json.dumps({"workloads": ["steady"], "tail": 5}), count=2)
+    )
     keep("state", s.ask(vin, "state/req/s1", "[]")[0])
     keep("state_masked", s.ask(vin, "state/req/s2", '["workloadStates"]')[0])
     keep("plan", s.ask(vin, "manifest/plan/req/p1", STEADY.format(version=2))[0])
@@ -137,12 +152,14 @@ def run(scenario: Scenario, vin: str, crash_vin: str, results: dict[str, list[An
     keep("history", s.ask(vin, "history/req/h1", "{}")[0])
     keep("history_entry", s.ask(vin, "history/req/h2", '{"entry": 2}')[0])
     keep("plan_delete", s.ask(vin, "manifest/plan-delete/req/p2", STEADY.format(version=2))[0])
-    reply, outcome = s.ask(vin, "manifest/delete/req/d1/follow", STEADY.format(version=2), 2)
+    reply, outcome = s.ask(vin, "manifest/delete/req/d1/follow", STEADY.format(version=2), count=2)
     keep("delete", reply)
     keep("outcome_removed", outcome)
     keep("rollback", s.ask(vin, "manifest/rollback/req/r1", "{}")[0])
     # Exactly once: the same id and payload again is answered, not carried out again.
-    keep("redelivered", (replaced, s.ask(vin, "manifest/apply/req/a2", STEADY.format(version=2))[0]))
+    keep(
+        "redelivered", (replaced, s.ask(vin, "manifest/apply/req/a2", STEADY.format(version=2))[0])
+    )
     keep("error_invalid", s.ask(vin, "manifest/apply/req/e1", "apiVersion: v0.1\n")[0])
     keep("error_rollback", s.ask(vin, "manifest/rollback/req/e2", '{"entry": 99}')[0])
     keep("error_state", s.ask(vin, "state/req/e3", "not json")[0])
@@ -153,7 +170,9 @@ def run(scenario: Scenario, vin: str, crash_vin: str, results: dict[str, list[An
         vin, "state/req", '["agents"]', properties=properties, reply_topic=properties.ResponseTopic
     )[0]
     keep("correlated", (json.loads(correlated.payload), correlated.properties))
-    reply, outcome = s.ask(crash_vin, "manifest/apply/req/c1/follow;settle=5", CRASHER, 2, 30)
+    reply, outcome = s.ask(
+        crash_vin, "manifest/apply/req/c1/follow;settle=5", CRASHER, count=2, timeout=30
+    )
     keep("apply_crashing", reply)
     keep("outcome_failed", outcome)
 
@@ -262,9 +281,7 @@ def test_a_redelivered_write_is_answered_the_same_in_both(both: dict[str, Pair])
 
 
 @pytest.mark.parametrize("kind", ["error_invalid", "error_rollback", "error_state"])
-def test_error_replies_have_the_connectors_shape_and_code(
-    both: dict[str, Pair], kind: str
-) -> None:
+def test_error_replies_have_the_connectors_shape_and_code(both: dict[str, Pair], kind: str) -> None:
     _check(both[kind])
     real, sim = both[kind]
     assert real["error"]["code"] == sim["error"]["code"] == "INVALID_REQUEST"

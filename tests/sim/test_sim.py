@@ -87,10 +87,8 @@ def no_reply_run(start_sim: Start, probe: MqttProbe, prefix: str) -> set[str]:
     sim = start_sim("--count", "4", "--no-reply-ratio", "0.5", "--seed", "7", prefix=prefix)
     for car in range(4):
         probe.subscribe(f"vehicle/{sim.vin(car)}/state/resp/#")
-    topics = {
-        send(probe, sim.vin(i % 4), f"state/req/r{i}", "[]") for i in range(40)
-    }
-    got = answers(probe, topics, 3)
+    topics = {send(probe, sim.vin(i % 4), f"state/req/r{i}", "[]") for i in range(40)}
+    got = answers(probe, topics, 1.5)
     sim.stop()
     return {topic.rsplit("/", 1)[1] for topic in got}
 
@@ -151,7 +149,11 @@ def test_a_crashing_apply_is_answered_then_fails_with_its_last_log_lines(
     assert [w["workload_name"] for w in reply["added_workloads"]] == ["app"]
     app = outcome["workloads"]["app"]
     assert outcome["outcome"] == "failed"
-    assert (app["state"], app["substate"], app["info"]) == ("failed", "ExecFailed", "Exit code: '1'")
+    assert (app["state"], app["substate"], app["info"]) == (
+        "failed",
+        "ExecFailed",
+        "Exit code: '1'",
+    )
     assert app["logs"][-1].endswith("simulated crash (--crash-ratio)")
     assert states == ["pending", "running", "failed"]
 
@@ -167,11 +169,11 @@ def test_replies_wait_the_latency_asked_for(start_sim: Start, probe: MqttProbe) 
 
 
 def test_a_full_car_queue_answers_busy(start_sim: Start, probe: MqttProbe) -> None:
-    sim = start_sim("--count", "1", "--latency", "1", "--car-queue", "2")
+    sim = start_sim("--count", "1", "--latency", "0.3", "--car-queue", "2")
     vin = sim.vin(0)
     probe.subscribe(f"vehicle/{vin}/state/resp/#")
     topics = {send(probe, vin, f"state/req/b{i}", "[]") for i in range(4)}
-    got = answers(probe, topics, 6)
+    got = answers(probe, topics, 4)
     busy = [t for t, reply in got.items() if "error" in reply]
     assert len(got) == 4
     assert len(busy) == 1 and got[busy[0]]["error"]["code"] == "BUSY"

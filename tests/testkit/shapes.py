@@ -66,4 +66,12 @@ def same_shape(
 ) -> list[str]:
     """Differences, leaving out those on keys in ``optional`` (present on one side only)."""
     found = differences(shape(real, maps), shape(sim, maps))
-    return [d for d in found if not any(d.endswith(f".{k}: only the connector has it") or d.endswith(f".{k}: only the simulator has it") for k in optional)]
+    return [
+        d
+        for d in found
+        if not any(
+            d.endswith(f".{k}: only the connector has it")
+            or d.endswith(f".{k}: only the simulator has it")
+            for k in optional
+        )
+    ]
