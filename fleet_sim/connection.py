@@ -177,8 +177,10 @@ class Connection:
         self._delay = min(self._delay * 2, RECONNECT_MAX)
         try:
             self.client.reconnect()
-        except OSError as e:
+        except OSError as e:  # refused, unreachable: again later
             log.debug("connection %s: %s", self.client_id, e)
+        except Exception:
+            log.exception("connection %s: connecting failed", self.client_id)
 
     def tick(self, now: float) -> None:
         """Housekeeping, about once a second: keepalive, reconnects."""

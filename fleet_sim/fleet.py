@@ -488,7 +488,10 @@ class Fleet:
             await asyncio.sleep(HOUSEKEEPING)
             now = time.monotonic()
             for connection in self.connections:
-                connection.tick(now)
+                try:
+                    connection.tick(now)
+                except Exception:  # one connection's defect must not end everyone's keepalive
+                    log.exception("housekeeping of %s failed", connection.client_id)
 
     async def _stats(self) -> None:
         interval = self.options.stats_interval

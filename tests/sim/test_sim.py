@@ -29,8 +29,11 @@ workloads:
 Start = Callable[..., Sim]
 
 
-def retained_statuses(broker: Broker, prefix: str, count: int, timeout: float) -> dict[str, Any]:
-    """Every car's retained presence once the broker holds ``count`` of them."""
+def retained_statuses(
+    broker: Broker, prefix: str, count: int, timeout: float, *, live_too: bool = False
+) -> dict[str, Any]:
+    """Every car's retained presence once the broker holds ``count`` of them (``live_too``:
+    or once they were published while subscribed)."""
     seen: dict[str, Any] = {}
     probe = MqttProbe(broker)
     try:
@@ -39,7 +42,7 @@ def retained_statuses(broker: Broker, prefix: str, count: int, timeout: float) -
         while len(seen) < count:
             message = probe.expect(timeout=max(0.01, deadline - time.monotonic()))
             vin = message.topic.split("/")[1]
-            if message.retain and vin.startswith(prefix):
+            if (message.retain or live_too) and vin.startswith(prefix):
                 seen[vin] = json.loads(message.payload)
     finally:
         probe.close()
@@ -252,3 +255,44 @@ def test_the_shape_comparison_notices_a_missing_key_and_a_changed_type() -> None
     assert same_shape(real, {"added_workloads": [{"agent_name": "a"}], "since": "t"})
     assert same_shape(real, {"added_workloads": [], "since": 1})
     assert same_shape({"x": None}, {"x": "now"})
+
+
+@pytest.mark.parametrize("per_connection", [1, 3])
+def test_a_killed_simulator_is_reported_by_the_last_wills(
+    start_sim: Start, probe: MqttProbe, per_connection: int
+) -> None:
+    """One car per connection: each car's Will is its offline presence, as a real car's.
+    Shared: the connection's Will, on the simulator's own topic, names its cars."""
+    sim = start_sim("--count", "3", "--cars-per-connection", str(per_connection))
+    if per_connection == 1:
+        topics = {f"vehicle/{sim.vin(i)}/status" for i in range(3)}
+    else:
+        topics = {f"fleet-sim/fleet-sim-{sim.vin(0)}/status"}
+    for topic in topics:
+        probe.subscribe(topic)
+        assert json.loads(probe.expect(topic).payload)["status"] == "online"
+    sim.kill()
+    offline: dict[str, Any] = {}
+    while len(offline) < len(topics):
+        message = probe.expect(timeout=10)
+        if message.topic in topics:
+            offline[message.topic] = json.loads(message.payload)
+    assert {p["status"] for p in offline.values()} == {"offline"}
+    if per_connection == 3:
+        (will,) = offline.values()
+        assert (will["cars"], will["first_vin"], will["last_vin"]) == (3, sim.vin(0), sim.vin(2))
+
+
+def test_a_lost_shared_connection_is_reported_and_its_cars_come_back(
+    start_sim: Start, make_broker: Callable[..., Broker]
+) -> None:
+    broker = make_broker()
+    sim = start_sim("--count", "3", on=broker)
+    port = broker.port
+    broker.stop()
+    lost = sim.expect("connection_lost", 10)
+    assert lost["cars"] == 3
+    again = make_broker(port=port)  # a broker that knows nothing: no retained presence
+    # The sim reconnects with backoff, before or after this subscribes.
+    statuses = retained_statuses(again, sim.prefix, 3, 20, live_too=True)
+    assert {s["status"] for s in statuses.values()} == {"online"}
