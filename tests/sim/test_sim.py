@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from testkit import Broker, MqttProbe
 from testkit.shapes import same_shape
 from testkit.sim import REPO, Sim
@@ -296,3 +298,30 @@ def test_a_lost_shared_connection_is_reported_and_its_cars_come_back(
     # The sim reconnects with backoff, before or after this subscribes.
     statuses = retained_statuses(again, sim.prefix, 3, 20, live_too=True)
     assert {s["status"] for s in statuses.values()} == {"online"}
+
+
+def test_a_follow_asked_by_mqtt5_properties_answers_with_the_correlation_data(
+    start_sim: Start, probe: MqttProbe
+) -> None:
+    sim = start_sim("--count", "1", "--start-time", "0.05")
+    vin = sim.vin(0)
+    reply_topic = f"vehicle/{vin}/my/replies"
+    probe.subscribe(reply_topic)
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.ResponseTopic = reply_topic
+    properties.CorrelationData = b"rollout-7"
+    properties.UserProperty = [
+        ("follow", "true"),
+        ("settle", "0.2"),
+        ("traceparent", "00-ab-cd-01"),
+    ]
+    probe.publish(
+        f"vehicle/{vin}/manifest/apply/req", MANIFEST.format(version=1), properties=properties
+    )
+    reply, outcome = probe.expect(reply_topic), probe.expect(reply_topic)
+    assert json.loads(reply.payload)["added_workloads"][0]["workload_name"] == "app"
+    assert json.loads(outcome.payload)["outcome"] == "running"
+    for message in (reply, outcome):
+        assert message.properties is not None
+        assert message.properties.CorrelationData == b"rollout-7"
+        assert ("traceparent", "00-ab-cd-01") in message.properties.UserProperty
