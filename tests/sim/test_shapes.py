@@ -29,6 +29,23 @@ workloads:
     runtimeConfig: |
       image: steady:{version}
 """
+# v1, with tags and a config the workload renders: the config shapes of plan, state and
+# the journal's snapshot.
+WEB = """apiVersion: v1
+workloads:
+  web:
+    runtime: podman
+    agent: agent_A
+    tags: {owner: me}
+    configs: {c: web-config}
+    runtimeConfig: |
+      image: steady:1
+      commandOptions: ["-e", "PORT={{c.port}}"]
+configs:
+  web-config:
+    port: "{port}"
+    hosts: ["a", "b"]
+"""
 CRASHER = """apiVersion: v0.1
 workloads:
   crasher:
@@ -170,6 +187,12 @@ def run(scenario: Scenario, vin: str, crash_vin: str, results: dict[str, list[An
         vin, "state/req", '["agents"]', properties=properties, reply_topic=properties.ResponseTopic
     )[0]
     keep("correlated", (json.loads(correlated.payload), correlated.properties))
+    web = WEB.replace("{port}", "80")
+    keep("apply_v1", s.ask(vin, "manifest/apply/req/w1", web)[0])
+    keep("plan_config", s.ask(vin, "manifest/plan/req/w2", WEB.replace("{port}", "81"))[0])
+    keep("apply_config", s.ask(vin, "manifest/apply/req/w3", WEB.replace("{port}", "81"))[0])
+    keep("history_config", s.ask(vin, "history/req/w4", '{"entry": 6}')[0])
+    keep("state_config", s.ask(vin, "state/req/w5", '["desiredState"]')[0])
     reply, outcome = s.ask(
         crash_vin, "manifest/apply/req/c1/follow;settle=5", CRASHER, count=2, timeout=30
     )
@@ -212,7 +235,9 @@ def _check(pair: Pair, maps: frozenset[tuple[str, ...]] = frozenset(), **kw: Any
 WORKLOADS = frozenset({("workloads",)})
 
 
-@pytest.mark.parametrize("kind", ["apply", "apply_replace", "delete", "apply_crashing"])
+@pytest.mark.parametrize(
+    "kind", ["apply", "apply_replace", "delete", "apply_crashing", "apply_v1", "apply_config"]
+)
 def test_apply_and_delete_replies_have_the_connectors_shape(
     both: dict[str, Pair], kind: str
 ) -> None:
@@ -228,7 +253,7 @@ def test_a_replacing_apply_lists_the_workload_as_deleted_and_added_in_both(
         assert len(reply["added_workloads"]) == len(reply["deleted_workloads"]) == 1
 
 
-@pytest.mark.parametrize("kind", ["state", "state_masked", "correlated"])
+@pytest.mark.parametrize("kind", ["state", "state_masked", "correlated", "state_config"])
 def test_state_replies_have_the_connectors_shape(both: dict[str, Pair], kind: str) -> None:
     maps = frozenset(
         {
@@ -252,16 +277,36 @@ def test_state_replies_have_the_connectors_shape(both: dict[str, Pair], kind: st
     _check((real, sim), maps)
 
 
-@pytest.mark.parametrize("kind", ["plan", "plan_delete"])
-def test_plans_have_the_connectors_shape(both: dict[str, Pair], kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "workload"), [("plan", "steady"), ("plan_delete", "steady"), ("plan_config", "web")]
+)
+def test_plans_have_the_connectors_shape(both: dict[str, Pair], kind: str, workload: str) -> None:
     _check(both[kind], frozenset({("workloads",), ("configs",), ("workloads", "*", "fields")}))
     real, sim = both[kind]
-    assert real["workloads"]["steady"]["action"] == sim["workloads"]["steady"]["action"]
+    assert real["workloads"][workload]["action"] == sim["workloads"][workload]["action"]
 
 
-@pytest.mark.parametrize("kind", ["history", "history_entry"])
+def test_a_config_change_replaces_the_workload_rendering_it_in_both(both: dict[str, Pair]) -> None:
+    for plan in both["plan_config"]:
+        assert plan["configs"] == {"web-config": {"action": "replace"}}
+        assert plan["workloads"]["web"]["configs"] == ["web-config"]
+        assert set(plan["workloads"]["web"]["fields"]) == {"runtimeConfig"}
+    for reply in both["apply_config"]:
+        assert len(reply["added_workloads"]) == len(reply["deleted_workloads"]) == 1
+
+
+@pytest.mark.parametrize("kind", ["history", "history_entry", "history_config"])
 def test_history_has_the_connectors_shape(both: dict[str, Pair], kind: str) -> None:
-    maps = frozenset({("entries", "[]", "snapshot", "workloads", "workloads")})
+    snapshot = ("entries", "[]", "snapshot")
+    maps = frozenset(
+        {
+            (*snapshot, "workloads", "workloads"),
+            (*snapshot, "workloads", "workloads", "*", "tags", "tags"),
+            (*snapshot, "workloads", "workloads", "*", "configs", "configs"),
+            (*snapshot, "configs", "configs"),
+            (*snapshot, "configs", "configs", "*", "object", "fields"),
+        }
+    )
     _check(both[kind], maps)
     real, sim = both[kind]
     assert [e["entry"] for e in real["entries"]] == [e["entry"] for e in sim["entries"]]
