@@ -163,6 +163,7 @@ class Car:
 
     __slots__ = (
         "agent",
+        "announced",
         "busy",
         "configs",
         "follows",
@@ -210,6 +211,8 @@ class Car:
         self.queue: deque[Request] | None = None
         self.busy = False
         self.online = False
+        self.announced = False
+        """Whether it has been online once (the fleet is ready when every car has)."""
         self.since = now
         self.requests = 0
         """Requests taken so far: the counter that makes each one's fate deterministic."""

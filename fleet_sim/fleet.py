@@ -100,7 +100,10 @@ class Fleet:
         self._connection_of = [c for c in self.connections for _ in c.order]
         self._in_flight: set[tuple[str, Key]] = set()
         self._online = 0
+        self._announced = 0
+        """Cars that have been online at least once (ready when all have)."""
         self._ready_at: float | None = None
+        self._ready = asyncio.Event()
         self._stopping = False
 
     # -- presence -----------------------------------------------------------------------
@@ -135,6 +138,9 @@ class Fleet:
                 car.online = True
                 car.since = now
                 self._online += 1
+                if not car.announced:
+                    car.announced = True
+                    self._announced += 1
             connection.publish(f"{base}/status", self.presence(car, "online"), retain=True)
             for instance in car.instances.values():
                 connection.publish(
@@ -144,10 +150,10 @@ class Fleet:
                 f"{base}/agents/{car.agent}", json.dumps(car.agent_live(now)), retain=True
             )
             self._next(car)
-        if self._ready_at is None and self._online == len(self.cars):
-            self.loop.create_task(self._ready())
+        if self._ready_at is None and self._announced == len(self.cars):
+            self.loop.create_task(self._say_ready())
 
-    async def _ready(self) -> None:
+    async def _say_ready(self) -> None:
         """Says ``ready`` once the broker has every car's presence and live states."""
         for connection in self.connections:
             await connection.drain(60.0)
@@ -162,6 +168,7 @@ class Fleet:
             rss_kib=_rss_kib(),
             rss_kib_before_cars=self._rss_before_kib,
         )
+        self._ready.set()
 
     def _lost(self, connection: Connection) -> None:
         self.stats["connections_lost"] += 1
@@ -436,6 +443,7 @@ class Fleet:
         rate = self.options.churn
         if rate <= 0:
             return
+        await self._ready.wait()  # bring-up is measured without churn
         drawn = 0
         owed = 0.0
         last = time.monotonic()
