@@ -75,6 +75,8 @@ class Connection:
         self.client_id = f"{options.client_prefix}-{cars[0].vin}"
         self.single = len(cars) == 1
         self.unacked = 0
+        self.waiting = 0
+        """Requests of its cars waiting to be carried out (bounded by --connection-queue)."""
         self.connected = False
         self.stopping = False
         self.hold_until = 0.0

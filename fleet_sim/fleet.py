@@ -212,15 +212,28 @@ class Fleet:
                 return  # the first delivery is still being carried out
         if car.queue is None:
             car.queue = deque()
-        if len(car.queue) >= self.options.car_queue:
+        full = len(car.queue) >= self.options.car_queue
+        # Only a request that has to wait takes a place in the connection's queue.
+        waits = car.busy or not car.online or bool(car.queue)
+        if full or (waits and connection.waiting >= self.options.connection_queue):
             if car.online:
-                self._reply(connection, request, car.busy_error(self.options.car_queue), BUSY)
+                error = (
+                    car.busy_error(self.options.car_queue)
+                    if full
+                    else SimError(
+                        BUSY,
+                        f"the queue is full ({self.options.connection_queue} requests waiting "
+                        "on this connection); try again later",
+                    ).to_json()
+                )
+                self._reply(connection, request, error, BUSY)
             else:
                 self.stats["dropped_offline"] += 1
             return
         if key is not None:
             self._in_flight.add((car.vin, key))
         car.queue.append(request)
+        connection.waiting += 1
         if not car.busy:
             self._next(car)
 
@@ -230,6 +243,7 @@ class Fleet:
                 car.queue = None
             return
         request = car.queue.popleft()
+        self._connection_of[car.index].waiting -= 1
         car.busy = True
         n = car.requests
         car.requests += 1
@@ -252,6 +266,7 @@ class Fleet:
             if car.queue is None:
                 car.queue = deque()
             car.queue.appendleft(request)
+            self._connection_of[car.index].waiting += 1
             car.requests -= 1
             return
         connection = self._connection_of[car.index]

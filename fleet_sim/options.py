@@ -46,6 +46,8 @@ class Options:
     journal: bool = True
     journal_entries: int = 20
     car_queue: int = 100
+    connection_queue: int = 10_000
+    """Requests waiting on one connection (all its cars) before BUSY."""
     max_payload: int = 1 << 20
     connection_backlog: int = 1000
     """Messages a connection may have on their way to the broker before it stops reading."""
@@ -136,6 +138,12 @@ def parser() -> argparse.ArgumentParser:
     a("--no-journal", action="store_true", help="history and rollback answer NO_JOURNAL")
     a("--journal-entries", type=_positive, default=20, help="journal entries per car")
     a("--car-queue", type=_positive, default=100, help="requests waiting per car before BUSY")
+    a(
+        "--connection-queue",
+        type=_positive,
+        default=10_000,
+        help="requests waiting per connection (all its cars) before BUSY",
+    )
     a("--max-payload", type=_positive, default=1 << 20, help="largest request in bytes")
     a(
         "--connection-backlog",
@@ -184,6 +192,7 @@ def parse(argv: list[str] | None = None) -> Options:
         journal=not args.no_journal,
         journal_entries=args.journal_entries,
         car_queue=args.car_queue,
+        connection_queue=args.connection_queue,
         max_payload=args.max_payload,
         connection_backlog=args.connection_backlog,
         ramp=args.ramp,

@@ -184,6 +184,20 @@ def test_a_full_car_queue_answers_busy(start_sim: Start, probe: MqttProbe) -> No
     assert len(busy) == 1 and got[busy[0]]["error"]["code"] == "BUSY"
 
 
+def test_a_full_connection_queue_answers_busy(start_sim: Start, probe: MqttProbe) -> None:
+    """Requests waiting for all cars of one connection are bounded too."""
+    sim = start_sim("--count", "2", "--latency", "0.5", "--connection-queue", "1")
+    for car in range(2):
+        probe.subscribe(f"vehicle/{sim.vin(car)}/state/resp/#")
+    # Each car's first request is being carried out, not waiting; car 0's second waits;
+    # car 1's second finds the connection's one place taken.
+    order = [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+    topics = [send(probe, sim.vin(car), f"state/req/{name}", "[]") for car, name in order]
+    got = answers(probe, set(topics), 5)
+    codes = [got[t].get("error", {}).get("code") for t in topics]
+    assert codes == [None, None, None, "BUSY"]
+
+
 @pytest.mark.parametrize("per_connection", ["1", "100"])
 def test_churned_cars_go_offline_and_come_back(
     start_sim: Start, probe: MqttProbe, per_connection: str
