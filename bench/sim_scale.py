@@ -61,6 +61,7 @@ def start(
         event = json.loads(line)
         if event["event"] == "ready":
             return proc, started, event
+    proc.stop()
     raise RuntimeError(f"fleet-sim ended before it was ready:\n{proc.tail()}")
 
 

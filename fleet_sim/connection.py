@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from fleet_sim.car import Car
 
 log = logging.getLogger(__name__)
+_paho_log = logging.getLogger("fleet_sim.paho")
+_paho_log.setLevel(logging.WARNING)
 
 QOS = 1
 TRACE_PROPERTIES = ("traceparent", "tracestate")
@@ -104,8 +106,11 @@ class Connection:
         # Unlimited in flight: a ramp of 1,000 cars is 3,000 retained messages at once.
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
+        # A defect in a callback is logged by paho ("Caught exception in ...", ERROR) instead
+        # of ending the loop's turn. A logger, not on_log: paho formats a line for on_log
+        # for every packet, a logger only when its level is on.
         client.suppress_exceptions = True
-        client.on_log = _log_failure
+        client.enable_logger(_paho_log)
         if self.single:
             # A car of its own: the connection's Will is the car's offline presence.
             car = self.order[0]
@@ -373,8 +378,3 @@ class Connection:
                 f"{self.options.max_payload} (policy rule maxPayloadSize)",
             )
         self._take(self, car, request)
-
-
-def _log_failure(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
-    if text.startswith("Caught exception in"):
-        log.error("MQTT client: %s", text)

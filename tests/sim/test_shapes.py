@@ -203,10 +203,11 @@ def run(scenario: Scenario, vin: str, crash_vin: str, results: dict[str, list[An
 @pytest.fixture(scope="module")
 def both(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pair]]:
     """The scenario's messages, as (connector's, simulator's) per kind."""
-    real = RealCar(broker, tmp_path_factory.mktemp("real"), "REALSHAPES")
     sims: list[Sim] = []
+    real: RealCar | None = None
     probe = MqttProbe(broker)
     try:
+        real = RealCar(broker, tmp_path_factory.mktemp("real"), "REALSHAPES")
         sims.append(Sim(broker, "SHAPESA", ["--count", "1", "--labels", "region=eu"]))
         sims.append(Sim(broker, "SHAPESB", ["--count", "1", "--crash-ratio", "1"]))
         for sim in sims:
@@ -223,7 +224,8 @@ def both(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         probe.close()
         for sim in sims:
             sim.kill()
-        real.stop()
+        if real is not None:
+            real.stop()
 
 
 def _check(pair: Pair, maps: frozenset[tuple[str, ...]] = frozenset(), **kw: Any) -> None:

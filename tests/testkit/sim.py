@@ -128,6 +128,10 @@ class RealCar:
         for line in self.emulator.stdout:  # it names its control interfaces first
             if line.strip() == "ready":
                 break
+        else:
+            self.emulator.kill()
+            self.emulator.wait()
+            raise RuntimeError("the emulator ended before it was ready")
         env = {
             **os.environ,
             **broker.env(),
