@@ -339,3 +339,29 @@ def test_a_follow_asked_by_mqtt5_properties_answers_with_the_correlation_data(
         assert message.properties is not None
         assert message.properties.CorrelationData == b"rollout-7"
         assert ("traceparent", "00-ab-cd-01") in message.properties.UserProperty
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_retained_request_is_refused_and_cleared(
+    start_sim: Start, probe: MqttProbe, protocol: str
+) -> None:
+    """Kept by the broker before the car came (MQTT 3.1.1 brokers strip the flag from live
+    deliveries, so only those can be told apart there, as for the connector)."""
+    prefix = f"R{uuid.uuid4().hex[:6].upper()}"
+    vin = f"{prefix}000000"
+    probe.subscribe(f"vehicle/{vin}/manifest/apply/resp/#")
+    request = f"vehicle/{vin}/manifest/apply/req/kept"
+    probe.client.publish(request, MANIFEST.format(version=1), qos=1, retain=True).wait_for_publish(
+        5
+    )
+    sim = start_sim("--count", "1", "--mqtt-protocol", protocol, prefix=prefix)
+    reply = json.loads(probe.expect(f"vehicle/{vin}/manifest/apply/resp/kept").payload)
+    assert reply["error"] == {
+        "code": "INVALID_REQUEST",
+        "message": "retained requests are not carried out; publish without -r",
+    }
+    # Cleared from the broker: a new subscriber gets nothing retained there, and the
+    # clearing message itself was not taken for a request.
+    probe.subscribe(request)
+    probe.expect_nothing(0.5)
+    assert sim.stop()["replies"] == 1
