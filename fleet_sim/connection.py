@@ -126,6 +126,7 @@ class Connection:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._register_write
@@ -240,6 +241,20 @@ class Connection:
             self.loop.call_soon(self._ramp_step)
         else:
             self._ramp_waiting = True
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            # An ACL that does not let the simulator read its cars' request topics: those
+            # cars never hear a request, which a load test must not take for silence.
+            log.warning(
+                "connection %s: the broker refused %d subscriptions (%s)",
+                self.client_id,
+                len(refused),
+                refused[0],
+            )
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
