@@ -14,6 +14,7 @@ from fleet_server.api.routing import Route
 from fleet_server.auth import Role
 
 MAX_LIMIT = 1000
+MAX_SEQ = 2**62
 
 _ENTRY = {
     "type": "object",
@@ -40,7 +41,11 @@ _PAGE = {
     },
 }
 _PARAMETERS = [
-    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {
+        "name": "after",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+    },
     {
         "name": "limit",
         "in": "query",
@@ -50,7 +55,7 @@ _PARAMETERS = [
 
 
 async def _page(request: web.Request, vin: str | None) -> web.Response:
-    after = _int(request.query, "after", 0, 0, 2**62)
+    after = _int(request.query, "after", 0, 0, MAX_SEQ)
     limit = _int(request.query, "limit", 100, 1, MAX_LIMIT)
     found = await asyncio.to_thread(
         audit.entries, service(request).db, vin=vin, after=after, limit=limit

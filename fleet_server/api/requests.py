@@ -304,9 +304,10 @@ def _doc(summary: str, body: dict[str, Any], *, required: bool) -> dict[str, Any
     }
 
 
+_MANIFEST_TEXT = {"type": "string", "pattern": r"\S"}
 _YAML = {
-    "application/yaml": {"schema": {"type": "string"}},
-    "text/plain": {"schema": {"type": "string"}},
+    "application/yaml": {"schema": _MANIFEST_TEXT},
+    "text/plain": {"schema": _MANIFEST_TEXT},
 }
 _OBJECT = schemas.json_content({"type": "object"})
 
