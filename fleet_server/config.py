@@ -89,6 +89,15 @@ SERVE_OPTIONS = [
         positive_float,
     ),
     Option(
+        "heartbeat_interval",
+        "--heartbeat-interval",
+        "FLEET_SERVER_HEARTBEAT_INTERVAL",
+        "seconds between heartbeats; a server silent for 3 of them is taken as gone and the "
+        "others read the retained topics again",
+        2.0,
+        positive_float,
+    ),
+    Option(
         "poll_interval",
         "--poll-interval",
         "FLEET_SERVER_POLL_INTERVAL",
@@ -109,6 +118,7 @@ class ServerConfig:
     max_body: int = 4 * 1024 * 1024
     flush_interval: float = 0.15
     poll_interval: float = 0.25
+    heartbeat_interval: float = 2.0
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     """This process among the servers sharing a database: client id and request ids."""
 
@@ -123,6 +133,7 @@ class ServerConfig:
             max_body=values["max_body"],
             flush_interval=values["flush_interval"],
             poll_interval=values["poll_interval"],
+            heartbeat_interval=values["heartbeat_interval"],
         )
 
 

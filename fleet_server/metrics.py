@@ -83,6 +83,11 @@ class Metrics:
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
             registry=self.registry,
         )
+        self.resyncs = Counter(
+            "fleet_server_resyncs",
+            "Reads of the retained topics after another server went silent",
+            registry=self.registry,
+        )
         self.ingested = Counter(
             "fleet_server_ingest_messages", "Car messages written", registry=self.registry
         )

@@ -24,6 +24,7 @@ from fleet_server.db import Database, DatabaseError, connect, migrate
 from fleet_server.inventory.cache import Inventory, read_changes
 from fleet_server.inventory.ingest import Ingest
 from fleet_server.metrics import Metrics
+from fleet_server.peers import Peers
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,10 @@ class Service:
         self.link = BrokerLink(config.broker, f"fleet-server-{config.instance}")
         self.link.on_message = self.ingest.receive
         self.link.on_connected = self._synchronise
+        self.peers = Peers(db, config.instance, config.heartbeat_interval)
         self.synced = False
         """Whether the retained topics were read since the last (re)connect."""
+        self._reading = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._flushed = asyncio.Event()
         self._sync_marker: asyncio.Future[None] | None = None
@@ -72,6 +75,7 @@ class Service:
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name="poll"),
             asyncio.create_task(self._flush_loop(), name="flush"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
         await self.poll()  # the whole inventory, before the first API request
         self.link.route(self.sync_topic, self._marker_arrived)
@@ -87,6 +91,7 @@ class Service:
                 await task
         with contextlib.suppress(DatabaseError):
             await asyncio.to_thread(self.ingest.flush)
+            await asyncio.to_thread(self.peers.leave)
 
     # -- reading the retained topics, then live through the shared subscription -----------
 
@@ -94,9 +99,7 @@ class Service:
         """After each connect: live subscription first, then the retained topics once.
 
         Shared subscriptions get no retained messages, so those are read through a plain
-        subscription made after the shared one (nothing published in between is missed),
-        which ends once a marker published after its SUBACK has come back: the broker
-        delivers the retained messages of a subscription before anything published later.
+        subscription made after the shared one: nothing published in between is missed.
         """
         self.synced = False
         try:
@@ -104,18 +107,30 @@ class Service:
             refused = await self.link.subscribe(shared)
             if refused:
                 log.error("the broker refused the shared subscriptions %s", refused)
+            await self.read_retained()
+            self.synced = True
+        except (LinkError, TimeoutError) as e:
+            log.warning("reading the retained topics failed (%s); again at the next connect", e)
+
+    async def read_retained(self) -> None:
+        """Reads every retained inventory topic once, and writes what it found.
+
+        A plain subscription, ended once a marker published after its SUBACK has come back:
+        the broker delivers a subscription's retained messages before anything published
+        later. Live messages arriving twice meanwhile (shared and plain) are harmless.
+        """
+        async with self._reading:
             self.ingest.sync_started = time.time()
             await self.link.subscribe([self.sync_topic, *INVENTORY_FILTERS])
             loop = asyncio.get_running_loop()
             self._sync_marker = loop.create_future()
             self.link.publish(self.sync_topic, b"")
-            await asyncio.wait_for(self._sync_marker, SYNC_TIMEOUT)
-            await self.link.unsubscribe(list(INVENTORY_FILTERS))
+            try:
+                await asyncio.wait_for(self._sync_marker, SYNC_TIMEOUT)
+            finally:
+                await self.link.unsubscribe(list(INVENTORY_FILTERS))
             await self.flush()
-            self.synced = True
             log.info("read the retained topics; %d cars known", len(self.inventory.cars))
-        except (LinkError, TimeoutError) as e:
-            log.warning("reading the retained topics failed (%s); again at the next connect", e)
 
     def _marker_arrived(self, payload: bytes) -> None:
         if self._sync_marker is not None and not self._sync_marker.done():
@@ -139,6 +154,23 @@ class Service:
                 await self.flush()
             except DatabaseError as e:
                 log.warning("writing the inventory failed, kept for the next try: %s", e)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                silent = await asyncio.to_thread(self.peers.beat)
+            except DatabaseError as e:
+                log.warning("writing the heartbeat failed: %s", e)
+                silent = []
+            if silent and self.synced:
+                # What they had received but not written is still retained on the broker.
+                log.warning("server(s) %s went silent; reading the retained topics again", silent)
+                self.metrics.resyncs.inc()
+                try:
+                    await self.read_retained()
+                except (LinkError, TimeoutError) as e:
+                    log.warning("reading the retained topics again failed: %s", e)
+            await asyncio.sleep(self.config.heartbeat_interval)
 
     async def _poll_loop(self) -> None:
         while True:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -16,6 +21,7 @@ from fleet_server.auth import Role, create_token
 from fleet_server.config import ServerConfig
 from fleet_server.db import connect, migrate
 from fleet_server.service import serve
+from testkit.broker import Broker, free_port
 from testkit.probe import MqttProbe
 
 
@@ -167,3 +173,66 @@ class Api:
         self, method: str, path: str, role: str | None = "operator", **kwargs: Any
     ) -> requests.Response:
         return self.server.request(method, path, self.tokens.get(role or ""), **kwargs)
+
+
+class ServerProcess:
+    """``fleet-server`` as its own process (to SIGKILL it), on a free loopback port."""
+
+    def __init__(self, database: str, broker: Broker, workdir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = workdir / f"fleet-server-{self.port}.log"
+        environ = {
+            **os.environ,
+            **broker.env(),
+            "FLEET_SERVER_DATABASE": database,
+            "FLEET_SERVER_LISTEN": f"127.0.0.1:{self.port}",
+            "FLEET_SERVER_FLUSH_INTERVAL": "0.05",
+            "FLEET_SERVER_POLL_INTERVAL": "0.1",
+            **env,
+        }
+        with self.log_file.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fleet_server"], env=environ, stdout=log, stderr=log
+            )
+        try:
+            wait_until(self._ready, timeout=30)
+        except AssertionError:
+            self.kill()
+            raise RuntimeError(f"fleet-server did not get ready: {self.log_text()}") from None
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"fleet-server exited: {self.log_text()}")
+        try:
+            return requests.get(f"{self.url}/readyz", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def get(self, path: str, token: str | None = None) -> requests.Response:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return requests.get(self.url + path, headers=headers, timeout=30)
+
+    def post(self, path: str, token: str, data: str | bytes) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return requests.post(self.url + path, headers=headers, data=data, timeout=30)
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace")[-3000:]
