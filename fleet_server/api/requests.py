@@ -17,12 +17,13 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.topics import FOLLOW_LEVEL, FOLLOWABLE, Operation, Topics
 from fleet_server import audit
 from fleet_server.api import schemas
 from fleet_server.api.cars import known_car
@@ -72,18 +73,46 @@ def _reply_response(payload: bytes, rid: str) -> tuple[web.Response, str]:
         code = data["error"].get("code")
         code = code if isinstance(code, str) and code.isupper() and len(code) <= 64 else "BAD_REPLY"
     status = 200 if code is None else CAR_CODE_STATUS.get(code, CAR_DEFAULT_STATUS)
-    if not isinstance(data, dict):
-        data = {"reply": data}
+    # A mapping is passed on byte for byte; anything else (no connector sends it) is wrapped,
+    # so that every answer is a JSON object.
+    body = payload if isinstance(data, dict) else json.dumps({"reply": data}).encode()
     response = web.Response(
-        body=payload if isinstance(data, dict) and "reply" not in data else json.dumps(data),
-        status=status,
-        content_type="application/json",
-        headers=headers,
+        body=body, status=status, content_type="application/json", headers=headers
     )
     return response, code or "ok"
 
 
-async def send(request: web.Request, operation: Operation, payload: bytes) -> web.Response:
+def follow_level(query: Mapping[str, str]) -> str | None:
+    """The connector's ``follow;settle=S;deadline=D`` topic level from ``?follow=true&...``."""
+    if query.get("follow", "false") not in ("true", "false"):
+        raise ApiError(400, INVALID_REQUEST, "follow must be true or false")
+    if query.get("follow") != "true":
+        return None  # settle and deadline only mean something with follow=true
+    level = FOLLOW_LEVEL
+    for name, low, high in (("settle", 0.0, 600.0), ("deadline", 0.1, 3600.0)):
+        text = query.get(name)
+        if text is None:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            raise ApiError(
+                400, INVALID_REQUEST, f"{name} must be a number from {low:g} to {high:g}"
+            )
+        level += f";{name}={value:g}"
+    return level
+
+
+async def send(
+    request: web.Request, operation: Operation, payload: bytes, follow: str | None = None
+) -> web.Response:
+    """Sends one request to the car and answers with its reply.
+
+    ``follow``: the outcome is followed (apply and delete); the reply comes as usual, the
+    outcome later on the same topic, taken into the car's ``last_outcome`` by the ingest.
+    """
     car = known_car(request)
     svc = service(request)
     if not svc.link.connected:
@@ -92,9 +121,16 @@ async def send(request: web.Request, operation: Operation, payload: bytes) -> we
     rid = new_request_id(svc.config.instance)
     topics = Topics(car.vin)
     request_topic = topics.request(operation, rid)
+    if follow is not None:
+        request_topic += f"/{follow}"
     reply_topic = topics.response(operation, rid)
     action = f"car.{operation.value.replace('/', '.')}"
-    detail = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    detail: dict[str, Any] = {
+        "bytes": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    if follow is not None:
+        detail["follow"] = follow
     metric = svc.metrics.requests
     if not car.online:
         await _record(
@@ -178,10 +214,11 @@ async def _json_payload(request: web.Request, kinds: tuple[type, ...], what: str
 
 def _manifest_handler(operation: Operation) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
+        follow = follow_level(request.query) if operation in FOLLOWABLE else None
         body = await request.read()
         if not body.strip():
             raise ApiError(400, INVALID_REQUEST, "the body is the manifest (YAML)")
-        return await send(request, operation, body)
+        return await send(request, operation, body, follow)
 
     handler.__name__ = f"manifest_{operation.name.lower()}"
     return handler
@@ -310,6 +347,31 @@ _YAML = {
     "text/plain": {"schema": _MANIFEST_TEXT},
 }
 _OBJECT = schemas.json_content({"type": "object"})
+_FOLLOW_PARAMETERS = [
+    {
+        "name": "follow",
+        "in": "query",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+        "description": "follow the outcome: it becomes the car's last_outcome (with the "
+        "request id); settle and deadline (seconds) apply only with follow=true",
+    },
+    {"name": "settle", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 600}},
+    {
+        "name": "deadline",
+        "in": "query",
+        "schema": {"type": "number", "minimum": 0.1, "maximum": 3600},
+    },
+]
+
+
+def _manifest_doc(operation: Operation) -> dict[str, Any]:
+    doc = _doc(
+        f"{operation.value} on the car; the body is the manifest (YAML)", _YAML, required=True
+    )
+    if operation in FOLLOWABLE:
+        doc["parameters"] = [*doc["parameters"], *_FOLLOW_PARAMETERS]
+    return doc
+
 
 ROUTES = [
     *(
@@ -318,11 +380,7 @@ ROUTES = [
             f"/api/v1/cars/{{vin}}/{operation.value}",
             _manifest_handler(operation),
             Role.OPERATOR,
-            _doc(
-                f"{operation.value} on the car; the body is the manifest (YAML)",
-                _YAML,
-                required=True,
-            ),
+            _manifest_doc(operation),
         )
         for operation in (Operation.APPLY, Operation.DELETE, Operation.PLAN)
     ),

@@ -173,3 +173,41 @@ def test_a_followed_outcome_becomes_the_car_s_last_outcome(
         "request_id": "r1",
         "workloads": {"sim": "running"},
     }
+
+
+def test_an_apply_followed_through_the_api_reports_its_outcome(
+    sqlite_url: str,
+    make_server: Callable[..., RunningServer],
+    real_car: Connector,
+    probe: MqttProbe,
+    vin: str,
+) -> None:
+    server, token = _server(make_server, sqlite_url)
+    _wait_known(server, token, vin)
+    probe.subscribe(f"vehicle/{vin}/manifest/apply/req/#")
+    response = server.request(
+        "POST",
+        f"/api/v1/cars/{vin}/manifest/apply?follow=true&settle=0.2&deadline=30",
+        token,
+        data=manifest("followed"),
+    )
+    assert response.status_code == 200, response.text
+    request_id = response.headers["X-Request-Id"]
+    sent = probe.expect()
+    assert (
+        sent.topic == f"vehicle/{vin}/manifest/apply/req/{request_id}/follow;settle=0.2;deadline=30"
+    )
+    car = wait_until(
+        lambda: (c := server.get(f"/api/v1/cars/{vin}", token).json())["last_outcome"] and c
+    )
+    assert car["last_outcome"] == {
+        "outcome": "running",
+        "operation": "apply",
+        "request_id": request_id,
+        "workloads": {"followed": "running"},
+    }
+    bad = server.request(
+        "POST", f"/api/v1/cars/{vin}/manifest/apply?follow=true&settle=-1", token, data="x: 1"
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["message"] == "settle must be a number from 0 to 600"
