@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import pytest
@@ -37,7 +38,7 @@ def test_role_matrix_every_route(api: Api, vin: str, car: FakeCar) -> None:
 
     assert main(["tokens", "revoke", "gone", "--database", api.database], environ={}) == 0
     for route in routes():
-        path = route.path.replace("{vin}", "NO-SUCH-CAR")
+        path = re.sub(r"\{\w+\}", "NO-SUCH-THING", route.path)
         for who in (None, "bogus", "revoked", *ROLE_ORDER):
             headers = (
                 {}
@@ -259,3 +260,28 @@ def test_not_ready_without_the_broker(
     wait_until(lambda: server.get("/readyz").status_code == 503)
     assert server.get("/readyz").json()["checks"]["broker"] is False
     assert server.get("/healthz").status_code == 200
+
+
+def test_admins_manage_tokens_through_the_api(api: Api) -> None:
+    created = api.call(
+        "POST", "/api/v1/tokens", role="admin", json={"name": "ci", "role": "viewer"}
+    )
+    assert created.status_code == 201
+    token = created.json()["token"]
+    assert api.server.get("/api/v1/cars", token).status_code == 200
+    listed = api.get("/api/v1/tokens", role="admin").json()["items"]
+    assert {t["name"]: t["role"] for t in listed}["ci"] == "viewer"
+    assert token not in json.dumps(listed)
+    again = api.call("POST", "/api/v1/tokens", role="admin", json={"name": "ci", "role": "admin"})
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "CONFLICT")
+
+    assert api.call("DELETE", "/api/v1/tokens/ci", role="admin").status_code == 200
+    assert api.server.get("/api/v1/cars", token).status_code == 401
+    assert api.call("DELETE", "/api/v1/tokens/ci", role="admin").status_code == 404
+    actions = [
+        (e["actor"], e["action"], e["detail"]) for e in api.get("/api/v1/audit").json()["items"]
+    ]
+    assert actions == [
+        ("admin-token", "token.create", {"name": "ci", "role": "viewer"}),
+        ("admin-token", "token.revoke", {"name": "ci"}),
+    ]
