@@ -142,6 +142,7 @@ class Service:
         """Writes what is pending now and reads it back into memory."""
         if await asyncio.to_thread(self.ingest.flush):
             await self.poll()
+            self.ingest.settled()
 
     async def poll(self) -> None:
         changes = await asyncio.to_thread(read_changes, self.db, self.inventory.seq)
