@@ -72,9 +72,9 @@ class Car:
         self.online_since: float | None = None
         self.connector_version: str | None = None
         self.presence: str | None = None
-        self.reported_labels: dict[str, str] = {}
-        self.api_labels: dict[str, str] = {}
-        self.labels: dict[str, str] = {}
+        self.reported_labels: dict[str, str] = _NO_LABELS
+        self.api_labels: dict[str, str] = _NO_LABELS
+        self.labels: dict[str, str] = _NO_LABELS
         """The car's own labels, overridden by those set through the API."""
         self.drift: str | None = None
         self.last_outcome: str | None = None
@@ -83,8 +83,22 @@ class Car:
         self.agents: tuple[Agent, ...] = ()
 
 
+# Shared by every car without labels of a kind; never changed (cars are replaced, not edited).
+_NO_LABELS: dict[str, str] = {}
+
+
 def _labels(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {_intern(k): _intern(v) for k, v in items}
+    return {_intern(k): _intern(v) for k, v in items} or _NO_LABELS
+
+
+def merged(reported: dict[str, str], api: dict[str, str]) -> dict[str, str]:
+    """The car's labels: its own, overridden by those set through the API (one dict
+    fewer per car when only one kind exists)."""
+    if not api:
+        return reported
+    if not reported:
+        return api
+    return {**reported, **api}
 
 
 @dataclass
@@ -141,7 +155,7 @@ def read_changes(db: Database, last: int) -> Poll:
         car.workloads = tuple(sorted(workloads.get(vin, ()), key=lambda w: w.name))
         car.agents = tuple(sorted(agents.get(vin, ()), key=lambda a: a.name))
         car.api_labels = _labels(api_labels.get(vin, ()))
-        car.labels = {**car.reported_labels, **car.api_labels}
+        car.labels = merged(car.reported_labels, car.api_labels)
     return Poll(seq, list(cars.values()))
 
 
