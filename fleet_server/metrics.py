@@ -25,9 +25,9 @@ OFFLINE_STATE = "unknown"
 
 
 class _InventoryCollector(Collector):
-    def __init__(self, service: Service, rollouts: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, service: Service, metrics: Metrics) -> None:
         self._service = service
-        self._rollouts = rollouts
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         online = 0
@@ -52,7 +52,7 @@ class _InventoryCollector(Collector):
             family.add_metric([state], count)
         yield family
         family = GaugeMetricFamily("fleet_server_rollouts", "Rollouts by state", labels=["state"])
-        counts = self._rollouts()
+        counts = self._metrics.rollouts()
         for state in sorted({*ROLLOUT_STATES, *counts}):
             family.add_metric([state], counts.get(state, 0))
         yield family
@@ -68,8 +68,10 @@ class Metrics:
     def __init__(
         self, service: Service, rollouts: Callable[[], dict[str, int]] = lambda: {}
     ) -> None:
+        self.rollouts = rollouts
+        """Rollouts by state, read at every scrape; rollouts (#22) replace it."""
         self.registry = CollectorRegistry()
-        self.registry.register(_InventoryCollector(service, rollouts))
+        self.registry.register(_InventoryCollector(service, self))
         self.requests = Counter(
             "fleet_server_requests",
             "Requests sent to cars, by operation and outcome (ok, the car's error code, "
