@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from testkit.server import FakeCar, RunningServer, make_token, wait_until
+from testkit import Broker
+from testkit.server import CuttableProxy, FakeCar, RunningServer, make_token, wait_until
 
+from fleet_connector.broker import BrokerSettings
 from fleet_server.inventory.ingest import MAX_WORKLOADS_PER_CAR
 
 
@@ -120,3 +122,34 @@ def test_a_car_cannot_break_the_ingest_or_grow_without_bound(
     car = wait_until(lambda: (c := _car(server, token, vin)) and c["online"] and c)
     wait_until(lambda: len(_car(server, token, vin)["workloads"]) == MAX_WORKLOADS_PER_CAR)
     assert "zz-last" not in {w["name"] for w in car["workloads"]}
+
+
+def test_after_a_reconnect_the_retained_topics_are_read_again(
+    sqlite_url: str,
+    make_server: Callable[..., RunningServer],
+    make_car: Callable[[str], FakeCar],
+    broker: Broker,
+    vin: str,
+) -> None:
+    """What the cars published while the server was cut off from the broker is not lost.
+
+    (mosquitto 2.0 also hands retained messages to a new shared subscription, which MQTT 5
+    says it should not; the server's own read of them does not rely on that.)"""
+    proxy = CuttableProxy(broker)
+    try:
+        token = make_token(sqlite_url, "viewer", "viewer")
+        server = make_server(sqlite_url, broker=BrokerSettings(host=proxy.host, port=proxy.port))
+        car = make_car(vin)
+        car.presence()
+        wait_until(lambda: _car(server, token, vin))
+
+        proxy.cut()
+        wait_until(lambda: server.get("/readyz").status_code == 503)
+        car.workload("while-away")  # retained on the broker, no server to see it live
+        proxy.restore()
+        wait_until(lambda: server.get("/readyz").status_code == 200, timeout=30)
+        wait_until(
+            lambda: [w["name"] for w in _car(server, token, vin)["workloads"]] == ["while-away"]
+        )
+    finally:
+        proxy.close()
