@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -228,7 +229,8 @@ async def _listen(app: web.Application, where: tuple[str, int]) -> web.AppRunner
         await site.start()
     except OSError as e:
         await runner.cleanup()
-        raise LinkError(f"cannot listen on {where[0]}:{where[1]}: {e.strerror}") from None
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise LinkError(f"cannot listen on {where[0]}:{where[1]}: {reason}") from None
     return runner
 
 

@@ -69,6 +69,8 @@ def test_errors_are_json_with_codes(api: Api) -> None:
     assert "has role viewer; this needs operator" in response.json()["error"]["message"]
     response = api.get("/api/v1/cars/NOPE")
     assert (response.status_code, response.json()["error"]["code"]) == (404, "NOT_FOUND")
+    response = api.get("/api/v1/cars/NOPE/audit")
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "NOT_FOUND")
     response = api.get("/api/v1/nothing-here")
     assert (response.status_code, response.json()["error"]["code"]) == (404, "NOT_FOUND")
     response = api.call("DELETE", "/api/v1/cars")
