@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from testkit import Broker
+from testkit.postgres import PostgresCluster
 from testkit.server import CuttableProxy, FakeCar, RunningServer, make_token, wait_until
 
 from fleet_connector.broker import BrokerSettings
@@ -82,7 +83,7 @@ def test_agents_drift_and_gone_workloads(
 
 
 def test_an_older_state_never_overwrites_a_newer_one(
-    sqlite_url: str,
+    database_url: str,
     make_server: Callable[..., RunningServer],
     make_car: Callable[[str], FakeCar],
     vin: str,
@@ -90,8 +91,8 @@ def test_an_older_state_never_overwrites_a_newer_one(
     """With several servers, messages of one workload may be written out of order."""
     car = make_car(vin)
     car.presence()
-    token = make_token(sqlite_url, "viewer", "viewer")
-    server = make_server(sqlite_url)
+    token = make_token(database_url, "viewer", "viewer")
+    server = make_server(database_url)
     car.workload("w", "running", since="2026-12-07T08:00:02.000+00:00")
     wait_until(lambda: (c := _car(server, token, vin)) and c["workloads"])
     car.workload("w", "pending", since="2026-12-07T08:00:01.000+00:00")
@@ -101,13 +102,13 @@ def test_an_older_state_never_overwrites_a_newer_one(
 
 
 def test_a_car_cannot_break_the_ingest_or_grow_without_bound(
-    sqlite_url: str,
+    database_url: str,
     make_server: Callable[..., RunningServer],
     make_car: Callable[[str], FakeCar],
     vin: str,
 ) -> None:
-    token = make_token(sqlite_url, "viewer", "viewer")
-    server = make_server(sqlite_url)
+    token = make_token(database_url, "viewer", "viewer")
+    server = make_server(database_url)
     bad = make_car(vin)
     for payload in (b"\xff", b"[" * 50_000, b'{"status": 1}', b"null", b"x" * 70_000):
         bad.publish("status", payload, retain=False)
@@ -153,3 +154,33 @@ def test_after_a_reconnect_the_retained_topics_are_read_again(
         )
     finally:
         proxy.close()
+
+
+def test_a_database_outage_loses_nothing(
+    make_server: Callable[..., RunningServer],
+    make_car: Callable[[str], FakeCar],
+    vin: str,
+) -> None:
+    """PostgreSQL stops for a while: the API says so (503), what the cars send waits in
+    memory and is written once the database is back."""
+    cluster = PostgresCluster().start()
+    try:
+        url = cluster.create_database()
+        token = make_token(url, "viewer", "viewer")
+        server = make_server(url)
+        make_car(vin).presence()
+        wait_until(lambda: _car(server, token, vin))
+
+        cluster.pause()
+        wait_until(lambda: server.get("/readyz").status_code == 503)
+        assert server.get("/readyz").json()["checks"]["database"] is False
+        response = server.get(f"/api/v1/cars/{vin}", token)  # the token needs the database
+        assert (response.status_code, response.json()["error"]["code"]) == (503, "UNAVAILABLE")
+        make_car(vin).workload("during-outage")
+        cluster.resume()
+
+        wait_until(lambda: server.get("/readyz").status_code == 200, timeout=30)
+        names = lambda: [w["name"] for w in _car(server, token, vin)["workloads"]]  # noqa: E731
+        wait_until(lambda: names() == ["during-outage"], timeout=20)
+    finally:
+        cluster.stop()
