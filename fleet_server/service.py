@@ -51,15 +51,14 @@ class Service:
         self.ingest = Ingest(db, counts=self.inventory.counts, on_lag=self.metrics.observe_lag)
         self.link = BrokerLink(config.broker, f"fleet-server-{config.instance}")
         self.link.on_message = self.ingest.receive
-        self.link.on_connected = self._synchronise
+        self.link.on_connected = self._connected
         self.peers = Peers(db, config.instance, config.heartbeat_interval)
         self.synced = False
         """Whether the retained topics were read since the last (re)connect."""
         self._reading = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self._flushed = asyncio.Event()
         self._sync_marker: asyncio.Future[None] | None = None
-        self._stopping = False
+        self._sync: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -83,8 +82,9 @@ class Service:
         await self.link.start()
 
     async def stop(self) -> None:
-        self._stopping = True
         self.link.stop()
+        if self._sync is not None:
+            self._tasks.append(self._sync)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -95,6 +95,13 @@ class Service:
             await asyncio.to_thread(self.peers.leave)
 
     # -- reading the retained topics, then live through the shared subscription -----------
+
+    async def _connected(self) -> None:
+        """A (re)connect: a read still running for an earlier connection is abandoned (its
+        marker may have been lost with that connection) and starts over."""
+        if self._sync is not None and not self._sync.done():
+            self._sync.cancel()
+        self._sync = asyncio.create_task(self._synchronise(), name="synchronise")
 
     async def _synchronise(self) -> None:
         """After each connect: live subscription first, then the retained topics once.
