@@ -13,7 +13,7 @@ import pytest
 from testkit import Broker, MqttProbe, free_port
 from testkit.live import ALL_LOGS, retained
 from testkit.postgres import PostgresCluster
-from testkit.server import Api, FakeCar, RunningServer, make_token
+from testkit.server import Api, FakeCar, RunningServer, close_publisher, make_token, publisher
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
@@ -71,17 +71,19 @@ def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
 
 
 @pytest.fixture
-def make_car(probe: MqttProbe) -> Iterator[Callable[[str], FakeCar]]:
+def make_car(broker: Broker) -> Iterator[Callable[[str], FakeCar]]:
+    client = publisher(broker)
     made: list[FakeCar] = []
 
     def make(vin: str) -> FakeCar:
-        car = FakeCar(probe, vin)
+        car = FakeCar(client, vin)
         made.append(car)
         return car
 
     yield make
     for car in made:
         car.clear()
+    close_publisher(client)
 
 
 @pytest.fixture
@@ -134,4 +136,4 @@ def real_car(tmp_path: Path, broker: Broker, vin: str) -> Iterator[Connector]:
         for topic in retained(probe, f"vehicle/{vin}/#"):
             probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         probe.client.publish(f"vehicle/{vin}/status", b"", qos=1, retain=True).wait_for_publish(5)
-        probe.close()
+        close_publisher(probe.client)

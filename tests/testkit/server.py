@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import requests
 
+from fleet_connector.broker import BrokerSettings
 from fleet_server.auth import Role, create_token
 from fleet_server.config import ServerConfig
 from fleet_server.db import connect, migrate
 from fleet_server.service import serve
 from testkit.broker import Broker, free_port
-from testkit.probe import MqttProbe
 
 
 class RunningServer:
@@ -107,8 +108,8 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float 
 class FakeCar:
     """A car's retained topics published with paho, as its connector would."""
 
-    def __init__(self, probe: MqttProbe, vin: str) -> None:
-        self.probe = probe
+    def __init__(self, client: mqtt.Client, vin: str) -> None:
+        self.client = client
         self.vin = vin
         self.topics: set[str] = set()
 
@@ -118,7 +119,7 @@ class FakeCar:
         topic = f"vehicle/{self.vin}/{suffix}"
         if isinstance(payload, dict):
             payload = json.dumps(payload)
-        self.probe.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
         if retain:
             self.topics.add(topic)
 
@@ -157,7 +158,7 @@ class FakeCar:
     def clear(self) -> None:
         """Removes its retained messages from the session's broker."""
         for topic in self.topics:
-            self.probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+            self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
 
 
 @dataclass
@@ -297,3 +298,20 @@ class CuttableProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+def publisher(broker: Broker) -> mqtt.Client:
+    """A connected paho client for the cars' messages; :func:`close_publisher` ends it."""
+    client = BrokerSettings(host=broker.host, port=broker.port).make_client(
+        f"cars-{os.getpid()}-{time.monotonic_ns()}"
+    )
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
+def close_publisher(client: mqtt.Client) -> None:
+    # disconnect first: it wakes the network loop, which loop_stop would otherwise wait
+    # out (up to a second per test)
+    client.disconnect()
+    client.loop_stop()
