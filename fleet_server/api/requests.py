@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from fleet_connector.errors import RequestError
+from fleet_connector.signatures import ENVELOPE_MAGIC, parse_envelope
 from fleet_connector.topics import FOLLOW_LEVEL, FOLLOWABLE, Operation, Topics
 from fleet_server import audit
 from fleet_server.api import schemas
@@ -45,15 +47,42 @@ from fleet_server.service import Service
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
+def signing_key(payload: bytes) -> str | None:
+    """The key id of a signed request (an envelope, as ``fleetctl sign`` writes it): the
+    audit trail records it. The car checks the signature; a malformed envelope is passed
+    on for the car to refuse, and recorded without a key."""
+    if not payload.startswith(ENVELOPE_MAGIC):
+        return None
+    try:
+        fields, _ = parse_envelope(payload)
+    except RequestError:
+        return None
+    key = fields.get("key", "")
+    return key[:128] or None
+
+
 async def _record(
-    svc: Service, *, actor: str, action: str, vin: str, rid: str, detail: dict[str, Any]
+    svc: Service,
+    *,
+    actor: str,
+    action: str,
+    vin: str,
+    rid: str,
+    detail: dict[str, Any],
+    key_id: str | None = None,
 ) -> None:
     """One audit entry naming the car and the request id."""
 
     def write() -> None:
         with svc.db.transaction() as tx:
             audit.append(
-                tx, actor=actor, action=action, vins=[vin], request_ids=[rid], detail=detail
+                tx,
+                actor=actor,
+                action=action,
+                vins=[vin],
+                request_ids=[rid],
+                key_id=key_id,
+                detail=detail,
             )
 
     await asyncio.to_thread(write)
@@ -132,9 +161,16 @@ async def send(
     if follow is not None:
         detail["follow"] = follow
     metric = svc.metrics.requests
+    key = signing_key(payload)
     if not car.online:
         await _record(
-            svc, actor=actor, action=action, vin=car.vin, rid=rid, detail={**detail, "queued": True}
+            svc,
+            actor=actor,
+            action=action,
+            vin=car.vin,
+            rid=rid,
+            detail={**detail, "queued": True},
+            key_id=key,
         )
         svc.link.publish(request_topic, payload)
         metric.labels(operation.value, "QUEUED").inc()
@@ -151,7 +187,9 @@ async def send(
     svc.link.route(reply_topic, _once(reply))
     try:
         await svc.link.subscribe([reply_topic])
-        await _record(svc, actor=actor, action=action, vin=car.vin, rid=rid, detail=detail)
+        await _record(
+            svc, actor=actor, action=action, vin=car.vin, rid=rid, detail=detail, key_id=key
+        )
         svc.link.publish(
             request_topic, payload, response_topic=reply_topic, correlation=rid.encode()
         )

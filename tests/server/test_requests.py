@@ -211,3 +211,26 @@ def test_an_apply_followed_through_the_api_reports_its_outcome(
     )
     assert bad.status_code == 400
     assert bad.json()["error"]["message"] == "settle must be a number from 0 to 600"
+
+
+def test_a_signed_request_is_passed_on_as_it_is_and_its_key_audited(
+    sqlite_url: str,
+    make_server: Callable[..., RunningServer],
+    make_car: Callable[[str], FakeCar],
+    probe: MqttProbe,
+    vin: str,
+) -> None:
+    make_car(vin).presence("offline")
+    server, token = _server(make_server, sqlite_url)
+    _wait_known(server, token, vin, online=False)
+    envelope = (
+        "ANKAIOS-SIGNED-REQUEST-V1\nkey: ops-2026\noperation: manifest/apply\n"
+        f"target: {vin}\ncounter: 1\nnot-after: 1796173600\nsignature: AAAA\n\n"
+        + manifest("signed")
+    ).encode()
+    probe.subscribe(f"vehicle/{vin}/manifest/apply/req/#")
+    response = server.request("POST", f"/api/v1/cars/{vin}/manifest/apply", token, data=envelope)
+    assert response.status_code == 202
+    assert probe.expect().payload == envelope
+    (entry,) = server.get(f"/api/v1/cars/{vin}/audit", token).json()["items"]
+    assert entry["key_id"] == "ops-2026"
