@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from testkit import Broker
+from testkit import Broker, MqttProbe
 from testkit.live import manifest
 from testkit.postgres import PostgresCluster
 from testkit.server import FakeCar, ServerProcess, make_token, wait_until
@@ -51,6 +51,7 @@ def test_two_servers_split_the_traffic_and_one_survives_a_sigkill(
     two_servers: tuple[ServerProcess, ServerProcess, str],
     make_car: Callable[[str], FakeCar],
     real_car: Connector,
+    probe: MqttProbe,
     vin: str,
 ) -> None:
     a, b, token = two_servers
@@ -65,6 +66,15 @@ def test_two_servers_split_the_traffic_and_one_survives_a_sigkill(
         wait_until(lambda s=server: _states(s, token, fleet) == expected)
     # the shared subscription split the live messages between the two
     assert _ingested(a) > before_a and _ingested(b) > before_b
+
+    # a request to a car goes out once, from the server asked, with both up
+    probe.subscribe(f"vehicle/{vin}/manifest/apply/req/#")
+    wait_until(lambda: a.get(f"/api/v1/cars/{vin}", token).status_code == 200)
+    response = a.post(f"/api/v1/cars/{vin}/manifest/apply", token, manifest("both-up"))
+    assert response.status_code == 200, response.text
+    sent = probe.expect(timeout=5)
+    assert sent.topic.endswith(response.headers["X-Request-Id"])
+    probe.expect_nothing(0.5)
 
     # A stops taking part (its share of what follows is stuck in it), then dies.
     a.pause()
