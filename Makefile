@@ -1,11 +1,13 @@
 # The two commands a user needs: `make demo` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients
+# postgresql: fleet-server's tests start a private cluster (initdb/pg_ctl from
+# /usr/lib/postgresql/<version>/bin; pg_ctlcluster tells the package is there).
+APT_PACKAGES := mosquitto mosquitto-clients postgresql
 # podman (+ runc, see containers.conf) runs the images in the container tests;
 # debootstrap makes their base image where no image registry can be reached.
 CONTAINER_APT_PACKAGES := podman runc debootstrap uidmap fuse-overlayfs slirp4netns
-APT_COMMANDS := mosquitto mosquitto_pub
+APT_COMMANDS := mosquitto mosquitto_pub pg_ctlcluster
 # Debian's chromium and its chromedriver: the dashboard's browser tests and bench drive them.
 BROWSER_APT_PACKAGES := chromium chromium-driver
 BROWSER_APT_COMMANDS := chromium chromedriver
@@ -59,7 +61,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,dashboard,terminal]'
+	$(PY) -m pip install -q -e '.[dev,dashboard,terminal,server]'
 	touch $@
 
 # Everything, the container tests included (they need the images: built here first).

@@ -1,4 +1,4 @@
-"""Followed outcomes, judged as the connector judges them (fleet_connector/outcomes.py).
+"""Followed outcomes, judged as the connector judges them (fleet_connector/observe/outcomes.py).
 
 A followed apply or delete gets its reply, then exactly one outcome message on the same
 reply topic. Here the instances' states come from the simulated car instead of Ankaios.

@@ -1,0 +1,1 @@
+"""The subcommands of ``fleet-server``; each module has ``add_parser`` and its options."""

@@ -1,0 +1,1 @@
+"""The fleet's inventory: what the cars publish, written to the database, read into memory."""

@@ -1,0 +1,229 @@
+"""Every car in memory, current within a poll interval across all servers.
+
+The database is the shared truth; each server reads what changed since its last look
+(``cars.seq > last``, see store.py) and keeps one compact :class:`Car` per VIN, so listings
+and selectors never touch the database. Compact because the goal is 100,000 cars at under
+2 KiB each: __slots__, tuples instead of dicts for workloads and agents, interned strings
+for the values that repeat across the fleet (states, agent and workload names, labels).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fleet_server.db import Database
+from fleet_server.db.database import Row, Transaction
+from fleet_server.selectors import Selector
+
+_intern = sys.intern
+# Per query, at most this many VINs in one IN (...) list.
+_IN_CHUNK = 500
+
+
+class Workload:
+    __slots__ = ("agent", "info", "instance_id", "name", "since", "state", "substate")
+
+    def __init__(self, row: Row) -> None:
+        self.name: str = _intern(row[0])
+        self.agent: str = _intern(row[1] or "")
+        self.state: str = _intern(row[2] or "")
+        self.substate: str = _intern(row[3] or "")
+        self.info: str = row[4] or ""
+        self.instance_id: str = row[5] or ""
+        self.since: str = row[6] or ""
+
+
+class Agent:
+    __slots__ = ("connected", "cpu_usage", "free_memory", "name", "since")
+
+    def __init__(self, row: Row) -> None:
+        self.name: str = _intern(row[0])
+        self.connected = bool(row[1])
+        self.cpu_usage: float | None = row[2]
+        self.free_memory: int | None = row[3]
+        self.since: str = row[4] or ""
+
+
+class Car:
+    __slots__ = (
+        "agents",
+        "api_labels",
+        "connector_version",
+        "drift",
+        "labels",
+        "last_outcome",
+        "last_seen",
+        "online",
+        "online_since",
+        "presence",
+        "reported_labels",
+        "vin",
+        "workloads",
+    )
+
+    def __init__(self, vin: str) -> None:
+        self.vin = vin
+        self.online = False
+        self.online_since: float | None = None
+        self.connector_version: str | None = None
+        self.presence: str | None = None
+        self.reported_labels: dict[str, str] = _NO_LABELS
+        self.api_labels: dict[str, str] = _NO_LABELS
+        self.labels: dict[str, str] = _NO_LABELS
+        """The car's own labels, overridden by those set through the API."""
+        self.drift: str | None = None
+        self.last_outcome: str | None = None
+        self.last_seen: float | None = None
+        self.workloads: tuple[Workload, ...] = ()
+        self.agents: tuple[Agent, ...] = ()
+
+
+# Shared by every car without labels of a kind; never changed (cars are replaced, not edited).
+_NO_LABELS: dict[str, str] = {}
+
+
+def _labels(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {_intern(k): _intern(v) for k, v in items} or _NO_LABELS
+
+
+def merged(reported: dict[str, str], api: dict[str, str]) -> dict[str, str]:
+    """The car's labels: its own, overridden by those set through the API (one dict
+    fewer per car when only one kind exists)."""
+    if not api:
+        return reported
+    if not reported:
+        return api
+    return {**reported, **api}
+
+
+@dataclass
+class Poll:
+    """What one poll read: the changed cars, complete, and the sequence number reached."""
+
+    seq: int
+    cars: list[Car]
+
+
+def read_changes(db: Database, last: int) -> Poll:
+    """The cars changed after ``last`` (every car for 0), read in one transaction."""
+    with db.transaction(write=False) as tx:
+        rows = tx.execute(
+            "SELECT vin, seq, online, online_since, connector_version, presence, "
+            "reported_labels, drift, last_outcome, last_seen FROM cars WHERE seq > ? "
+            "ORDER BY seq",
+            (last,),
+        ).fetchall()
+        if not rows:
+            return Poll(last, [])
+        cars: dict[str, Car] = {}
+        seq = last
+        for row in rows:
+            car = Car(_intern(row[0]))
+            seq = max(seq, int(row[1]))
+            car.online = bool(row[2])
+            car.online_since = row[3]
+            car.connector_version = row[4]
+            car.presence = row[5]
+            car.reported_labels = _labels(_json_dict(row[6]).items())
+            car.drift = row[7]
+            car.last_outcome = row[8]
+            car.last_seen = row[9]
+            cars[car.vin] = car
+        workloads: dict[str, list[Workload]] = {}
+        for row in _rows_for(
+            tx,
+            cars,
+            "name, agent, state, substate, info, instance_id, since",
+            "car_workloads",
+            last,
+        ):
+            workloads.setdefault(row[-1], []).append(Workload(row))
+        agents: dict[str, list[Agent]] = {}
+        for row in _rows_for(
+            tx, cars, "name, connected, cpu_usage, free_memory, since", "car_agents", last
+        ):
+            agents.setdefault(row[-1], []).append(Agent(row))
+        api_labels: dict[str, list[tuple[str, str]]] = {}
+        for row in _rows_for(tx, cars, "key, value", "car_labels", last):
+            api_labels.setdefault(row[-1], []).append((row[0], row[1]))
+    for vin, car in cars.items():
+        car.workloads = tuple(sorted(workloads.get(vin, ()), key=lambda w: w.name))
+        car.agents = tuple(sorted(agents.get(vin, ()), key=lambda a: a.name))
+        car.api_labels = _labels(api_labels.get(vin, ()))
+        car.labels = merged(car.reported_labels, car.api_labels)
+    return Poll(seq, list(cars.values()))
+
+
+def _rows_for(
+    tx: Transaction, cars: dict[str, Car], columns: str, table: str, last: int
+) -> Iterator[Row]:
+    """Rows of ``table`` for these cars (VIN last): a scan for a first load, else IN lists."""
+    if last == 0 or len(cars) > 5 * _IN_CHUNK:
+        for row in tx.execute(f"SELECT {columns}, vin FROM {table}").fetchall():  # noqa: S608
+            if row[-1] in cars:
+                yield row
+        return
+    vins = list(cars)
+    for start in range(0, len(vins), _IN_CHUNK):
+        chunk = vins[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        yield from tx.execute(
+            f"SELECT {columns}, vin FROM {table} WHERE vin IN ({marks})",  # noqa: S608
+            chunk,
+        ).fetchall()
+
+
+def _json_dict(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class Inventory:
+    """The cars by VIN, and the VINs in order for listings. Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self.cars: dict[str, Car] = {}
+        self._order: list[str] = []
+        self.seq = 0
+        self.loaded = False
+        """Whether one poll has completed (the whole inventory is in memory)."""
+
+    def apply(self, poll: Poll) -> None:
+        new = [car.vin for car in poll.cars if car.vin not in self.cars]
+        for car in poll.cars:
+            self.cars[car.vin] = car
+        if len(new) > 64:
+            self._order.extend(new)
+            self._order.sort()  # one sort for a first load, not 100,000 insertions
+        else:
+            for vin in new:
+                bisect.insort(self._order, vin)
+        self.seq = max(self.seq, poll.seq)
+        self.loaded = True
+
+    def get(self, vin: str) -> Car | None:
+        return self.cars.get(vin)
+
+    def counts(self, vin: str) -> tuple[int, int]:
+        car = self.cars.get(vin)
+        return (0, 0) if car is None else (len(car.workloads), len(car.agents))
+
+    def select(self, selector: Selector, online: bool | None = None) -> list[Car]:
+        """The cars matching, in VIN order."""
+        cars = self.cars
+        found = []
+        for vin in self._order:
+            car = cars[vin]
+            if online is not None and car.online != online:
+                continue
+            if selector.empty or selector.matches(car.labels):
+                found.append(car)
+        return found
