@@ -16,18 +16,21 @@ from typing import Any
 
 import pytest
 import requests
+from aiohttp import web
 from dashboard.browser_kit import Page, start_chromium
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from server.conftest import IMAGES
 from testkit import Broker, MqttProbe
-from testkit.live import manifest, retained
+from testkit.live import ALL_LOGS, manifest, retained
 from testkit.server import FakeCar, RunningServer, make_token, wait_until
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
 from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_server.api.routing import Route, guarded, identity
+from fleet_server.auth import Role, revoke_token
 from fleet_server.db import connect
 from fleet_server.inventory.store import set_labels
 
@@ -195,7 +198,11 @@ def test_the_rollouts_view_says_plainly_when_the_server_has_no_rollouts(
 def journal_car(tmp_path: Path, broker: Broker, vin: str) -> Iterator[Connector]:
     """A real car that keeps a journal (STATE_DIR), so that a change can be rolled back."""
     emulator = Emulator(
-        control_interface=tmp_path / "ci", runtime="process", image_map=IMAGES, pace_frames=False
+        control_interface=tmp_path / "ci",
+        runtime="process",
+        image_map=IMAGES,
+        access=ALL_LOGS,
+        pace_frames=False,
     ).start()
     connector = Connector(
         Config(
@@ -331,6 +338,136 @@ def test_outcomes_and_history_survive_a_restart_of_the_server(
     page.wait(lambda: any("sent by operator-token" in o for o in page.outcomes()), 5)
     assert f"{vin} apply" in page.outcomes()[0]
     page.wait(lambda: "car.manifest.apply.reply → ok" in page.text("car-history"), 5)
+
+
+def test_an_operator_reads_a_workload_s_logs_in_the_page(
+    site: Site, journal_car: Connector, vin: str
+) -> None:
+    wait_until(lambda: site.server.get(f"/api/v1/cars/{vin}", site.tokens["viewer"]).ok)
+    response = site.server.request(
+        "POST",
+        f"/api/v1/cars/{vin}/manifest/apply",
+        site.tokens["operator"],
+        data=manifest("talker", image="talker:1"),
+    )
+    assert response.status_code == 200, response.text
+    page = site.page("operator", f"/cars/{vin}")
+    page.wait(lambda: page.workloads().get("talker", ["", "", ""])[2] == "running", 10)
+    page.driver.find_element(By.CSS_SELECTOR, '#workloads [data-workload="talker"] button').click()
+    page.wait(
+        lambda: (
+            page.driver.find_element(By.TAG_NAME, "body").get_attribute("data-logs")
+            in ("ended", "error")
+        ),
+        10,
+    )
+    assert page.text("log-lines").splitlines() == [f"line {n}" for n in range(1, 6)]
+    assert page.text("log-status").startswith("ended")
+    assert site.audit(vin)[-1]["action"] == "car.logs"  # asked as the operator, audited
+
+
+def test_revoking_the_token_ends_its_browser_sessions(site: Site) -> None:
+    url = site.server.url
+    login = requests.post(
+        url + "/login",
+        data={"token": site.tokens["viewer"], "next": "/cars/X"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert login.status_code == 303 and login.headers["Location"] == "/cars/X"
+    cookie = {"fleet_session": login.cookies["fleet_session"]}
+    assert (
+        requests.get(url + "/", cookies=cookie, allow_redirects=False, timeout=5).status_code == 200
+    )
+    # The session is the API's too, for reading; never for a role it lacks.
+    assert requests.get(url + "/api/v1/cars", cookies=cookie, timeout=5).status_code == 200
+    db = connect(site.database)
+    try:
+        with db.transaction() as tx:
+            revoke_token(tx, "viewer-token")
+    finally:
+        db.close()
+    page = requests.get(url + "/", cookies=cookie, allow_redirects=False, timeout=5)
+    assert page.status_code == 303 and page.headers["Location"].startswith("/login")
+    assert requests.get(url + "/events", cookies=cookie, timeout=5).status_code == 401
+    assert requests.get(url + "/api/v1/cars", cookies=cookie, timeout=5).status_code == 401
+    # A next that leads elsewhere is not followed after login.
+    other = requests.post(
+        url + "/login",
+        data={"token": site.tokens["operator"], "next": "//evil.example/"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert other.headers["Location"] == "/"
+
+
+def test_an_offline_car_s_workloads_are_last_known_not_running(
+    site: Site, make_car: Callable[[str], FakeCar], vin: str
+) -> None:
+    car = make_car(vin)
+    car.presence("offline")
+    car.workload("app", "running")
+    page = site.page("viewer", f"/cars/{vin}")
+    page.wait(lambda: page.cars().get(vin, ["", ""])[1] == "offline", 5)
+    page.wait(lambda: "app" in page.workloads(), 5)
+    row = page.workloads()["app"]
+    assert row[2] == "unknown"
+    assert row[4] == "last known: running/Ok"
+
+
+def fake_rollouts(calls: list[tuple[str, str]]) -> Callable[[web.Application], None]:
+    """A stand-in for the rollouts part: the interface docs/fleet-server.md gives the page."""
+
+    async def listing(request: web.Request) -> web.Response:
+        items = [
+            {
+                "id": "r1",
+                "state": "paused" if calls else "running",
+                "selector": "region=eu",
+                "progress": {"ok": 3, "pending": 7},
+                "started_at": "2026-12-07T08:00:00.000+00:00",
+            }
+        ]
+        return web.json_response({"items": items})
+
+    async def act(request: web.Request) -> web.Response:
+        calls.append((identity(request).name, request.match_info["verb"]))
+        return web.json_response({"id": request.match_info["id"]})
+
+    def mount(app: web.Application) -> None:
+        app.router.add_get("/api/v1/rollouts", guarded(Route("GET", "", listing, Role.VIEWER)))
+        app.router.add_post(
+            "/api/v1/rollouts/{id}/{verb:pause|abort}",
+            guarded(Route("POST", "", act, Role.OPERATOR)),
+        )
+
+    return mount
+
+
+def test_the_rollouts_view_lists_rollouts_and_lets_operators_pause_them(
+    sqlite_url: str, make_server: Callable[..., RunningServer], browser: webdriver.Chrome
+) -> None:
+    calls: list[tuple[str, str]] = []
+    server = make_server(sqlite_url, extra=[fake_rollouts(calls)])
+    tokens = {
+        role: make_token(sqlite_url, f"{role}-token", role) for role in ("viewer", "operator")
+    }
+    site = Site(server, sqlite_url, tokens, browser)
+    try:
+        viewer = site.page("viewer", "/rollouts")
+        viewer.wait(lambda: "r1" in viewer.text("rollouts"), 5)
+        assert not viewer.visible("rollouts-missing")
+        assert browser.find_elements(By.CSS_SELECTOR, "#rollouts button") == []
+
+        operator = site.page("operator", "/rollouts")
+        operator.wait(lambda: "r1" in operator.text("rollouts"), 5)
+        row = operator.text("rollouts").splitlines()[1]
+        assert row.startswith("r1 running region=eu ok 3, pending 7 2026-12-07 08:00:00"), row
+        browser.find_element(By.CSS_SELECTOR, '[data-rollout="r1"] button.rollout-pause').click()
+        operator.wait(lambda: calls == [("operator-token", "pause")], 5)
+        operator.wait(lambda: "paused" in operator.text("rollouts"), 5)
+    finally:
+        browser.get("about:blank")
 
 
 def test_layout_at_1400_px(
