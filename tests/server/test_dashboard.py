@@ -466,6 +466,12 @@ def test_the_rollouts_view_lists_rollouts_and_lets_operators_pause_them(
         browser.find_element(By.CSS_SELECTOR, '[data-rollout="r1"] button.rollout-pause').click()
         operator.wait(lambda: calls == [("operator-token", "pause")], 5)
         operator.wait(lambda: "paused" in operator.text("rollouts"), 5)
+        abort = '[data-rollout="r1"] button.rollout-abort'
+        browser.find_element(By.CSS_SELECTOR, abort).click()
+        operator.wait(lambda: browser.find_element(By.CSS_SELECTOR, abort).text == "Confirm abort")
+        assert calls == [("operator-token", "pause")]  # asked first: it cannot be undone
+        browser.find_element(By.CSS_SELECTOR, abort).click()
+        operator.wait(lambda: calls[-1] == ("operator-token", "abort"), 5)
     finally:
         browser.get("about:blank")
 

@@ -710,6 +710,11 @@
   // -- rollouts (GET /api/v1/rollouts; served by fleet-server's rollouts part) ------------
 
   let rolloutsTimer = 0;
+  // A rollout's state as the colours of workload states.
+  const ROLLOUT_STATES = {
+    running: "running", paused: "pending", pending: "pending", aborting: "stopping",
+    failed: "failed", aborted: "failed", succeeded: "succeeded", done: "succeeded", completed: "succeeded",
+  };
 
   async function loadRollouts() {
     clearTimeout(rolloutsTimer);
@@ -750,18 +755,31 @@
       const row = el("tr");
       row.dataset.rollout = id;
       cell(row, id);
-      cell(row, "").append(el("span", "state state-other", String(item.state ?? "")));
+      const state = String(item.state ?? "");
+      cell(row, "").append(el("span", "state state-" + (ROLLOUT_STATES[state] || "other"), state));
       cell(row, String(item.selector ?? ""));
       cell(row, progressText(item.progress ?? item.counts));
       cell(row, shortTime(String(item.started_at ?? item.created_at ?? "")), "since");
       const actions = cell(row, "", "rollout-actions");
       if (session.operator) {
-        for (const verb of ["pause", "abort"]) {
-          const button = el("button", "rollout-" + verb, verb === "pause" ? "Pause" : "Abort");
-          button.type = "button";
-          button.addEventListener("click", () => rolloutAction(id, verb));
-          actions.append(button, " ");
-        }
+        const pause = el("button", "rollout-pause", "Pause");
+        pause.type = "button";
+        pause.addEventListener("click", () => rolloutAction(id, "pause"));
+        // Aborting cannot be undone: the first click asks, the second one aborts.
+        const abort = el("button", "rollout-abort", "Abort");
+        abort.type = "button";
+        abort.addEventListener("click", () => {
+          if (abort.dataset.armed) {
+            rolloutAction(id, "abort");
+          } else {
+            abort.dataset.armed = "1";
+            abort.textContent = "Confirm abort";
+            abort.classList.add("danger");
+            clearTimeout(rolloutsTimer); // keep the armed button until it is clicked or left
+            rolloutsTimer = setTimeout(loadRollouts, 10000);
+          }
+        });
+        actions.append(pause, " ", abort);
       }
       return row;
     });
