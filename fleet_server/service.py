@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -191,9 +191,14 @@ class Service:
 
 
 async def serve(
-    config: ServerConfig, stop: asyncio.Event, ready: asyncio.Event | None = None
+    config: ServerConfig,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    extra: Sequence[Callable[[web.Application], None]] = (),
 ) -> None:
+    """Serves until ``stop``; ``extra`` mounts more routes (make_app's), e.g. in tests."""
     from fleet_server.api.app import make_app, make_metrics_app  # noqa: PLC0415 - api imports us
+    from fleet_server.web.pages import mount as dashboard  # noqa: PLC0415 - web imports us
 
     db = await asyncio.to_thread(connect, config.database)
     try:
@@ -202,7 +207,9 @@ async def serve(
         await service.start()
         runners = []
         try:
-            app = make_app(service, metrics=config.metrics_listen is None)
+            app = make_app(
+                service, metrics=config.metrics_listen is None, extra=[dashboard, *extra]
+            )
             runners.append(await _listen(app, config.listen))
             if config.metrics_listen is not None:
                 runners.append(await _listen(make_metrics_app(service), config.metrics_listen))

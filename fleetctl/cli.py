@@ -16,10 +16,12 @@ from importlib import metadata
 from fleet_connector.flags import parse
 from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
 from fleet_connector.options import ConfigError
-from fleetctl.client import fleet
+from fleetctl.client import contexts, fleet
 from fleetctl.client.connection import BrokerError
+from fleetctl.client.server import ServerError
 from fleetctl.commands import (
     apply,
+    config,
     dashboard,
     get,
     journal,
@@ -32,7 +34,7 @@ from fleetctl.commands import (
     watch,
 )
 from fleetctl.commands.command import FAILED, OK, USAGE, Command, Invocation
-from fleetctl.commands.options import Parser
+from fleetctl.commands.options import Parser, add_context
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "broker could not be used), 2 usage error",
     )
     parser.add_argument("--version", action="version", version=f"fleetctl {_version()}")
+    add_context(parser)
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order fleetctl --help lists them.
     apply.register(subcommands)  # apply, delete, plan
@@ -57,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.register(subcommands)
     rollout.register(subcommands)
     journal.register(subcommands)  # rollback, history
+    config.register(subcommands)  # contexts
     return parser
 
 
@@ -71,19 +75,50 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invoc
     parser = build_parser()
     args = parser.parse_args(list(argv))
     command: Command = args.handler
-    if command.offline:
+    server = context = None
+    if not command.offline:
+        context = contexts.selected(contexts.load(environ), getattr(args, "context", None))
+        server = contexts.server_of(context)
+    selector = getattr(args, "selector", None)
+    if command.offline or server is not None:
         # No broker: its options (and the environment's) do not apply.
         settings = BrokerSettings()
     else:
+        if selector:
+            raise ConfigError(
+                "-l/--selector needs a context with a fleet-server, where labels live "
+                "(fleetctl config set-context NAME --server URL --token-file FILE)"
+            )
         # flags.parse applies flags, environment and defaults to the broker options only;
         # the namespace for everything else comes from the plain parse above.
         settings = BrokerSettings.from_values(parse(parser, BROKER_OPTIONS, argv, environ))
+    through_server = command.through_server
+    if server is not None and through_server is None:
+        name = context.name if context else ""
+        raise ConfigError(
+            f"fleetctl {args.command} works on the broker only, and the context {name!r} "
+            "names a fleet-server; choose a context without a server with --context NAME"
+        )
     vins = fleet.select(
         getattr(args, "vin", []), getattr(args, "vins", []), getattr(args, "vins_file", [])
     )
-    if command.needs_cars and not vins:
-        raise ConfigError("name the cars with --vin, --vins or --vins-file")
-    return Invocation(command, args, settings, vins, command.prepare(args, vins))
+    if command.needs_cars and not vins and not (server is not None and selector):
+        raise ConfigError(
+            "name the cars with --vin, --vins or --vins-file"
+            + (" or choose them with -l/--selector" if server is not None else "")
+        )
+    if server is not None and through_server is not None:
+        command = Command(through_server, command.prepare, command.needs_cars)
+    return Invocation(
+        command,
+        args,
+        settings,
+        vins,
+        command.prepare(args, vins),
+        server=server,
+        selector=selector,
+        environ=environ,
+    )
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -99,7 +134,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return e.code if isinstance(e.code, int) else OK
     try:
         return invocation.handler.run(invocation)
-    except BrokerError as e:
+    except (BrokerError, ServerError) as e:
         print(f"fleetctl: {e}", file=sys.stderr)
         return FAILED
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -19,6 +19,16 @@ from fleet_server.auth import Identity, Role, authenticate
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+
+
+class BrowserSessions(Protocol):
+    """Who a request without an Authorization header is, by its session cookie (the
+    dashboard's login, fleet_server/web). Raises ApiError when a change lacks its CSRF token."""
+
+    async def identify(self, request: web.Request) -> Identity | None: ...
+
+
+BROWSER_SESSIONS: web.AppKey[BrowserSessions] = web.AppKey("browser_sessions")
 
 
 @dataclass(frozen=True)
@@ -45,16 +55,21 @@ def guarded(route: Route) -> Handler:
         return handler
 
     async def check(request: web.Request) -> web.StreamResponse:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(
-                401, UNAUTHENTICATED, "an API token is needed: Authorization: Bearer <token>"
-            )
-        db = service(request).db
-        who = await asyncio.to_thread(authenticate, db, token.strip())
-        if who is None:
-            raise ApiError(401, UNAUTHENTICATED, "the token is unknown or revoked")
+        header = request.headers.get("Authorization")
+        sessions = request.app.get(BROWSER_SESSIONS)
+        if header is None and sessions is not None and (who := await sessions.identify(request)):
+            pass  # the dashboard's page, by its session cookie (and CSRF token)
+        else:
+            scheme, _, token = (header or "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(
+                    401, UNAUTHENTICATED, "an API token is needed: Authorization: Bearer <token>"
+                )
+            db = service(request).db
+            found = await asyncio.to_thread(authenticate, db, token.strip())
+            if found is None:
+                raise ApiError(401, UNAUTHENTICATED, "the token is unknown or revoked")
+            who = found
         if not who.allows(needed):
             raise ApiError(
                 403,

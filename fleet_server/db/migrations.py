@@ -2,9 +2,11 @@
 
 ``NNNN_name.sql`` holds statements separated by ``;`` at line ends, written for both
 databases with ``{real}``, ``{bigint}`` and ``{identity}`` where their types differ
-(see dialects.py). A new migration is a new file with the next number; applied ones are
-never edited. ``schema_migrations`` records what is applied. Two servers starting together
-on one PostgreSQL take an advisory lock, so each migration runs once.
+(see dialects.py). A new migration is a new file with a higher number; applied ones are
+never edited. Numbers may leave gaps: parts built side by side take ranges of their own
+(the inventory 1-29, the dashboard's sessions 30-39, ...), and each runs once, in order.
+``schema_migrations`` records what is applied. Two servers starting together on one
+PostgreSQL take an advisory lock, so each migration runs once.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def available() -> list[Migration]:
             found.append(Migration(int(match[1]), match[2], entry.read_text()))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations are not numbered 1, 2, ...: {versions}")
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a number: {versions}")
     return found
 
 

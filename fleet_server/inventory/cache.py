@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +195,8 @@ class Inventory:
         self.seq = 0
         self.loaded = False
         """Whether one poll has completed (the whole inventory is in memory)."""
+        self.watchers: list[Callable[[list[Car]], None]] = []
+        """Called with the cars each poll changed (the dashboard's live pages)."""
 
     def apply(self, poll: Poll) -> None:
         new = [car.vin for car in poll.cars if car.vin not in self.cars]
@@ -208,6 +210,9 @@ class Inventory:
                 bisect.insort(self._order, vin)
         self.seq = max(self.seq, poll.seq)
         self.loaded = True
+        if poll.cars:
+            for watcher in self.watchers:
+                watcher(poll.cars)
 
     def get(self, vin: str) -> Car | None:
         return self.cars.get(vin)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fleet_connector.mqtt.topics import FORBIDDEN_TOPIC_CHARS
@@ -208,6 +209,8 @@ def _outcome(vin: str, operation: str, request_id: str, payload: bytes) -> Messa
         return None
     workloads = data.get("workloads")
     summary = {
+        # When it was seen, so that the dashboard can list outcomes in order after a restart.
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "outcome": _text(data["outcome"], 32),
         "operation": operation,
         "request_id": request_id[:MAX_FIELD],

@@ -56,7 +56,7 @@ def register(subcommands: Subcommands) -> None:
     _add_dry_run_and_signing(apply, "apply")
     # Kept for scripts written when --wait polled; the outcome is pushed now.
     apply.add_argument("--poll-interval", type=options.seconds, help=argparse.SUPPRESS)
-    define(apply, Command(_apply, prepare=_manifest, needs_cars=True))
+    define(apply, Command(_apply, prepare=_manifest, needs_cars=True, through_server=_apply))
 
     delete = subcommands.add_parser(
         "delete",
@@ -66,7 +66,7 @@ def register(subcommands: Subcommands) -> None:
     options.add_request_options(delete)
     _add_file(delete)
     _add_dry_run_and_signing(delete, "delete")
-    define(delete, Command(_delete, prepare=_manifest, needs_cars=True))
+    define(delete, Command(_delete, prepare=_manifest, needs_cars=True, through_server=_delete))
 
     plan = subcommands.add_parser(
         "plan",
@@ -79,7 +79,7 @@ def register(subcommands: Subcommands) -> None:
     _add_file(plan)
     plan.add_argument("--delete", action="store_true", help="plan a delete instead of an apply")
     options.add_signing(plan)
-    define(plan, Command(_plan, prepare=_manifest, needs_cars=True))
+    define(plan, Command(_plan, prepare=_manifest, needs_cars=True, through_server=_plan))
 
 
 def _add_file(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +102,8 @@ def _manifest(args: argparse.Namespace, vins: list[str]) -> bytes:
 def _apply(invocation: Invocation) -> int:
     args = invocation.args
     if args.dry_run:
-        return requests.send(invocation, Operation.PLAN, {"file": args.file})
-    return requests.send(
+        return requests.dispatch(invocation, Operation.PLAN, {"file": args.file})
+    return requests.dispatch(
         invocation,
         Operation.APPLY,
         {"file": args.file},
@@ -116,10 +116,10 @@ def _apply(invocation: Invocation) -> int:
 def _delete(invocation: Invocation) -> int:
     args = invocation.args
     operation = Operation.PLAN_DELETE if args.dry_run else Operation.DELETE
-    return requests.send(invocation, operation, {"file": args.file})
+    return requests.dispatch(invocation, operation, {"file": args.file})
 
 
 def _plan(invocation: Invocation) -> int:
     args = invocation.args
     operation = Operation.PLAN_DELETE if args.delete else Operation.PLAN
-    return requests.send(invocation, operation, {"file": args.file})
+    return requests.dispatch(invocation, operation, {"file": args.file})

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 from fleet_connector.mqtt.broker import BrokerSettings
 from fleetctl.client import logs
+from fleetctl.client.server import FleetServer
 
 OK, FAILED, USAGE = 0, 1, 2
 # How long the commands that do not take --timeout wait for the broker.
@@ -39,6 +40,8 @@ class Command:
     offline: bool = False
     """Never connects: the broker's flags and environment are not read, and a ConfigError
     while running is a usage error too."""
+    through_server: Callable[[Invocation], int] | None = None
+    """How the command runs when the context names a fleet-server; None: broker only."""
 
 
 def define(parser: argparse.ArgumentParser, command: Command) -> None:
@@ -55,6 +58,11 @@ class Invocation:
     settings: BrokerSettings
     vins: list[str]
     payload: bytes = b""
+    server: FleetServer | None = None
+    """The context's fleet-server: the command goes through its API."""
+    selector: str | None = None
+    """-l/--selector: a label selector, for the server's inventory."""
+    environ: Mapping[str, str] = field(default_factory=dict)
 
 
 # SIGTERM while watching or following logs: stop like Ctrl-C does.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleetctl.client import live
+from fleetctl.client import live, server_runs
 from fleetctl.commands import options
 from fleetctl.commands.command import OK, Command, Invocation, define
 from fleetctl.commands.options import Subcommands
@@ -20,7 +20,21 @@ def register(subcommands: Subcommands) -> None:
     get.add_argument("what", choices=["workloads"], metavar="workloads")
     options.add_listening(get)
     options.add_output(get, "table, json or yaml")
-    define(get, Command(_run))
+    define(get, Command(_run, through_server=_through_server))
+
+
+def _through_server(invocation: Invocation) -> int:
+    """The workloads as fleet-server's inventory has them (an offline car's: last known)."""
+    args = invocation.args
+    server = invocation.server
+    assert server is not None
+    if invocation.vins:
+        chosen = server_runs.choose(server, invocation.vins, invocation.selector)
+        cars = [car for vin in chosen if (car := server.car(vin)) is not None]
+    else:
+        cars = server.cars(invocation.selector)
+    print(live.render(server_runs.workload_rows(cars), args.output), flush=True)
+    return OK
 
 
 def _run(invocation: Invocation) -> int:

@@ -26,7 +26,10 @@ def register(subcommands: Subcommands) -> None:
     )
     target.add_argument("--request-id", metavar="ID", help="the request to undo, by its id")
     options.add_signing(rollback)
-    define(rollback, Command(_rollback, prepare=_selector, needs_cars=True))
+    define(
+        rollback,
+        Command(_rollback, prepare=_selector, needs_cars=True, through_server=_rollback),
+    )
 
     history = subcommands.add_parser(
         "history",
@@ -38,7 +41,7 @@ def register(subcommands: Subcommands) -> None:
     history.add_argument(
         "--limit", type=options.count, metavar="N", help="the newest N entries only"
     )
-    define(history, Command(_history, prepare=_selector, needs_cars=True))
+    define(history, Command(_history, prepare=_selector, needs_cars=True, through_server=_history))
 
 
 def _selector(args: argparse.Namespace, vins: list[str]) -> bytes:
@@ -51,8 +54,8 @@ def _selector(args: argparse.Namespace, vins: list[str]) -> bytes:
 
 
 def _rollback(invocation: Invocation) -> int:
-    return requests.send(invocation, Operation.ROLLBACK, {})
+    return requests.dispatch(invocation, Operation.ROLLBACK, {})
 
 
 def _history(invocation: Invocation) -> int:
-    return requests.send(invocation, Operation.HISTORY, {})
+    return requests.dispatch(invocation, Operation.HISTORY, {})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fleet_connector.options import ConfigError, non_negative_int
-from fleetctl.client import logs
+from fleetctl.client import logs, server_runs
 from fleetctl.commands import options
 from fleetctl.commands.command import Command, Invocation, define, stop_on_sigterm
 from fleetctl.commands.options import Subcommands
@@ -46,7 +47,7 @@ def register(subcommands: Subcommands) -> None:
         metavar="SECONDS",
         help="seconds to wait for the broker and for each answer (default: 10)",
     )
-    define(parser, Command(_run, prepare=_one_car))
+    define(parser, Command(_run, prepare=_one_car, through_server=_run))
 
 
 def _one_car(args: argparse.Namespace, vins: list[str]) -> bytes:
@@ -66,4 +67,9 @@ def _run(invocation: Invocation) -> int:
         until=args.until,
     )
     with stop_on_sigterm():
+        if invocation.server is not None:
+            try:
+                return server_runs.logs(invocation.server, query, sys.stdout, sys.stderr)
+            except (KeyboardInterrupt, logs.Interrupted):
+                return 1  # the server cancels the car's stream when we hang up
         return logs.run(invocation.settings, query, timeout=args.timeout)

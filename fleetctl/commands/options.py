@@ -64,8 +64,21 @@ expiry = checked(_expiry_seconds, f"a whole number of seconds from 1 to {MAX_EXP
 
 
 def add_broker(parser: argparse.ArgumentParser) -> None:
-    """Where the broker is and how to log in (flags over environment over defaults)."""
+    """Where the broker is and how to log in (flags over environment over defaults), or
+    which context to work in (a fleet-server or a broker)."""
+    add_context(parser)
     add_options(parser.add_argument_group("broker"), BROKER_OPTIONS)
+
+
+def add_context(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: given before the command (fleetctl --context X status) it is kept, not
+    # overwritten by the command's own default.
+    parser.add_argument(
+        "--context",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="work in this context (fleetctl config get-contexts) instead of the current one",
+    )
 
 
 def add_cars(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +100,13 @@ def add_cars(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE",
         help="a file with one VIN per line, # starts a comment, - reads stdin (repeatable)",
+    )
+    group.add_argument(
+        "-l",
+        "--selector",
+        metavar="SELECTOR",
+        help="cars by their labels, e.g. region=eu,model in (a,b),!beta (needs a context "
+        "with a fleet-server; with cars named too: those named that match)",
     )
 
 

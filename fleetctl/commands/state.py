@@ -25,7 +25,7 @@ def register(subcommands: Subcommands) -> None:
         metavar="MASK",
         help="field masks, e.g. workloadStates or desiredState.workloads.NAME",
     )
-    define(state, Command(_run, prepare=_masks, needs_cars=True))
+    define(state, Command(_run, prepare=_masks, needs_cars=True, through_server=_run))
 
 
 def _masks(args: argparse.Namespace, vins: list[str]) -> bytes:
@@ -35,4 +35,4 @@ def _masks(args: argparse.Namespace, vins: list[str]) -> bytes:
 
 
 def _run(invocation: Invocation) -> int:
-    return requests.send(invocation, Operation.STATE, {"masks": invocation.args.masks})
+    return requests.dispatch(invocation, Operation.STATE, {"masks": invocation.args.masks})

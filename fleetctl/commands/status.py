@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetctl import output
-from fleetctl.client import presence
+from fleetctl.client import presence, server_runs
 from fleetctl.commands import options
 from fleetctl.commands.command import FAILED, OK, Command, Invocation, define
 from fleetctl.commands.options import Subcommands
@@ -21,7 +21,26 @@ def register(subcommands: Subcommands) -> None:
     options.add_broker(status)
     options.add_listening(status)
     options.add_output(status, "table (default), json or yaml")
-    define(status, Command(_run))
+    define(status, Command(_run, through_server=_through_server))
+
+
+def _through_server(invocation: Invocation) -> int:
+    """The cars as fleet-server's inventory has them, with their labels."""
+    args = invocation.args
+    server = invocation.server
+    assert server is not None
+    if invocation.vins:
+        chosen = set(server_runs.choose(server, invocation.vins, invocation.selector))
+        cars = []
+        for vin in invocation.vins:
+            car = server.car(vin) if vin in chosen else None
+            cars.append(car or {"vin": vin, "online": None})
+    else:
+        cars = server.cars(invocation.selector)
+    print(output.render_inventory(cars, args.output), flush=True)
+    if invocation.vins and not all(output.inventory_ready(car) for car in cars):
+        return FAILED
+    return OK
 
 
 def _run(invocation: Invocation) -> int:

@@ -56,6 +56,48 @@ def render_presence(cars: Sequence[Presence], fmt: str) -> str:
     return table(rows) + f"\n{len(cars)} car(s): " + terminal_safe(", ".join(parts))
 
 
+def inventory_status(car: dict[str, Any]) -> str:
+    online = car.get("online")
+    return "unknown" if online is None else "online" if online else "offline"
+
+
+def inventory_ready(car: dict[str, Any]) -> bool:
+    """Online, with Ankaios connected where the server knows it (a car's detail)."""
+    presence = car.get("presence")
+    ankaios = presence.get("ankaios") if isinstance(presence, dict) else "connected"
+    return car.get("online") is True and ankaios == "connected"
+
+
+def render_inventory(cars: Sequence[dict[str, Any]], fmt: str) -> str:
+    """``status`` through fleet-server: presence, workloads and labels from its inventory."""
+    counts: dict[str, int] = {"total": len(cars)}
+    for car in cars:
+        status = inventory_status(car)
+        counts[status] = counts.get(status, 0) + 1
+    if fmt != "table":
+        return dump({"summary": counts, "cars": list(cars)}, fmt)
+    if not cars:
+        return "no cars found on fleet-server"
+    rows: list[Sequence[str]] = [("VIN", "STATUS", "SINCE", "CONNECTOR", "WORKLOADS", "LABELS")]
+    for car in cars:
+        states: dict[str, int] = {}
+        for w in car.get("workloads") or []:
+            states[str(w.get("state"))] = states.get(str(w.get("state")), 0) + 1
+        labels = car.get("labels") or {}
+        rows.append(
+            (
+                str(car.get("vin")),
+                inventory_status(car),
+                str(car.get("online_since") or "-"),
+                str(car.get("connector_version") or "-"),
+                ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "-",
+                ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-",
+            )
+        )
+    parts = [f"{n} {status}" for status, n in counts.items() if status != "total"]
+    return table(rows) + f"\n{len(cars)} car(s): " + terminal_safe(", ".join(parts))
+
+
 def dump(data: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(data, indent=2)

@@ -5,11 +5,12 @@ Tests that take ``database_url`` run twice, on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from testkit import Broker, MqttProbe, free_port
 from testkit.live import ALL_LOGS, retained
 from testkit.postgres import PostgresCluster
@@ -51,7 +52,11 @@ def db(database_url: str) -> Iterator[Database]:
 def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
-    def make(database: str, **overrides: Any) -> RunningServer:
+    def make(
+        database: str,
+        extra: Sequence[Callable[[web.Application], None]] = (),
+        **overrides: Any,
+    ) -> RunningServer:
         fields: dict[str, Any] = {
             "database": database,
             "broker": BrokerSettings(host=broker.host, port=broker.port),
@@ -61,7 +66,7 @@ def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
             "request_timeout": 5.0,
         }
         fields.update(overrides)
-        server = RunningServer(ServerConfig(**fields))
+        server = RunningServer(ServerConfig(**fields), extra)
         started.append(server)
         return server
 

@@ -30,7 +30,9 @@ def test_two_servers_migrating_at_once_migrate_once(database_url: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == [0, len(available())]
+    # Each migration once, by one or the other (each is its own transaction, so with
+    # several they may take turns).
+    assert sum(results) == len(available())
     for d in dbs:
         d.close()
 

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import requests
+from aiohttp import web
 
 from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_server.auth import Role, create_token
@@ -31,8 +32,11 @@ from testkit.broker import Broker, free_port
 class RunningServer:
     """A fleet-server in a thread of this process, with its own event loop."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self, config: ServerConfig, extra: Sequence[Callable[[web.Application], None]] = ()
+    ) -> None:
         self.config = config
+        self._extra = extra
         self.url = f"http://{config.listen[0]}:{config.listen[1]}"
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -51,7 +55,7 @@ class RunningServer:
         asyncio.set_event_loop(self._loop)
         ready = _ThreadEvent(self._ready)
         try:
-            self._loop.run_until_complete(serve(self.config, self._stop, ready))  # type: ignore[arg-type]
+            self._loop.run_until_complete(serve(self.config, self._stop, ready, self._extra))  # type: ignore[arg-type]
         except BaseException as e:
             self.error = e
         finally:

@@ -2,6 +2,14 @@
 // (the whole model once, then batches of changes), and redraws only what changed, once per
 // animation frame. Every value from the broker is set as text (textContent or text nodes),
 // never parsed as HTML; the Content-Security-Policy forbids inline script besides.
+//
+// The same page is served by `fleetctl dashboard` (straight from the broker) and by
+// fleet-server (from its inventory). fleet-server's first event carries a session: who is
+// logged in, the role, the session's CSRF token and whether rollouts are served. Then the
+// page also links cars (/cars/<VIN>), shows labels, the car's audited history and the
+// rollouts view, and offers operators their actions: each one a request to fleet-server's
+// API (/api/v1/...) with the session cookie and the CSRF token, so the API's roles and
+// audit apply. Viewers get no action controls at all.
 "use strict";
 
 (function () {
@@ -19,6 +27,8 @@
   const cars = new Map(); // vin -> car
   let outcomes = [];
   let selected = null; // vin shown in the car panel
+  let session = null; // fleet-server's session (null: fleetctl dashboard, straight from the broker)
+  let view = "fleet"; // or "rollouts" (fleet-server only)
   let applied = 0; // changes applied since the page loaded (the bench and tests read it)
 
   const dirty = new Set(); // cars whose row needs drawing
@@ -45,10 +55,11 @@
     return status === "online" || status === "offline" ? status : "other";
   }
 
-  // "2026-12-02T01:56:57.295+00:00" -> "2026-12-02 01:56:57 UTC"; other text as it is.
+  // "2026-12-02T01:56:57.295+00:00" -> "2026-12-02 01:56:57" (the columns say UTC);
+  // other text as it is.
   function shortTime(value) {
     const m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?(?:\+00:00|Z)$/.exec(value || "");
-    return m ? m[1] + " " + m[2] + " UTC" : value || "";
+    return m ? m[1] + " " + m[2] : value || "";
   }
 
   // One collator for every comparison: localeCompare with options builds one per call,
@@ -61,7 +72,9 @@
   function carOf(vin) {
     let car = cars.get(vin);
     if (!car) {
-      car = { vin, presence: null, workloads: new Map(), agents: new Map(), row: null, failed: false };
+      car = {
+        vin, presence: null, workloads: new Map(), agents: new Map(), labels: {}, row: null, failed: false,
+      };
       cars.set(vin, car);
       orderDirty = true;
     }
@@ -77,13 +90,7 @@
   function applySnapshot(snapshot) {
     cars.clear();
     carsBody.replaceChildren();
-    for (const item of snapshot.cars) {
-      const car = carOf(item.vin);
-      car.presence = item.presence;
-      for (const [name, value] of Object.entries(item.workloads)) car.workloads.set(name, value);
-      for (const [name, value] of Object.entries(item.agents)) car.agents.set(name, value);
-      touch(car);
-    }
+    for (const item of snapshot.cars) setWhole(item);
     outcomes = snapshot.outcomes.slice(0, OUTCOMES_KEPT);
     outcomesDirty = true;
     orderDirty = true;
@@ -91,12 +98,27 @@
     applied += 1;
   }
 
+  // A car as a whole (fleet-server sends each changed car so).
+  function setWhole(item) {
+    const car = carOf(item.vin);
+    car.presence = item.presence;
+    car.workloads = new Map(Object.entries(item.workloads));
+    car.agents = new Map(Object.entries(item.agents));
+    car.labels = item.labels || {};
+    touch(car);
+  }
+
   function applyChange(change) {
     applied += 1;
+    if (change.t === "whole") {
+      setWhole(change.car);
+      return;
+    }
     if (change.t === "outcome") {
       outcomes.unshift(change.outcome);
       if (outcomes.length > OUTCOMES_KEPT) outcomes.length = OUTCOMES_KEPT;
       outcomesDirty = true;
+      if (session && change.outcome.vin === selected) loadHistory();
       return;
     }
     const car = carOf(change.vin);
@@ -221,11 +243,14 @@
       cell(row, "").append(el("span", stateClass(wl.state), wl.state));
       cell(row, wl.substate);
       cell(row, wl.info, "info");
-      cell(row, shortTime(wl.since)).title = wl.since;
-      const button = el("button", "logs", "Logs");
-      button.type = "button";
-      button.addEventListener("click", () => openLogs(car.vin, name));
-      cell(row, "").append(button);
+      cell(row, shortTime(wl.since), "since").title = wl.since;
+      const actions = cell(row, "");
+      if (canReadLogs()) {
+        const button = el("button", "logs", "Logs");
+        button.type = "button";
+        button.addEventListener("click", () => openLogs(car.vin, name));
+        actions.append(button);
+      }
       return row;
     });
     workloadsBody.replaceChildren(...rows);
@@ -240,10 +265,23 @@
         connected ? "connected" : "disconnected"));
       cell(row, agentLoad(agent));
       cell(row, agentTags(agent.tags));
-      cell(row, shortTime(agent.since)).title = agent.since || "";
+      cell(row, shortTime(agent.since), "since").title = agent.since || "";
       return row;
     });
     agentsBody.replaceChildren(...agents);
+    drawLabels(car);
+    if (session) {
+      const link = $("car-link");
+      link.href = carPath(car.vin);
+      link.hidden = false;
+    }
+  }
+
+  function drawLabels(car) {
+    const box = $("car-labels");
+    const entries = Object.entries(car.labels || {}).sort((a, b) => compareVins(a[0], b[0]));
+    box.replaceChildren(...entries.map(([key, value]) => el("span", "label-chip", key + "=" + value)));
+    box.hidden = entries.length === 0;
   }
 
   function agentLoad(agent) {
@@ -288,6 +326,7 @@
 
   function draw() {
     frame = 0;
+    drawView();
     for (const car of dirty) drawRow(car);
     dirty.clear();
     if (orderDirty || filterState.value) drawOrder();
@@ -322,6 +361,7 @@
   feed.onmessage = (event) => {
     const message = JSON.parse(event.data);
     if (message.t === "snapshot") {
+      if (message.session) applySession(message.session);
       applySnapshot(message);
       setBroker(message.broker);
     } else {
@@ -332,17 +372,28 @@
     }
     schedule();
   };
-  feed.onerror = () => setLink("reconnecting", "reconnecting…");
+  feed.onerror = () => {
+    setLink("reconnecting", "reconnecting…");
+    if (session) checkLoggedIn();
+  };
+
+  function select(vin) {
+    const previous = selected === null ? null : cars.get(selected);
+    selected = vin;
+    if (previous) dirty.add(previous);
+    const car = vin === null ? null : cars.get(vin);
+    if (car) dirty.add(car);
+    detailDirty = true;
+    resetActions();
+    if (session) loadHistory();
+    schedule();
+  }
 
   carsBody.addEventListener("click", (event) => {
     const row = event.target.closest(".row");
     if (!row || !row.dataset.vin) return;
-    const previous = selected === null ? null : cars.get(selected);
-    selected = row.dataset.vin;
-    if (previous) dirty.add(previous);
-    dirty.add(cars.get(selected));
-    detailDirty = true;
-    schedule();
+    if (session) history.pushState(null, "", carPath(row.dataset.vin));
+    select(row.dataset.vin);
   });
   for (const input of [filterVin, filterState]) {
     for (const type of ["input", "change"]) {
@@ -361,6 +412,56 @@
   function stopLogs() {
     if (logSource) logSource.close();
     logSource = null;
+  }
+
+  // fleet-server: POST /api/v1/cars/<VIN>/logs answers the car's batches as NDJSON.
+  function streamLogs(target, tail, follow, show) {
+    const controller = new AbortController();
+    logSource = { close: () => controller.abort() };
+    const body = { workloads: [target.workload], tail };
+    if (follow) body.follow = 600;
+    api("POST", "/api/v1/cars/" + encodeURIComponent(target.vin) + "/logs", JSON.stringify(body),
+      "application/json", controller.signal)
+      .then(async (response) => {
+        if (!response.ok) {
+          show({ error: await errorText(response) });
+          return;
+        }
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffered = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffered += decoder.decode(value, { stream: true });
+          let newline;
+          while ((newline = buffered.indexOf("\n")) >= 0) {
+            const line = buffered.slice(0, newline);
+            buffered = buffered.slice(newline + 1);
+            if (line.trim()) show(logEvent(JSON.parse(line)));
+          }
+        }
+      })
+      .catch((error) => {
+        if (error.name !== "AbortError") show({ error: String(error) });
+      });
+  }
+
+  // A batch as the car sent it, in the shape fleetctl dashboard's /logs events have.
+  function logEvent(batch) {
+    if (!batch || typeof batch !== "object") return { error: "not a JSON object" };
+    if (batch.error) {
+      const e = batch.error;
+      return { error: typeof e === "object" ? String(e.code) + ": " + String(e.message) : String(e) };
+    }
+    const event = {};
+    if (batch.dropped) event.dropped = String(batch.dropped);
+    if (Array.isArray(batch.lines)) {
+      event.lines = batch.lines.filter((l) => l && typeof l === "object")
+        .map((l) => ({ line: typeof l.line === "string" ? l.line : JSON.stringify(l.line) }));
+    }
+    if ("end" in batch) event.end = String(batch.end);
+    return event;
   }
 
   function openLogs(vin, workload) {
@@ -383,10 +484,14 @@
     const query = new URLSearchParams({
       vin: logTarget.vin, workload: logTarget.workload, tail: String(tail), follow: follow ? "1" : "0",
     });
+    if (session) {
+      streamLogs(logTarget, tail, follow, showLogEvent);
+      return;
+    }
     const source = new EventSource("/logs?" + query.toString());
     logSource = source;
-    source.onmessage = (event) => {
-      const message = JSON.parse(event.data);
+    source.onmessage = (event) => showLogEvent(JSON.parse(event.data));
+    function showLogEvent(message) {
       if (message.dropped) lines.append("[" + message.dropped + " lines dropped by the car]\n");
       if (message.lines) {
         for (const line of message.lines) lines.append(line.line + "\n");
@@ -397,13 +502,13 @@
       if (message.error) {
         status.textContent = "error: " + message.error;
         document.body.dataset.logs = "error";
-        source.close();
+        stopLogs();
       } else if (message.end) {
         status.textContent = "ended (" + message.end + ")";
         document.body.dataset.logs = "ended";
-        source.close();
+        stopLogs();
       }
-    };
+    }
     source.onerror = () => {
       if (source.readyState !== EventSource.CLOSED) {
         status.textContent = "the dashboard closed the tail";
@@ -419,4 +524,277 @@
     logTarget = null;
     $("log-panel").hidden = true;
   });
+
+  // -- fleet-server: session, routes, actions, history, rollouts ----------------------------
+
+  function canReadLogs() {
+    // fleet-server's logs are a request to the car: operators only (the API says so too).
+    return !session || session.operator;
+  }
+
+  function carPath(vin) {
+    return "/cars/" + encodeURIComponent(vin);
+  }
+
+  function api(method, path, body, contentType, signal) {
+    const headers = {};
+    if (method !== "GET") headers["X-CSRF-Token"] = session.csrf;
+    if (contentType) headers["Content-Type"] = contentType;
+    return fetch(path, { method, body, headers, credentials: "same-origin", signal });
+  }
+
+  async function errorText(response) {
+    try {
+      const data = await response.json();
+      if (data && data.error) return String(data.error.code) + ": " + String(data.error.message);
+    } catch (error) {
+      // not JSON
+    }
+    return "HTTP " + response.status;
+  }
+
+  function applySession(value) {
+    session = value;
+    document.body.dataset.role = session.role;
+    $("nav").hidden = false;
+    const who = $("who");
+    who.textContent = session.user + " (" + session.role + ")";
+    who.hidden = false;
+    $("logout").hidden = false;
+    $("history-title").hidden = false;
+    $("car-history").hidden = false;
+    route();
+  }
+
+  // The address says what is shown: /, /cars/<VIN>, /rollouts.
+  function route() {
+    if (!session) return;
+    const path = location.pathname;
+    view = path === "/rollouts" ? "rollouts" : "fleet";
+    const car = /^\/cars\/(.+)$/.exec(path);
+    const vin = car ? decodeURIComponent(car[1]) : null;
+    if (vin !== selected) select(vin);
+    if (view === "rollouts") loadRollouts();
+    schedule();
+  }
+
+  function drawView() {
+    if (!session) return;
+    $("fleet").hidden = view !== "fleet";
+    $("summary").hidden = view !== "fleet";
+    $("rollouts-view").hidden = view !== "rollouts";
+    for (const [id, name] of [["nav-cars", "fleet"], ["nav-rollouts", "rollouts"]]) {
+      if (view === name) $(id).setAttribute("aria-current", "page");
+      else $(id).removeAttribute("aria-current");
+    }
+    $("car-actions").hidden = !(session.operator && selected !== null && cars.has(selected));
+  }
+
+  function checkLoggedIn() {
+    fetch("/api/v1/cars?limit=0", { credentials: "same-origin" }).then((response) => {
+      if (response.status === 401) {
+        location.assign("/login?next=" + encodeURIComponent(location.pathname));
+      }
+    }).catch(() => {});
+  }
+
+  window.addEventListener("popstate", route);
+  for (const link of [$("nav-cars"), $("nav-rollouts")]) {
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      history.pushState(null, "", link.getAttribute("href"));
+      route();
+    });
+  }
+
+  $("logout").addEventListener("click", () => {
+    api("POST", "/logout").finally(() => location.assign("/login"));
+  });
+
+  // -- a car's actions (operators) --------------------------------------------------------
+
+  function resetActions() {
+    $("action-reply").hidden = true;
+    $("action-rollback-confirm").hidden = true;
+  }
+
+  function showReply(ok, text) {
+    const reply = $("action-reply");
+    reply.textContent = text;
+    reply.className = ok ? "ok" : "failed";
+    reply.hidden = false;
+    document.body.dataset.action = ok ? "ok" : "failed";
+  }
+
+  async function act(operation, body, contentType) {
+    const vin = selected;
+    if (vin === null) return;
+    document.body.dataset.action = "waiting";
+    $("action-reply").hidden = true;
+    try {
+      const response = await api("POST", "/api/v1/cars/" + encodeURIComponent(vin) + "/" + operation,
+        body, contentType);
+      const text = await response.text();
+      let shown = text;
+      try {
+        shown = JSON.stringify(JSON.parse(text), null, 2);
+      } catch (error) {
+        // shown as it came
+      }
+      showReply(response.ok, "HTTP " + response.status + "\n" + shown);
+    } catch (error) {
+      showReply(false, String(error));
+    }
+    if (session) loadHistory();
+  }
+
+  for (const [id, operation] of [
+    ["action-plan", "manifest/plan"], ["action-apply", "manifest/apply"], ["action-delete", "manifest/delete"],
+  ]) {
+    $(id).addEventListener("click", () => {
+      const manifest = $("manifest").value;
+      if (!manifest.trim()) {
+        showReply(false, "Write or paste a manifest first.");
+        return;
+      }
+      act(operation, manifest, "application/yaml");
+    });
+  }
+  $("action-rollback").addEventListener("click", () => {
+    $("action-rollback-confirm").hidden = false;
+  });
+  $("action-rollback-confirm").addEventListener("click", () => {
+    $("action-rollback-confirm").hidden = true;
+    act("manifest/rollback", "{}", "application/json");
+  });
+
+  // -- the car's history: its audit trail (who did what, survives restarts) ---------------
+
+  let historyFor = null;
+
+  async function loadHistory() {
+    const vin = selected;
+    historyFor = vin;
+    const list = $("car-history");
+    if (vin === null) {
+      list.replaceChildren();
+      return;
+    }
+    try {
+      const response = await api("GET", "/api/v1/cars/" + encodeURIComponent(vin) + "/audit?limit=1000");
+      if (historyFor !== vin) return;
+      if (!response.ok) {
+        list.replaceChildren(el("li", "quiet", await errorText(response)));
+        return;
+      }
+      const data = await response.json();
+      const items = data.items.slice(-50).reverse().map((entry) => {
+        const item = el("li");
+        item.dataset.seq = String(entry.seq);
+        const outcome = entry.detail && entry.detail.outcome ? " → " + String(entry.detail.outcome) : "";
+        item.append(
+          el("span", "at", shortTime(entry.at)), " ",
+          el("span", "actor", String(entry.actor)), " ",
+          el("span", "action", String(entry.action) + outcome),
+        );
+        return item;
+      });
+      if (!items.length) items.push(el("li", "quiet", "Nothing recorded for this car yet."));
+      list.replaceChildren(...items);
+      document.body.dataset.history = String(data.items.length);
+    } catch (error) {
+      list.replaceChildren(el("li", "quiet", String(error)));
+    }
+  }
+
+  // -- rollouts (GET /api/v1/rollouts; served by fleet-server's rollouts part) ------------
+
+  let rolloutsTimer = 0;
+  // A rollout's state as the colours of workload states.
+  const ROLLOUT_STATES = {
+    running: "running", paused: "pending", pending: "pending", aborting: "stopping",
+    failed: "failed", aborted: "failed", succeeded: "succeeded", done: "succeeded", completed: "succeeded",
+  };
+
+  async function loadRollouts() {
+    clearTimeout(rolloutsTimer);
+    if (!session || view !== "rollouts") return;
+    $("rollouts-missing").hidden = session.rollouts;
+    $("rollouts").hidden = !session.rollouts;
+    if (!session.rollouts) return;
+    const status = $("rollouts-status");
+    try {
+      const response = await api("GET", "/api/v1/rollouts");
+      if (!response.ok) {
+        status.textContent = await errorText(response);
+      } else {
+        const data = await response.json();
+        drawRollouts(Array.isArray(data.items) ? data.items : []);
+        status.textContent = "";
+      }
+    } catch (error) {
+      status.textContent = String(error);
+    }
+    rolloutsTimer = setTimeout(loadRollouts, 2000);
+  }
+
+  function rolloutId(item) {
+    return String(item.id ?? item.name ?? "");
+  }
+
+  function progressText(value) {
+    if (value === undefined || value === null) return "";
+    if (typeof value !== "object") return String(value);
+    return Object.entries(value).map(([k, v]) => k + " " + String(v)).join(", ");
+  }
+
+  function drawRollouts(items) {
+    const body = $("rollouts").tBodies[0];
+    const rows = items.map((item) => {
+      const id = rolloutId(item);
+      const row = el("tr");
+      row.dataset.rollout = id;
+      cell(row, id);
+      const state = String(item.state ?? "");
+      cell(row, "").append(el("span", "state state-" + (ROLLOUT_STATES[state] || "other"), state));
+      cell(row, String(item.selector ?? ""));
+      cell(row, progressText(item.progress ?? item.counts));
+      cell(row, shortTime(String(item.started_at ?? item.created_at ?? "")), "since");
+      const actions = cell(row, "", "rollout-actions");
+      if (session.operator) {
+        const pause = el("button", "rollout-pause", "Pause");
+        pause.type = "button";
+        pause.addEventListener("click", () => rolloutAction(id, "pause"));
+        // Aborting cannot be undone: the first click asks, the second one aborts.
+        const abort = el("button", "rollout-abort", "Abort");
+        abort.type = "button";
+        abort.addEventListener("click", () => {
+          if (abort.dataset.armed) {
+            rolloutAction(id, "abort");
+          } else {
+            abort.dataset.armed = "1";
+            abort.textContent = "Confirm abort";
+            abort.classList.add("danger");
+            clearTimeout(rolloutsTimer); // keep the armed button until it is clicked or left
+            rolloutsTimer = setTimeout(loadRollouts, 10000);
+          }
+        });
+        actions.append(pause, " ", abort);
+      }
+      return row;
+    });
+    if (!rows.length) {
+      const row = el("tr");
+      cell(row, "No rollouts yet.", "quiet").colSpan = 6;
+      rows.push(row);
+    }
+    body.replaceChildren(...rows);
+  }
+
+  async function rolloutAction(id, verb) {
+    const response = await api("POST", "/api/v1/rollouts/" + encodeURIComponent(id) + "/" + verb, "{}",
+      "application/json");
+    $("rollouts-status").textContent = response.ok ? verb + ": done" : await errorText(response);
+    loadRollouts();
+  }
 })();
