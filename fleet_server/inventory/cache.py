@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +195,9 @@ class Inventory:
         self.seq = 0
         self.loaded = False
         """Whether one poll has completed (the whole inventory is in memory)."""
+        self.listeners: list[Callable[[list[Car]], None]] = []
+        """Called (on the event loop) with the cars each poll brought, e.g. to push them to
+        a dashboard's pages; a listener must not block."""
 
     def apply(self, poll: Poll) -> None:
         new = [car.vin for car in poll.cars if car.vin not in self.cars]
@@ -208,6 +211,9 @@ class Inventory:
                 bisect.insort(self._order, vin)
         self.seq = max(self.seq, poll.seq)
         self.loaded = True
+        if poll.cars:
+            for listener in list(self.listeners):
+                listener(poll.cars)
 
     def get(self, vin: str) -> Car | None:
         return self.cars.get(vin)
