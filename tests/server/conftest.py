@@ -51,7 +51,7 @@ def db(database_url: str) -> Iterator[Database]:
 def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
-    def make(database: str, **overrides: Any) -> RunningServer:
+    def make(database: str, *, wait_ready: bool = True, **overrides: Any) -> RunningServer:
         fields: dict[str, Any] = {
             "database": database,
             "broker": BrokerSettings(host=broker.host, port=broker.port),
@@ -61,7 +61,7 @@ def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
             "request_timeout": 5.0,
         }
         fields.update(overrides)
-        server = RunningServer(ServerConfig(**fields))
+        server = RunningServer(ServerConfig(**fields), wait_ready=wait_ready)
         started.append(server)
         return server
 

@@ -30,7 +30,9 @@ def test_two_servers_migrating_at_once_migrate_once(database_url: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == [0, len(available())]
+    # each migration once, by whichever got there first
+    assert sum(results) == len(available())
+    assert applied(dbs[0]) == [m.version for m in available()]
     for d in dbs:
         d.close()
 

@@ -31,7 +31,7 @@ from testkit.broker import Broker, free_port
 class RunningServer:
     """A fleet-server in a thread of this process, with its own event loop."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, wait_ready: bool = True) -> None:
         self.config = config
         self.url = f"http://{config.listen[0]}:{config.listen[1]}"
         self._loop = asyncio.new_event_loop()
@@ -45,7 +45,8 @@ class RunningServer:
         if self.error is not None:
             raise self.error
         # Listening is not ready: the retained topics are read after the listener is up.
-        wait_until(lambda: self.get("/readyz").status_code == 200, timeout=30)
+        if wait_ready:
+            wait_until(lambda: self.get("/readyz").status_code == 200, timeout=30)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
