@@ -22,6 +22,7 @@ from aiohttp import web
 from fleet_server.broker_link import BrokerLink, LinkError
 from fleet_server.config import ServerConfig
 from fleet_server.db import Database, DatabaseError, connect, migrate
+from fleet_server.dispatch import Dispatcher
 from fleet_server.inventory.cache import Inventory, read_changes
 from fleet_server.inventory.ingest import Ingest
 from fleet_server.metrics import Metrics
@@ -53,6 +54,8 @@ class Service:
         self.link.on_message = self.ingest.receive
         self.link.on_connected = self._connected
         self.peers = Peers(db, config.instance, config.heartbeat_interval)
+        self.dispatcher = Dispatcher(self)
+        """Requests to cars, for the API and anything else in the server."""
         self.synced = False
         """Whether the retained topics were read since the last (re)connect."""
         self._reading = asyncio.Lock()

@@ -195,8 +195,9 @@ class Inventory:
         self.seq = 0
         self.loaded = False
         """Whether one poll has completed (the whole inventory is in memory)."""
-        self.watchers: list[Callable[[list[Car]], None]] = []
-        """Called with the cars each poll changed (the dashboard's live pages)."""
+        self.listeners: list[Callable[[list[Car]], None]] = []
+        """Called (on the event loop) with the cars each poll brought, e.g. to push them to
+        a dashboard's pages; a listener must not block."""
 
     def apply(self, poll: Poll) -> None:
         new = [car.vin for car in poll.cars if car.vin not in self.cars]
@@ -211,8 +212,8 @@ class Inventory:
         self.seq = max(self.seq, poll.seq)
         self.loaded = True
         if poll.cars:
-            for watcher in self.watchers:
-                watcher(poll.cars)
+            for listener in list(self.listeners):
+                listener(poll.cars)
 
     def get(self, vin: str) -> Car | None:
         return self.cars.get(vin)

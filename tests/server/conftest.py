@@ -55,6 +55,8 @@ def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
     def make(
         database: str,
         extra: Sequence[Callable[[web.Application], None]] = (),
+        *,
+        wait_ready: bool = True,
         **overrides: Any,
     ) -> RunningServer:
         fields: dict[str, Any] = {
@@ -66,7 +68,7 @@ def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
             "request_timeout": 5.0,
         }
         fields.update(overrides)
-        server = RunningServer(ServerConfig(**fields), extra)
+        server = RunningServer(ServerConfig(**fields), extra, wait_ready=wait_ready)
         started.append(server)
         return server
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
@@ -287,3 +288,26 @@ def test_admins_manage_tokens_through_the_api(api: Api) -> None:
         ("admin-token", "token.create", {"name": "ci", "role": "viewer"}),
         ("admin-token", "token.revoke", {"name": "ci"}),
     ]
+
+
+def test_a_server_started_before_the_broker_serves_and_connects_later(
+    database_url: str, make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    from testkit import Broker, free_port
+
+    from fleet_connector.mqtt.broker import BrokerSettings
+
+    port = free_port()
+    token = make_token(database_url, "viewer", "viewer")
+    server = make_server(
+        database_url, broker=BrokerSettings(host="127.0.0.1", port=port), wait_ready=False
+    )
+    assert server.get("/healthz").status_code == 200
+    assert server.get("/api/v1/cars", token).status_code == 200
+    ready = server.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["broker"] is False
+    broker = Broker(tmp_path / "late", port=port).start()
+    try:
+        wait_until(lambda: server.get("/readyz").status_code == 200, timeout=30)
+    finally:
+        broker.stop()

@@ -7,10 +7,11 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from testkit import Broker
+from testkit import Broker, free_port
 from testkit.server import ServerProcess
 
 from fleet_server import audit
@@ -224,3 +225,28 @@ def test_serve_stops_cleanly_on_sigterm_and_a_taken_port_is_one_line(
         in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_broker_refusing_the_server_ends_the_start_in_one_line(
+    sqlite_url: str, make_broker: Callable[..., Broker]
+) -> None:
+    port = free_port()
+    make_broker(port=port, config_text=f"listener {port} 127.0.0.1\nallow_anonymous false\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "fleet_server", "--listen", f"127.0.0.1:{free_port()}"],
+        env={
+            **os.environ,
+            "FLEET_SERVER_DATABASE": sqlite_url,
+            "MQTT_BROKER_ADDR": "127.0.0.1",
+            "MQTT_BROKER_PORT": str(port),
+            "MQTT_PROTOCOL": "5",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    broker = f"mqtt://127.0.0.1:{port} (MQTT 5)"
+    last = result.stderr.splitlines()[-1]
+    assert last == f"fleet-server: error: broker {broker} refused us: Not authorized"

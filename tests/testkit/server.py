@@ -33,7 +33,11 @@ class RunningServer:
     """A fleet-server in a thread of this process, with its own event loop."""
 
     def __init__(
-        self, config: ServerConfig, extra: Sequence[Callable[[web.Application], None]] = ()
+        self,
+        config: ServerConfig,
+        extra: Sequence[Callable[[web.Application], None]] = (),
+        *,
+        wait_ready: bool = True,
     ) -> None:
         self.config = config
         self._extra = extra
@@ -49,7 +53,8 @@ class RunningServer:
         if self.error is not None:
             raise self.error
         # Listening is not ready: the retained topics are read after the listener is up.
-        wait_until(lambda: self.get("/readyz").status_code == 200, timeout=30)
+        if wait_ready:
+            wait_until(lambda: self.get("/readyz").status_code == 200, timeout=30)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
