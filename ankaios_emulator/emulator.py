@@ -1118,7 +1118,14 @@ class Emulator:
 
     def _stop_instance(self, workload: RenderedWorkload) -> None:
         with self._lock:
-            waiting = self._waiting.pop(workload.instance_name, None)
+            # An update that keeps the instance name (only files, access rules, tags ...
+            # changed) queues the new instance under the old one's name: that one is not
+            # ours to drop, it starts once this one is removed.
+            waiting = self._waiting.get(workload.instance_name)
+            if waiting is not None and waiting == workload:
+                del self._waiting[workload.instance_name]
+            else:
+                waiting = None
             active = self._active.pop(workload.instance_name, None)
             if waiting is not None or active is None:
                 # Never started: the agent reports it Removed at once.
