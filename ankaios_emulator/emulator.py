@@ -674,6 +674,9 @@ class Emulator:
         if session is not None:
             session.stop(remove=True)
             self.session_reset(session)
+            # Dropping the control interface removes its directory too (Directory::drop).
+            with contextlib.suppress(OSError):
+                session.directory.rmdir()
 
     # -- request handling (the server) -------------------------------------------------
 
@@ -1095,23 +1098,55 @@ class Emulator:
     def _launch(self, workload: RenderedWorkload) -> None:
         # Ankaios sets up the control interface before the runtime connector runs, so a
         # workload with an unknown runtime still gets its FIFOs.
-        external = self._is_external(workload)
-        if external:
-            self._follow_served_access(workload)
-        directory = self._ci_path if external else self._ensure_session(workload)
+        directory = self._exchange_control_interface(workload)
         self._runtime_for(workload).start(workload, directory)
+
+    def _exchange_control_interface(self, workload: RenderedWorkload) -> Path | None:
+        """Give ``workload`` (a new instance) the control interface its rules ask for.
+
+        As ``Workload::update`` / ``exchange_control_interface`` (``agent/src/workload.rs``):
+        without allow rules the old control interface is aborted and dropped, which
+        removes its FIFOs and directory; with other rules it is replaced. Returns the
+        FIFO directory to mount, if any.
+        """
+        if self._is_external(workload):
+            self._follow_served_access(workload)
+            return self._ci_path if self._main_session is not None else None
+        if not workload.control_interface_access.get("allowRules"):
+            self._drop_session(workload.name)
+            return None
+        return self._ensure_session(workload)
 
     def _follow_served_access(self, workload: RenderedWorkload) -> None:
         """New rules for the served workload (an update) take effect, unless overridden.
 
         Ankaios gives the new instance a new control-interface task with them; the client
-        under test runs on, so only its authorizer is exchanged.
+        under test runs on, so only its authorizer is exchanged. Without allow rules the
+        control interface is closed and its FIFOs removed; rules given again later open a
+        new one at the same place.
         """
-        session = self._main_session
-        if self._access_override is not None or session is None:
+        if self._access_override is not None or self._ci_path is None:
             return
         access = workload.control_interface_access
-        if session.authorizer_source != access and access.get("allowRules"):
+        session = self._main_session
+        if not access.get("allowRules"):
+            if session is None:
+                return
+            with self._lock:
+                self._main_session = None
+                if self._sessions.get(workload.name) is session:
+                    del self._sessions[workload.name]
+            session.stop(remove=True)
+            self.session_reset(session)
+            log.info("[%s] no allow rules any more: control interface closed", workload.name)
+            return
+        if session is None:
+            session = self._new_session(self._ci_path, workload.name, Authorizer.from_tree(access))
+            session.authorizer_source = copy.deepcopy(access)
+            with self._lock:
+                self._main_session = session
+            return
+        if session.authorizer_source != access:
             session.authorizer = Authorizer.from_tree(access)
             session.authorizer_source = copy.deepcopy(access)
             log.info("[%s] access rules of the new instance apply", workload.name)
@@ -1139,6 +1174,14 @@ class Emulator:
                 with self._mutation():
                     self._write_state(workload, STOPPING_REQUESTED)
                 removed_now = False
+            successor = next(
+                (w for w in self._waiting.values() if w.name == workload.name and w != workload),
+                None,
+            )
+        if successor is not None:
+            # An update: the agent exchanges the control interface when it hands the
+            # update to the workload, before the old instance stops (Workload::update).
+            self._exchange_control_interface(successor)
         if removed_now:
             self._after_removal(workload)
             return
