@@ -45,6 +45,7 @@ from .runtime import (
     StderrEcho,
 )
 from .runtimes import (
+    SUPPORTED_RUNTIMES,
     ProcessRuntime,
     SimulateRuntime,
     UnsupportedRuntime,
@@ -94,8 +95,11 @@ class Emulator:
         workload_output: bool = True,
         agents: Mapping[str, Mapping[str, str]] | Sequence[str] = (),
         state_agents: bool = False,
+        agent_runtimes: Sequence[str] | None = None,
     ) -> None:
         self._workload_output = workload_output
+        # The runtime connectors the agent registers (its config's `runtimes`).
+        self._agent_runtimes = _valid_runtimes(agent_runtimes)
         self._ci_path = Path(control_interface) if control_interface is not None else None
         # An explicit access tree overrides the served workload's own rules.
         self._access_override = load_access(access) if access is not None else None
@@ -1086,7 +1090,7 @@ class Emulator:
     def _runtime_for(self, workload: RenderedWorkload) -> Runtime:
         """The connector the agent picks by the workload's ``runtime`` name."""
         runtime: Runtime | None
-        if not is_supported(workload.runtime):
+        if not is_supported(workload.runtime) or workload.runtime not in self._agent_runtimes:
             runtime = self._unsupported
         elif self._is_external(workload):
             runtime = self._external
@@ -1196,6 +1200,22 @@ def _update_success(rid: str, outcome: UpdateOutcome) -> Any:
             deletedWorkloads=[w.instance_name for w in outcome.deleted],
         ),
     )
+
+
+def _valid_runtimes(configured: Sequence[str] | None) -> tuple[str, ...]:
+    """``validate_runtimes`` (``agent/src/main.rs``): unknown names are ignored, none left
+    is an error; not configured = every runtime the agent has."""
+    if configured is None:
+        return SUPPORTED_RUNTIMES
+    valid = tuple(name for name in configured if is_supported(name))
+    for name in configured:
+        if not is_supported(name):
+            log.warning("Configured runtime '%s' is not supported.", name)
+    if not valid:
+        raise EmulatorError(
+            f"No valid runtimes configured. Supported runtimes: {list(SUPPORTED_RUNTIMES)}"
+        )
+    return valid
 
 
 def _free_memory() -> int:
