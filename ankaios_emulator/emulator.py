@@ -45,6 +45,7 @@ from .runtime import (
     StderrEcho,
 )
 from .runtimes import (
+    KUBE_FILES_UNSUPPORTED,
     SUPPORTED_RUNTIMES,
     ProcessRuntime,
     SimulateRuntime,
@@ -168,6 +169,7 @@ class Emulator:
         self._runtime: Runtime | None = None
         self._external: SimulateRuntime | None = None
         self._unsupported: UnsupportedRuntime | None = None
+        self._kube_files: UnsupportedRuntime | None = None
         self._temp_run_dir: Path | None = None
         self._started = False
 
@@ -217,6 +219,7 @@ class Emulator:
                 self._on_runtime_state, self._scheduler, self._step_delay
             )
             self._unsupported = UnsupportedRuntime(self._on_runtime_state)
+            self._kube_files = UnsupportedRuntime(self._on_runtime_state, KUBE_FILES_UNSUPPORTED)
             if self._ci_path is not None and self._access.get("allowRules"):
                 # Like needs_control_interface (ankaios_api/src/ank_base/workload.rs): no
                 # allow rules, no FIFOs.
@@ -1092,6 +1095,9 @@ class Emulator:
         runtime: Runtime | None
         if not is_supported(workload.runtime) or workload.runtime not in self._agent_runtimes:
             runtime = self._unsupported
+        elif workload.runtime == "podman-kube" and workload.files:
+            # podman_kube_runtime.rs refuses workload files (RuntimeError::Unsupported).
+            runtime = self._kube_files
         elif self._is_external(workload):
             runtime = self._external
         else:
