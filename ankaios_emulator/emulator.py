@@ -1173,9 +1173,11 @@ class Emulator:
                 waiting = None
             active = self._active.pop(workload.instance_name, None)
             if waiting is not None or active is None:
-                # Never started: the agent reports it Removed at once.
+                # Never started: the agent reports it Removed at once (unless the state
+                # under its name is an older instance's that is still stopping).
                 with self._mutation():
-                    self._remove_state(workload)
+                    if workload.instance_name not in self._stopping:
+                        self._remove_state(workload)
                 self._delete_graph.removed(workload.name)
                 self._release_replacement(workload)
                 removed_now = True
