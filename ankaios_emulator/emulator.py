@@ -45,6 +45,8 @@ from .runtime import (
     StderrEcho,
 )
 from .runtimes import (
+    KUBE_FILES_UNSUPPORTED,
+    SUPPORTED_RUNTIMES,
     ProcessRuntime,
     SimulateRuntime,
     UnsupportedRuntime,
@@ -94,8 +96,11 @@ class Emulator:
         workload_output: bool = True,
         agents: Mapping[str, Mapping[str, str]] | Sequence[str] = (),
         state_agents: bool = False,
+        agent_runtimes: Sequence[str] | None = None,
     ) -> None:
         self._workload_output = workload_output
+        # The runtime connectors the agent registers (its config's `runtimes`).
+        self._agent_runtimes = _valid_runtimes(agent_runtimes)
         self._ci_path = Path(control_interface) if control_interface is not None else None
         # An explicit access tree overrides the served workload's own rules.
         self._access_override = load_access(access) if access is not None else None
@@ -164,6 +169,7 @@ class Emulator:
         self._runtime: Runtime | None = None
         self._external: SimulateRuntime | None = None
         self._unsupported: UnsupportedRuntime | None = None
+        self._kube_files: UnsupportedRuntime | None = None
         self._temp_run_dir: Path | None = None
         self._started = False
 
@@ -213,6 +219,7 @@ class Emulator:
                 self._on_runtime_state, self._scheduler, self._step_delay
             )
             self._unsupported = UnsupportedRuntime(self._on_runtime_state)
+            self._kube_files = UnsupportedRuntime(self._on_runtime_state, KUBE_FILES_UNSUPPORTED)
             if self._ci_path is not None and self._access.get("allowRules"):
                 # Like needs_control_interface (ankaios_api/src/ank_base/workload.rs): no
                 # allow rules, no FIFOs.
@@ -674,6 +681,9 @@ class Emulator:
         if session is not None:
             session.stop(remove=True)
             self.session_reset(session)
+            # Dropping the control interface removes its directory too (Directory::drop).
+            with contextlib.suppress(OSError):
+                session.directory.rmdir()
 
     # -- request handling (the server) -------------------------------------------------
 
@@ -1083,8 +1093,11 @@ class Emulator:
     def _runtime_for(self, workload: RenderedWorkload) -> Runtime:
         """The connector the agent picks by the workload's ``runtime`` name."""
         runtime: Runtime | None
-        if not is_supported(workload.runtime):
+        if not is_supported(workload.runtime) or workload.runtime not in self._agent_runtimes:
             runtime = self._unsupported
+        elif workload.runtime == "podman-kube" and workload.files:
+            # podman_kube_runtime.rs refuses workload files (RuntimeError::Unsupported).
+            runtime = self._kube_files
         elif self._is_external(workload):
             runtime = self._external
         else:
@@ -1095,35 +1108,76 @@ class Emulator:
     def _launch(self, workload: RenderedWorkload) -> None:
         # Ankaios sets up the control interface before the runtime connector runs, so a
         # workload with an unknown runtime still gets its FIFOs.
-        external = self._is_external(workload)
-        if external:
-            self._follow_served_access(workload)
-        directory = self._ci_path if external else self._ensure_session(workload)
+        directory = self._exchange_control_interface(workload)
         self._runtime_for(workload).start(workload, directory)
+
+    def _exchange_control_interface(self, workload: RenderedWorkload) -> Path | None:
+        """Give ``workload`` (a new instance) the control interface its rules ask for.
+
+        As ``Workload::update`` / ``exchange_control_interface`` (``agent/src/workload.rs``):
+        without allow rules the old control interface is aborted and dropped, which
+        removes its FIFOs and directory; with other rules it is replaced. Returns the
+        FIFO directory to mount, if any.
+        """
+        if self._is_external(workload):
+            self._follow_served_access(workload)
+            return self._ci_path if self._main_session is not None else None
+        if not workload.control_interface_access.get("allowRules"):
+            self._drop_session(workload.name)
+            return None
+        return self._ensure_session(workload)
 
     def _follow_served_access(self, workload: RenderedWorkload) -> None:
         """New rules for the served workload (an update) take effect, unless overridden.
 
         Ankaios gives the new instance a new control-interface task with them; the client
-        under test runs on, so only its authorizer is exchanged.
+        under test runs on, so only its authorizer is exchanged. Without allow rules the
+        control interface is closed and its FIFOs removed; rules given again later open a
+        new one at the same place.
         """
-        session = self._main_session
-        if self._access_override is not None or session is None:
+        if self._access_override is not None or self._ci_path is None:
             return
         access = workload.control_interface_access
-        if session.authorizer_source != access and access.get("allowRules"):
+        session = self._main_session
+        if not access.get("allowRules"):
+            if session is None:
+                return
+            with self._lock:
+                self._main_session = None
+                if self._sessions.get(workload.name) is session:
+                    del self._sessions[workload.name]
+            session.stop(remove=True)
+            self.session_reset(session)
+            log.info("[%s] no allow rules any more: control interface closed", workload.name)
+            return
+        if session is None:
+            session = self._new_session(self._ci_path, workload.name, Authorizer.from_tree(access))
+            session.authorizer_source = copy.deepcopy(access)
+            with self._lock:
+                self._main_session = session
+            return
+        if session.authorizer_source != access:
             session.authorizer = Authorizer.from_tree(access)
             session.authorizer_source = copy.deepcopy(access)
             log.info("[%s] access rules of the new instance apply", workload.name)
 
     def _stop_instance(self, workload: RenderedWorkload) -> None:
         with self._lock:
-            waiting = self._waiting.pop(workload.instance_name, None)
+            # An update that keeps the instance name (only files, access rules, tags ...
+            # changed) queues the new instance under the old one's name: that one is not
+            # ours to drop, it starts once this one is removed.
+            waiting = self._waiting.get(workload.instance_name)
+            if waiting is not None and waiting == workload:
+                del self._waiting[workload.instance_name]
+            else:
+                waiting = None
             active = self._active.pop(workload.instance_name, None)
             if waiting is not None or active is None:
-                # Never started: the agent reports it Removed at once.
+                # Never started: the agent reports it Removed at once (unless the state
+                # under its name is an older instance's that is still stopping).
                 with self._mutation():
-                    self._remove_state(workload)
+                    if workload.instance_name not in self._stopping:
+                        self._remove_state(workload)
                 self._delete_graph.removed(workload.name)
                 self._release_replacement(workload)
                 removed_now = True
@@ -1132,6 +1186,14 @@ class Emulator:
                 with self._mutation():
                     self._write_state(workload, STOPPING_REQUESTED)
                 removed_now = False
+            successor = next(
+                (w for w in self._waiting.values() if w.name == workload.name and w != workload),
+                None,
+            )
+        if successor is not None:
+            # An update: the agent exchanges the control interface when it hands the
+            # update to the workload, before the old instance stops (Workload::update).
+            self._exchange_control_interface(successor)
         if removed_now:
             self._after_removal(workload)
             return
@@ -1146,6 +1208,22 @@ def _update_success(rid: str, outcome: UpdateOutcome) -> Any:
             deletedWorkloads=[w.instance_name for w in outcome.deleted],
         ),
     )
+
+
+def _valid_runtimes(configured: Sequence[str] | None) -> tuple[str, ...]:
+    """``validate_runtimes`` (``agent/src/main.rs``): unknown names are ignored, none left
+    is an error; not configured = every runtime the agent has."""
+    if configured is None:
+        return SUPPORTED_RUNTIMES
+    valid = tuple(name for name in configured if is_supported(name))
+    for name in configured:
+        if not is_supported(name):
+            log.warning("Configured runtime '%s' is not supported.", name)
+    if not valid:
+        raise EmulatorError(
+            f"No valid runtimes configured. Supported runtimes: {list(SUPPORTED_RUNTIMES)}"
+        )
+    return valid
 
 
 def _free_memory() -> int:

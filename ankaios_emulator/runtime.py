@@ -7,6 +7,7 @@ it; a podman runtime would be a third implementation of the same four methods.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import threading
@@ -59,6 +60,32 @@ def failed(exit_code: int) -> ExecState:
 
 def starting_failed(info: str) -> ExecState:
     return ExecState("Pending", "StartingFailed", info)
+
+
+def retry_starting(attempt: int, info: str) -> ExecState:
+    """``ExecutionStateSpec::retry_starting``: the ``attempt``-th failed create."""
+    return ExecState("Pending", "Starting", f"Retry {attempt}: {info}")
+
+
+class CreateError(Exception):
+    """Creating the workload failed (``RuntimeError::Create``): the agent retries it.
+
+    Ankaios' podman runtime turns a failing ``podman run`` (e.g. an image that cannot be
+    pulled) into this; only ``RuntimeError::Unsupported`` (a runtimeConfig it cannot read,
+    an unknown runtime) ends in ``Pending(StartingFailed)`` without retry.
+    """
+
+
+# agent/src/workload/retry_manager.rs: BASE_BACKOFF_IN_MILLIS, BACKOFF_MAX_IN_MILLIS
+RETRY_BASE_BACKOFF_S = 0.5
+RETRY_MAX_BACKOFF_S = 300.0
+
+
+def retry_backoff(failures_before: int) -> float:
+    """``calc_backoff_with_jitter``: a delay drawn uniformly from zero up to
+    ``min(2**n * 0.5 s, 300 s)``, ``n`` = failed creates before this one."""
+    maximum = min(RETRY_BASE_BACKOFF_S * 2 ** min(failures_before, 30), RETRY_MAX_BACKOFF_S)
+    return random.uniform(0.0, maximum)
 
 
 StateSink = Callable[["RenderedWorkload", ExecState], None]

@@ -14,8 +14,9 @@ listed in ``docs/emulator-semantics.md``.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +166,33 @@ def _tokenize(source: str) -> list[str | _Tag]:
 
 
 def _split_args(body: str) -> list[str]:
-    return re.findall(r'"[^"]*"|\'[^\']*\'|\S+', body)
+    """Whitespace-separated parameters; a quoted string or a parenthesised
+    sub-expression (which may nest and contain quotes) stays one token."""
+    tokens: list[str] = []
+    i, n = 0, len(body)
+    while i < n:
+        if body[i].isspace():
+            i += 1
+            continue
+        start, depth, quote = i, 0, ""
+        while i < n:
+            ch = body[i]
+            if quote:
+                if ch == "\\":
+                    i += 1
+                elif ch == quote:
+                    quote = ""
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+            elif ch.isspace() and depth <= 0:
+                break
+            i += 1
+        tokens.append(body[start:i])
+    return tokens
 
 
 def _parse(source: str) -> list[Any]:
@@ -274,12 +301,15 @@ class _Frame:
 
 def _literal(token: str) -> Any:
     if len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'":
-        return token[1:-1]
+        return _string_literal(token)
     keywords: dict[str, Any] = {"true": True, "false": False, "null": None}
     if token in keywords:
         return keywords[token]
-    if re.fullmatch(r"-?\d+", token):
-        return int(token)
+    if _NUMBER_LITERAL.fullmatch(token):
+        number = _json_number(token)
+        if number is None:
+            raise _Failure(f"Failed to parse template: invalid parameter {token!r}")
+        return number
     return _MISSING
 
 
@@ -344,6 +374,35 @@ class _Renderer:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def param(self, token: str, frames: list[_Frame]) -> Any:
+        """A helper parameter's value: literal, path or ``(sub-expression)``."""
+        if len(token) >= 2 and token[0] == "(" and token[-1] == ")":
+            args = _split_args(token[1:-1])
+            if not args:
+                raise _Failure(f"Failed to parse template: invalid parameter {token!r}")
+            if args[0] in HELPERS:
+                return self.call_helper(args[0], args[1:], frames)
+            if len(args) > 1:
+                raise _Failure(f"Helper not found {args[0]}")
+            return self.param(args[0], frames)
+        return _resolve(token, frames)
+
+    def call_helper(self, name: str, params: list[str], frames: list[_Frame]) -> Any:
+        """Evaluate the built-in helper ``name``; its parameters go through ``param``."""
+        return HELPERS[name](name, [self.param(p, frames) for p in params])
+
+    def expression(self, body: str, frames: list[_Frame]) -> Any:
+        """The value of ``{{body}}``: a helper call or a path (strict)."""
+        args = _split_args(body)
+        if args and args[0] in HELPERS:
+            return self.call_helper(args[0], args[1:], frames)
+        if len(args) > 1:
+            raise _Failure(f"Helper not found {args[0]}")
+        value = _resolve(body, frames)
+        if value is _MISSING:
+            raise _strict(body)
+        return value
+
     def fail(self, exc: _Failure, line: int, col: int) -> RenderError:
         return RenderError(f'Error rendering "{self.name}" line {line}, col {col}: {exc.reason}')
 
@@ -353,9 +412,7 @@ class _Renderer:
                 out.append(node.text)
             elif isinstance(node, _Expr):
                 try:
-                    value = _resolve(node.path, frames)
-                    if value is _MISSING:
-                        raise _strict(node.path)
+                    value = self.expression(node.path, frames)
                 except _Failure as exc:
                     raise self.fail(exc, node.line, node.col) from None
                 out.append(_to_text(value))
@@ -371,12 +428,23 @@ class _Renderer:
                     raise self.fail(exc, node.line, node.col) from None
 
     def block(self, node: _Block, frames: list[_Frame], out: list[str]) -> None:
+        if node.name in HELPERS:
+            # {{#eq a b}}..{{else}}..{{/eq}}: the boolean helpers choose a branch; len
+            # writes its value and ignores the block (HelperDef::call's default).
+            result = self.call_helper(node.name, node.params, frames)
+            if isinstance(result, bool):
+                branch = node.body if result else node.inverse
+                if branch:
+                    self.nodes(branch, frames, out)
+            else:
+                out.append(_to_text(result))
+            return
         if node.name not in ("each", "if", "unless", "with"):
             raise _Failure(f"Helper not found {node.name}")
         if not node.params:
             raise _Failure(f"Helper/Decorator {node.name} param at index 0 required but not found")
         param = node.params[0]
-        value = _resolve(param, frames)
+        value = self.param(param, frames)
         if node.name in ("if", "unless"):
             chosen = _truthy(value) if node.name == "if" else not _truthy(value)
             branch = node.body if chosen else node.inverse
@@ -437,6 +505,151 @@ class _Renderer:
 
 
 _INDENT_PARTIAL: list[Any] = [_Expr("content", 1, 1)]
+
+
+# ---------------------------------------------------------------------------------------
+# built-in helpers (handlebars-rust 6.4 ``src/helpers/helper_extras.rs``)
+# ---------------------------------------------------------------------------------------
+
+# handlebars-rust's number_literal (grammar.pest); the text then goes through serde_json.
+_NUMBER_LITERAL = re.compile(r"-?[0-9]+\.?[0-9]*(E-?[0-9]+)?")
+# serde_json's Number::from_str: strict JSON number syntax, nothing around it.
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_U64_MAX = 2**64 - 1
+_I64_MIN = -(2**63)
+
+
+def _json_number(text: str) -> int | float | None:
+    """serde_json's reading of a number: integers in u64/i64 stay integers, the rest f64."""
+    if not _JSON_NUMBER.fullmatch(text):
+        return None
+    if re.fullmatch(r"-?[0-9]+", text):
+        value = int(text)
+        return value if _I64_MIN <= value <= _U64_MAX else float(value)
+    try:
+        return float(text)
+    except OverflowError:  # pragma: no cover - float() gives inf, never raises
+        return None
+
+
+def _string_literal(token: str) -> str:
+    """A quoted parameter as a JSON string; single quotes as handlebars-rust rewrites
+    them (``\\'`` -> ``'``, ``"`` escaped) before serde_json reads them."""
+    inner = token[1:-1]
+    if token[0] == "'":
+        inner = inner.replace("\\'", "'").replace('"', '\\"')
+    try:
+        value = json.loads(f'"{inner}"')
+    except json.JSONDecodeError:
+        raise _Failure(f"Failed to parse template: invalid parameter {token!r}") from None
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_eq(a: Any, b: Any) -> bool:
+    """``serde_json::Value`` equality: no coercion between types, ``1`` != ``1.0``."""
+    if a is _MISSING:
+        a = None
+    if b is _MISSING:
+        b = None
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if _is_number(a) or _is_number(b):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_eq(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_json_eq(a[k], b[k]) for k in a)
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    return a is None and b is None
+
+
+def _compare(a: Any, b: Any) -> int | None:
+    """``compare_json``: numbers, strings (code point order, as Rust's byte order of
+    UTF-8), booleans; a number against a string that serde_json reads as a number;
+    anything else is not comparable."""
+
+    def sign(x: Any, y: Any) -> int:
+        return int(x > y) - int(x < y)
+
+    if _is_number(a) and _is_number(b):
+        return sign(a, b)
+    if isinstance(a, str) and isinstance(b, str):
+        return sign(a, b)
+    if isinstance(a, bool) and isinstance(b, bool):
+        return sign(a, b)
+    if _is_number(a) and isinstance(b, str):
+        parsed = _json_number(b)
+        return None if parsed is None else sign(a, parsed)
+    if isinstance(a, str) and _is_number(b):
+        parsed = _json_number(a)
+        return None if parsed is None else sign(parsed, b)
+    return None
+
+
+def _required(name: str, params: list[Any], index: int) -> Any:
+    # Strict mode (Ankaios): a missing or unresolved parameter is an error.
+    if index >= len(params) or params[index] is _MISSING:
+        raise _Failure(f"Helper/Decorator {name} param at index {index} required but not found")
+    return params[index]
+
+
+def _binary(op: Callable[[Any, Any], bool]) -> Callable[[str, list[Any]], bool]:
+    def helper(name: str, params: list[Any]) -> bool:
+        return op(_required(name, params, 0), _required(name, params, 1))
+
+    return helper
+
+
+def _not(name: str, params: list[Any]) -> bool:
+    return not _truthy(_required(name, params, 0))
+
+
+def _and(name: str, params: list[Any]) -> bool:
+    # No strict check: a missing parameter is null, i.e. false.
+    return all(_truthy(p) for p in params)
+
+
+def _or(name: str, params: list[Any]) -> bool:
+    return any(_truthy(p) for p in params)
+
+
+def _len(name: str, params: list[Any]) -> int:
+    if not params or params[0] is _MISSING:
+        raise _Failure(f"Helper/Decorator {name} param with name x required but not found")
+    value = params[0]
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))  # Rust's str::len(): bytes
+    if isinstance(value, (list, Mapping)):
+        return len(value)
+    return 0
+
+
+def _ordered(test: Callable[[int], bool]) -> Callable[[Any, Any], bool]:
+    def op(a: Any, b: Any) -> bool:
+        order = _compare(a, b)
+        return order is not None and test(order)
+
+    return op
+
+
+# The helpers ``Handlebars::new()`` registers besides each/if/unless/with/lookup/log.
+HELPERS: dict[str, Callable[[str, list[Any]], Any]] = {
+    "eq": _binary(_json_eq),
+    "ne": _binary(lambda a, b: not _json_eq(a, b)),
+    "gt": _binary(_ordered(lambda o: o > 0)),
+    "gte": _binary(_ordered(lambda o: o >= 0)),
+    "lt": _binary(_ordered(lambda o: o < 0)),
+    "lte": _binary(_ordered(lambda o: o <= 0)),
+    "not": _not,
+    "and": _and,
+    "or": _or,
+    "len": _len,
+}
 
 
 def render(template: str, context: Mapping[str, Any]) -> str:

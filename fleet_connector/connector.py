@@ -463,6 +463,7 @@ class Connector:
             "worker_restarts": self._worker_restarts,
             "session_takeovers": self.session.takeovers,
             "last_session_takeover": self.session.last,
+            "labels": dict(self.config.labels),
         }
 
 

@@ -56,7 +56,12 @@ class BrokerLink:
         return self._client is not None and self._client.is_connected()
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Connects (MQTT 5, else 3.1.1 where allowed); raises LinkError if that fails."""
+        """Connects (MQTT 5, else 3.1.1 where allowed).
+
+        A broker that refuses us (credentials, protocol) raises LinkError; one that does not
+        answer within ``timeout`` is tried again in the background (paho reconnects), so the
+        server serves its inventory from the database meanwhile and /readyz says why not.
+        """
         self._loop = asyncio.get_running_loop()
         for _attempt in range(2):
             self._first = self._loop.create_future()
@@ -68,19 +73,30 @@ class BrokerLink:
             client.on_message = self._handle_message
             client.on_subscribe = self._handle_ack
             client.on_unsubscribe = self._handle_ack
+            client.on_connect_fail = self._handle_connect_fail
             self._client = client
             try:
-                client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
+                client.connect_async(
+                    self.settings.host, self.settings.port, self.settings.keepalive
+                )
             except (OSError, ValueError) as e:
                 raise LinkError(f"cannot reach broker {self.settings.describe()}: {e}") from None
             client.loop_start()
             try:
-                reason = await asyncio.wait_for(self._first, timeout)
+                reason = await asyncio.wait_for(asyncio.shield(self._first), timeout)
             except TimeoutError:
-                self.stop()
-                raise LinkError(
-                    f"broker {self.settings.describe()} did not answer within {timeout}s"
-                ) from None
+                log.warning(
+                    "broker %s did not answer within %gs; trying on in the background",
+                    self.settings.describe(),
+                    timeout,
+                )
+                return
+            if reason is None:
+                log.warning(
+                    "broker %s is not reachable; trying on in the background",
+                    self.settings.describe(),
+                )
+                return
             if not reason.is_failure:
                 return
             self.stop()
@@ -183,12 +199,11 @@ class BrokerLink:
         self._call(self._connected_on_loop, reason)
 
     def _connected_on_loop(self, reason: Any) -> None:
-        if self._first is not None and not self._first.done():
-            self._first.set_result(reason)
-            if reason.is_failure:
-                return
-        elif reason.is_failure:
-            log.warning("broker refused the reconnect: %s", reason)
+        first = self._first
+        if first is not None and not first.done():
+            first.set_result(reason)  # start() may be waiting for it
+        if reason.is_failure:
+            log.warning("broker %s refused us: %s", self.settings.describe(), reason)
             return
         self._connected.set()
         log.info("MQTT connected to %s", self.settings.describe())
@@ -211,6 +226,14 @@ class BrokerLink:
             await self.subscribe(filters, persistent=True)
         except LinkError as e:
             log.warning("subscribing again failed: %s", e)
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if client is self._client:
+            self._call(self._unreachable)
+
+    def _unreachable(self) -> None:
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)  # start() need not wait: paho tries on
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

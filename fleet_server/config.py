@@ -97,6 +97,15 @@ SERVE_OPTIONS = [
         positive_float,
     ),
     Option(
+        "heartbeat_interval",
+        "--heartbeat-interval",
+        "FLEET_SERVER_HEARTBEAT_INTERVAL",
+        "seconds between heartbeats; a server silent for 3 of them is taken as gone and the "
+        "others read the retained topics again",
+        2.0,
+        positive_float,
+    ),
+    Option(
         "poll_interval",
         "--poll-interval",
         "FLEET_SERVER_POLL_INTERVAL",
@@ -152,6 +161,7 @@ class ServerConfig:
     max_body: int = 4 * 1024 * 1024
     flush_interval: float = 0.15
     poll_interval: float = 0.25
+    heartbeat_interval: float = 2.0
     lease_time: float = 15.0
     sign_key: Path | None = None
     sign_valid_for: float = 3600.0
@@ -169,6 +179,7 @@ class ServerConfig:
             max_body=values["max_body"],
             flush_interval=values["flush_interval"],
             poll_interval=values["poll_interval"],
+            heartbeat_interval=values["heartbeat_interval"],
             lease_time=values["lease_time"],
             sign_key=values["sign_key"],
             sign_valid_for=values["sign_valid_for"],

@@ -8,7 +8,7 @@ server's own.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -16,7 +16,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fleet_server.db import DatabaseError
-from fleet_server.rollouts.store import state_counts
+
+RolloutCounts = tuple[dict[str, int], dict[str, dict[str, int]]]
+"""Rollouts by state; the cars of active rollouts by rollout and state."""
 
 if TYPE_CHECKING:
     from fleet_server.service import Service
@@ -28,8 +30,9 @@ OFFLINE_STATE = "unknown"
 
 
 class _InventoryCollector(Collector):
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, metrics: Metrics) -> None:
         self._service = service
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         online = 0
@@ -56,7 +59,7 @@ class _InventoryCollector(Collector):
         family = GaugeMetricFamily("fleet_server_rollouts", "Rollouts by state", labels=["state"])
         try:
             # Read at scrape time (on a worker thread): every instance shows the same.
-            rollouts, cars_by_rollout = state_counts(self._service.db)
+            rollouts, cars_by_rollout = self._metrics.rollouts()
         except DatabaseError:
             rollouts, cars_by_rollout = {}, {}
         for state in sorted({*ROLLOUT_STATES, *rollouts}):
@@ -80,9 +83,14 @@ class _InventoryCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, service: Service) -> None:
+    def __init__(
+        self, service: Service, rollouts: Callable[[], RolloutCounts] = lambda: ({}, {})
+    ) -> None:
+        self.rollouts = rollouts
+        """Rollouts by state, and active rollouts' cars by rollout and state, read at every
+        scrape (fleet_server/rollouts/store.py state_counts)."""
         self.registry = CollectorRegistry()
-        self.registry.register(_InventoryCollector(service))
+        self.registry.register(_InventoryCollector(service, self))
         self.requests = Counter(
             "fleet_server_requests",
             "Requests sent to cars, by operation and outcome (ok, the car's error code, "
@@ -94,6 +102,11 @@ class Metrics:
             "fleet_server_ingest_lag_seconds",
             "Seconds from a car's message arriving to its commit to the database",
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.resyncs = Counter(
+            "fleet_server_resyncs",
+            "Reads of the retained topics after another server went silent",
             registry=self.registry,
         )
         self.rollout_transitions = Counter(

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -21,10 +22,13 @@ from aiohttp import web
 from fleet_server.broker_link import BrokerLink, LinkError
 from fleet_server.config import ServerConfig
 from fleet_server.db import Database, DatabaseError, connect, migrate
+from fleet_server.dispatch import Dispatcher
 from fleet_server.inventory.cache import Inventory, read_changes
 from fleet_server.inventory.ingest import Ingest
 from fleet_server.metrics import Metrics
+from fleet_server.peers import Peers
 from fleet_server.rollouts.scheduler import Scheduler
+from fleet_server.rollouts.store import state_counts
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +50,22 @@ class Service:
         self.config = config
         self.db = db
         self.inventory = Inventory()
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self, rollouts=lambda: state_counts(db))
         self.rollouts = Scheduler(self)
         self.ingest = Ingest(db, counts=self.inventory.counts, on_lag=self.metrics.observe_lag)
         self.link = BrokerLink(config.broker, f"fleet-server-{config.instance}")
         self.link.on_message = self.ingest.receive
-        self.link.on_connected = self._synchronise
+        self.link.on_connected = self._connected
+        self.peers = Peers(db, config.instance, config.heartbeat_interval)
+        self.dispatcher = Dispatcher(self)
+        """Requests to cars, for the API and anything else in the server."""
         self.synced = False
         """Whether the retained topics were read since the last (re)connect."""
+        self._reading = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self._flushed = asyncio.Event()
         self._sync_marker: asyncio.Future[None] | None = None
-        self._stopping = False
+        self._sync: asyncio.Task[None] | None = None
+        self._rollout_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -74,19 +82,24 @@ class Service:
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name="poll"),
             asyncio.create_task(self._flush_loop(), name="flush"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
         await self.poll()  # the whole inventory, before the first API request
         self.link.route(self.sync_topic, self._marker_arrived)
         await self.link.start()
-        self._tasks.append(asyncio.create_task(self.rollouts.run(), name="rollouts"))
+        self._rollout_task = asyncio.create_task(self.rollouts.run(), name="rollouts")
 
     async def stop(self) -> None:
-        self._stopping = True
-        for task in self._tasks:
-            task.cancel()
+        # Rollouts first, while the broker and the database are there: leases are given up.
+        if self._rollout_task is not None:
+            self._rollout_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rollout_task
         with contextlib.suppress(DatabaseError):
             await self.rollouts.stop()
         self.link.stop()
+        if self._sync is not None:
+            self._tasks.append(self._sync)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -94,16 +107,22 @@ class Service:
                 await task
         with contextlib.suppress(DatabaseError):
             await asyncio.to_thread(self.ingest.flush)
+            await asyncio.to_thread(self.peers.leave)
 
     # -- reading the retained topics, then live through the shared subscription -----------
+
+    async def _connected(self) -> None:
+        """A (re)connect: a read still running for an earlier connection is abandoned (its
+        marker may have been lost with that connection) and starts over."""
+        if self._sync is not None and not self._sync.done():
+            self._sync.cancel()
+        self._sync = asyncio.create_task(self._synchronise(), name="synchronise")
 
     async def _synchronise(self) -> None:
         """After each connect: live subscription first, then the retained topics once.
 
         Shared subscriptions get no retained messages, so those are read through a plain
-        subscription made after the shared one (nothing published in between is missed),
-        which ends once a marker published after its SUBACK has come back: the broker
-        delivers the retained messages of a subscription before anything published later.
+        subscription made after the shared one: nothing published in between is missed.
         """
         self.synced = False
         try:
@@ -111,18 +130,30 @@ class Service:
             refused = await self.link.subscribe(shared)
             if refused:
                 log.error("the broker refused the shared subscriptions %s", refused)
+            await self.read_retained()
+            self.synced = True
+        except (LinkError, TimeoutError) as e:
+            log.warning("reading the retained topics failed (%s); again at the next connect", e)
+
+    async def read_retained(self) -> None:
+        """Reads every retained inventory topic once, and writes what it found.
+
+        A plain subscription, ended once a marker published after its SUBACK has come back:
+        the broker delivers a subscription's retained messages before anything published
+        later. Live messages arriving twice meanwhile (shared and plain) are harmless.
+        """
+        async with self._reading:
             self.ingest.sync_started = time.time()
             await self.link.subscribe([self.sync_topic, *INVENTORY_FILTERS])
             loop = asyncio.get_running_loop()
             self._sync_marker = loop.create_future()
             self.link.publish(self.sync_topic, b"")
-            await asyncio.wait_for(self._sync_marker, SYNC_TIMEOUT)
-            await self.link.unsubscribe(list(INVENTORY_FILTERS))
+            try:
+                await asyncio.wait_for(self._sync_marker, SYNC_TIMEOUT)
+            finally:
+                await self.link.unsubscribe(list(INVENTORY_FILTERS))
             await self.flush()
-            self.synced = True
             log.info("read the retained topics; %d cars known", len(self.inventory.cars))
-        except (LinkError, TimeoutError) as e:
-            log.warning("reading the retained topics failed (%s); again at the next connect", e)
 
     def _marker_arrived(self, payload: bytes) -> None:
         if self._sync_marker is not None and not self._sync_marker.done():
@@ -134,6 +165,7 @@ class Service:
         """Writes what is pending now and reads it back into memory."""
         if await asyncio.to_thread(self.ingest.flush):
             await self.poll()
+            self.ingest.settled()
 
     async def poll(self) -> None:
         changes = await asyncio.to_thread(read_changes, self.db, self.inventory.seq)
@@ -147,6 +179,23 @@ class Service:
             except DatabaseError as e:
                 log.warning("writing the inventory failed, kept for the next try: %s", e)
 
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                silent = await asyncio.to_thread(self.peers.beat)
+            except DatabaseError as e:
+                log.warning("writing the heartbeat failed: %s", e)
+                silent = []
+            if silent and self.synced:
+                # What they had received but not written is still retained on the broker.
+                log.warning("server(s) %s went silent; reading the retained topics again", silent)
+                self.metrics.resyncs.inc()
+                try:
+                    await self.read_retained()
+                except (LinkError, TimeoutError) as e:
+                    log.warning("reading the retained topics again failed: %s", e)
+            await asyncio.sleep(self.config.heartbeat_interval)
+
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.poll_interval)
@@ -157,8 +206,12 @@ class Service:
 
 
 async def serve(
-    config: ServerConfig, stop: asyncio.Event, ready: asyncio.Event | None = None
+    config: ServerConfig,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    extra: Sequence[Callable[[web.Application], None]] = (),
 ) -> None:
+    """Serves until ``stop``; ``extra`` mounts more routes (make_app's), e.g. in tests."""
     from fleet_server.api.app import make_app, make_metrics_app  # noqa: PLC0415 - api imports us
     from fleet_server.web.pages import mount as dashboard  # noqa: PLC0415 - web imports us
 
@@ -169,7 +222,9 @@ async def serve(
         await service.start()
         runners = []
         try:
-            app = make_app(service, metrics=config.metrics_listen is None, extra=[dashboard])
+            app = make_app(
+                service, metrics=config.metrics_listen is None, extra=[dashboard, *extra]
+            )
             runners.append(await _listen(app, config.listen))
             if config.metrics_listen is not None:
                 runners.append(await _listen(make_metrics_app(service), config.metrics_listen))
@@ -203,7 +258,8 @@ async def _listen(app: web.Application, where: tuple[str, int]) -> web.AppRunner
         await site.start()
     except OSError as e:
         await runner.cleanup()
-        raise LinkError(f"cannot listen on {where[0]}:{where[1]}: {e.strerror}") from None
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise LinkError(f"cannot listen on {where[0]}:{where[1]}: {reason}") from None
     return runner
 
 

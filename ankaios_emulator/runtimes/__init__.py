@@ -9,7 +9,12 @@ from ..scheduler import Scheduler
 from .podman import PodmanRuntime
 from .process import ProcessRuntime
 from .simulate import SimulateRuntime
-from .unsupported import SUPPORTED_RUNTIMES, UnsupportedRuntime, is_supported
+from .unsupported import (
+    KUBE_FILES_UNSUPPORTED,
+    SUPPORTED_RUNTIMES,
+    UnsupportedRuntime,
+    is_supported,
+)
 
 RUNTIME_NAMES = ("simulate", "process", "podman")
 
@@ -33,6 +38,7 @@ def create_runtime(
 
 
 __all__ = [
+    "KUBE_FILES_UNSUPPORTED",
     "RUNTIME_NAMES",
     "SUPPORTED_RUNTIMES",
     "PodmanRuntime",

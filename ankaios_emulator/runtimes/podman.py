@@ -47,6 +47,8 @@ from ..runtime import (
     parse_runtime_config,
     pump_output,
     restart_wanted,
+    retry_backoff,
+    retry_starting,
     starting_failed,
 )
 from ..scheduler import Scheduler
@@ -108,6 +110,8 @@ class _Instance:
     reported: ExecState | None = None
     stopping: bool = False
     restarting: bool = False
+    # failed creates since the last start or restart (the agent's retry token counter)
+    failures: int = 0
     follower: subprocess.Popen[bytes] | None = None
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -220,7 +224,13 @@ class PodmanRuntime(Runtime):
                 stopping = instance.stopping
             if stopping:
                 self._finish_removal(instance)
-            elif not self._shutting_down:
+            elif self._shutting_down:
+                pass
+            elif isinstance(exc, PodmanError):
+                # RuntimeError::Create: the agent retries with a backoff.
+                self._create_failed(instance, str(exc))
+            else:
+                # A runtimeConfig podman cannot use: RuntimeError::Unsupported, no retry.
                 self._report(workload, starting_failed(str(exc)))
             return
         with self._lock:
@@ -306,11 +316,30 @@ class PodmanRuntime(Runtime):
         if restart:
             self._scheduler.call_later(RESTART_DELAY_S, lambda: self._restart(instance))
 
+    def _create_failed(self, instance: _Instance, reason: str) -> None:
+        """``send_retry_for_workload``: ``Retry <n>: <reason>``, then ``podman run`` again
+        after the backoff unless the instance is stopped (or updated) meanwhile."""
+        with self._lock:
+            before = instance.failures
+            instance.failures += 1
+        self._report(instance.workload, retry_starting(before + 1, reason))
+
+        def retry() -> None:
+            with self._lock:
+                current = self._instances.get(instance.workload.instance_name)
+                if current is not instance or instance.stopping or self._shutting_down:
+                    return  # a delete or an update invalidated the retry
+                instance.launching = True
+            self._spawn(lambda: self._launch(instance), f"retry-{instance.workload.name}")
+
+        self._scheduler.call_later(retry_backoff(before), retry)
+
     def _restart(self, instance: _Instance) -> None:
         with self._lock:
             current = self._instances.get(instance.workload.instance_name)
             if current is not instance or instance.stopping or self._shutting_down:
                 return
+            instance.failures = 0
         self._report(instance.workload, PENDING_STARTING)
 
         def relaunch() -> None:

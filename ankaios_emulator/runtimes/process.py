@@ -23,6 +23,7 @@ from ..runtime import (
     REMOVED,
     RUNNING,
     SUCCEEDED,
+    CreateError,
     Runtime,
     RuntimeConfigError,
     StateSink,
@@ -30,6 +31,8 @@ from ..runtime import (
     parse_runtime_config,
     pump_output,
     restart_wanted,
+    retry_backoff,
+    retry_starting,
     starting_failed,
 )
 from ..scheduler import Scheduler
@@ -83,7 +86,8 @@ def process_spec(runtime_config: str, image_map: dict[str, list[str]]) -> Proces
     config = parse_runtime_config(runtime_config)
     command = image_map.get(config.image)
     if command is None:
-        raise RuntimeConfigError(f"image '{config.image}' is not in the image map")
+        # As podman failing to pull an image: a create error, retried by the agent.
+        raise CreateError(f"image '{config.image}' is not in the image map")
     return ProcessSpec(
         command=[*command, *config.command_args], env=env_from_options(config.command_options)
     )
@@ -96,6 +100,8 @@ class _Instance:
     process: subprocess.Popen[bytes] | None = None
     stopping: bool = False
     threads: list[threading.Thread] = field(default_factory=list)
+    # failed creates since the last start or restart (the agent's retry token counter)
+    failures: int = 0
 
 
 class ProcessRuntime(Runtime):
@@ -132,7 +138,11 @@ class ProcessRuntime(Runtime):
         try:
             spec = process_spec(workload.runtime_config, self._image_map)
         except RuntimeConfigError as exc:
+            # RuntimeError::Unsupported: no retry
             self._report(workload, starting_failed(str(exc)))
+            return
+        except CreateError as exc:
+            self._create_failed(instance, str(exc))
             return
         env = dict(os.environ)
         env.update(spec.env)
@@ -151,7 +161,7 @@ class ProcessRuntime(Runtime):
                 start_new_session=True,
             )
         except OSError as exc:
-            self._report(workload, starting_failed(f"could not start {spec.command[0]}: {exc}"))
+            self._create_failed(instance, f"could not start {spec.command[0]}: {exc}")
             return
         with self._lock:
             instance.process = process
@@ -197,7 +207,26 @@ class ProcessRuntime(Runtime):
             current = self._instances.get(instance.workload.instance_name)
             if current is not instance or instance.stopping or self._shutting_down:
                 return
+            instance.failures = 0
         self._report(instance.workload, PENDING_STARTING)
+        self._launch(instance)
+
+    def _create_failed(self, instance: _Instance, reason: str) -> None:
+        """``send_retry_for_workload``: report ``Retry <n>: <reason>`` and try again after
+        the backoff, unless the instance is stopped (or updated) meanwhile."""
+        with self._lock:
+            if instance.stopping or self._shutting_down:
+                return
+            before = instance.failures
+            instance.failures += 1
+        self._report(instance.workload, retry_starting(before + 1, reason))
+        self._scheduler.call_later(retry_backoff(before), lambda: self._retry(instance))
+
+    def _retry(self, instance: _Instance) -> None:
+        with self._lock:
+            current = self._instances.get(instance.workload.instance_name)
+            if current is not instance or instance.stopping or self._shutting_down:
+                return  # the retry token was invalidated by a delete or an update
         self._launch(instance)
 
     def stop(self, workload: RenderedWorkload) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..runtime import PENDING_STARTING, REMOVED, Runtime, starting_failed
+from ..runtime import PENDING_STARTING, REMOVED, Runtime, StateSink, starting_failed
 
 if TYPE_CHECKING:
     from ankaios_model.state import RenderedWorkload
@@ -30,14 +30,29 @@ def is_supported(runtime: str) -> bool:
     return runtime in SUPPORTED_RUNTIMES
 
 
+# podman_kube_runtime.rs create_workload: a podman-kube workload with files
+KUBE_FILES_UNSUPPORTED = (
+    "Workload files are not supported for podman-kube runtime. Use ConfigMaps instead."
+)
+
+
 class UnsupportedRuntime(Runtime):
-    """Fails every start like Ankaios' ``UnsupportedRuntime``; nothing is ever run."""
+    """Fails every start with ``RuntimeError::Unsupported(reason)``; nothing is ever run.
+
+    Ankaios' ``UnsupportedRuntime`` (reason "Unsupported Runtime") and the podman-kube
+    runtime refusing workload files both end here: ``Pending(Starting)``, then
+    ``Pending(StartingFailed)`` with the reason, no retry.
+    """
 
     name = "unsupported"
 
+    def __init__(self, report: StateSink, reason: str = UNSUPPORTED_RUNTIME) -> None:
+        super().__init__(report)
+        self.reason = reason
+
     def start(self, workload: RenderedWorkload, control_interface: Path | None) -> None:
         self._report(workload, PENDING_STARTING)
-        self._report(workload, starting_failed(UNSUPPORTED_RUNTIME))
+        self._report(workload, starting_failed(self.reason))
 
     def stop(self, workload: RenderedWorkload) -> None:
         self._report(workload, REMOVED)

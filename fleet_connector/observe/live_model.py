@@ -15,7 +15,7 @@ from typing import Any
 
 # Instance states that are on their way out; a workload's topic shows another instance of
 # it (the new one of an update, or one moved to another agent) when there is one.
-_LEAVING = frozenset({"Stopping", "Removed"})
+LEAVING = frozenset({"Stopping", "Removed"})
 
 
 def public_state(state: str) -> str:
@@ -109,7 +109,7 @@ class LiveModel:
         candidates = self.of_workload(name)
         if not candidates:
             return None
-        staying = [s for s in candidates if s.state not in _LEAVING]
+        staying = [s for s in candidates if s.state not in LEAVING]
         return max(staying or candidates, key=lambda s: (s.since, s.instance_id))
 
     def instance(self, agent: str, workload: str, instance_id: str) -> InstanceState | None:

@@ -34,7 +34,13 @@ from fleet_connector.ankaios.control_interface import ControlInterface
 from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.mqtt.topics import FOLLOW_LEVEL, Operation
-from fleet_connector.observe.live_model import InstanceState, Key, LiveModel, public_state
+from fleet_connector.observe.live_model import (
+    LEAVING,
+    InstanceState,
+    Key,
+    LiveModel,
+    public_state,
+)
 from fleet_connector.observe.log_tail import last_lines
 from fleet_connector.observe.workload_states import WorkloadStates
 from fleet_connector.requests.handler import Request
@@ -108,6 +114,10 @@ class _Target:
     key: Key | None
     """The instance followed; None: whichever instance the workload has (unchanged ones)."""
     deleting: bool
+    restarting: bool = False
+    """Applied with the instance name it had: Ankaios restarts it under that name (a change
+    of files, access rules, tags ... but not of runtimeConfig). Until the old instance is
+    seen leaving, what the model shows under the key is the old instance."""
     outcome: str | None = None
     last: InstanceState | None = None
     seen: bool = False
@@ -136,6 +146,8 @@ class _Follow:
     spec: FollowSpec
     targets: list[_Target]
     started: float = field(default_factory=time.monotonic)
+    # wall time when Ankaios had answered: a state that began later is not the old one's
+    answered: float = field(default_factory=time.time)
 
     @property
     def deadline(self) -> float:
@@ -212,7 +224,7 @@ class Outcomes:
             for target in follow.targets:
                 if target.outcome is not None:
                     continue
-                due = _evaluate_target(target, model, follow.spec.settle, wall)
+                due = _evaluate_target(target, model, follow.spec.settle, wall, follow.answered)
                 if target.outcome is None:
                     pending = True
                     if due is not None:
@@ -277,12 +289,23 @@ def _key(state: InstanceState) -> Key:
     return (state.agent, state.workload, state.instance_id)
 
 
-def _evaluate_target(target: _Target, model: LiveModel, settle: float, wall: float) -> float | None:
+def _evaluate_target(
+    target: _Target, model: LiveModel, settle: float, wall: float, answered: float
+) -> float | None:
     """Sets the target's outcome when it has one; returns the wall time to look again."""
     if target.key is not None:
         state = model.instance(*target.key)
     else:
         state = model.current(target.workload)
+    if target.restarting:
+        if state is not None and state.state not in LEAVING and state.since < answered:
+            target.last = state
+            return None  # still the old instance
+        # Leaving, gone, or a state that began after the answer: the restart is under way.
+        target.restarting = False
+        if state is None or state.state in LEAVING:
+            target.last = state or target.last
+            return None
     if state is not None:
         target.last = state
         target.seen = True
@@ -312,14 +335,12 @@ def _evaluate_target(target: _Target, model: LiveModel, settle: float, wall: flo
 def _targets(request: Request, reply: dict[str, Any]) -> list[_Target]:
     deleting = request.operation is Operation.DELETE
     changed = reply.get("deleted_workloads" if deleting else "added_workloads") or []
-    targets = [
-        _Target(
-            str(w["workload_name"]),
-            (str(w["agent_name"]), str(w["workload_name"]), str(w["workload_id"])),
-            deleting,
-        )
-        for w in changed
-    ]
+
+    def key(w: dict[str, Any]) -> Key:
+        return (str(w["agent_name"]), str(w["workload_name"]), str(w["workload_id"]))
+
+    kept = set() if deleting else {key(w) for w in reply.get("deleted_workloads") or []}
+    targets = [_Target(str(w["workload_name"]), key(w), deleting, key(w) in kept) for w in changed]
     followed = {t.workload for t in targets}
     try:
         named = sorted(parse_manifest(request.payload).workloads)

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from fleet_server.api import audit, cars, health, openapi, requests, rollouts
+from fleet_server.api import audit, cars, health, openapi, requests, rollouts, tokens
 from fleet_server.api.context import SERVICE_KEY
 from fleet_server.api.errors import MAX_BODY_KEY, json_errors
 from fleet_server.api.routing import Route, guarded
@@ -19,7 +19,8 @@ from fleet_server.service import Service
 
 
 def routes(metrics: bool = True) -> list[Route]:
-    found = [*health.ROUTES, *cars.ROUTES, *requests.ROUTES, *audit.ROUTES, *rollouts.ROUTES]
+    found = [*health.ROUTES, *cars.ROUTES, *requests.ROUTES, *audit.ROUTES, *tokens.ROUTES]
+    found += rollouts.ROUTES
     if metrics:
         found.append(health.METRICS_ROUTE)
     return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -10,10 +11,12 @@ from fleet_server import audit
 from fleet_server.api import schemas
 from fleet_server.api.cars import _int
 from fleet_server.api.context import service
+from fleet_server.api.errors import NOT_FOUND, ApiError
 from fleet_server.api.routing import Route
 from fleet_server.auth import Role
 
 MAX_LIMIT = 1000
+MAX_SEQ = 2**62
 
 _ENTRY = {
     "type": "object",
@@ -40,7 +43,11 @@ _PAGE = {
     },
 }
 _PARAMETERS = [
-    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {
+        "name": "after",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+    },
     {
         "name": "limit",
         "in": "query",
@@ -49,24 +56,27 @@ _PARAMETERS = [
 ]
 
 
-async def _page(request: web.Request, vin: str | None) -> web.Response:
-    after = _int(request.query, "after", 0, 0, 2**62)
+async def _page(request: web.Request, vin: str | None) -> dict[str, Any]:
+    after = _int(request.query, "after", 0, 0, MAX_SEQ)
     limit = _int(request.query, "limit", 100, 1, MAX_LIMIT)
     found = await asyncio.to_thread(
         audit.entries, service(request).db, vin=vin, after=after, limit=limit
     )
-    items = [e.to_json() for e in found]
     next_after = found[-1].seq if len(found) == limit else None
-    return web.json_response({"items": items, "next_after": next_after})
+    return {"items": [e.to_json() for e in found], "next_after": next_after}
 
 
 async def fleet_audit(request: web.Request) -> web.Response:
-    return await _page(request, None)
+    return web.json_response(await _page(request, None))
 
 
 async def car_audit(request: web.Request) -> web.Response:
-    # Also for a VIN no longer (or never) in the inventory: the record outlives the car.
-    return await _page(request, request.match_info["vin"])
+    vin = request.match_info["vin"]
+    page = await _page(request, vin)
+    # A car with entries is answered even if it left the inventory: the record outlives it.
+    if not page["items"] and service(request).inventory.get(vin) is None:
+        raise ApiError(404, NOT_FOUND, f"no car with VIN {vin!r} is known")
+    return web.json_response(page)
 
 
 ROUTES = [
@@ -98,6 +108,7 @@ ROUTES = [
                 "200": {"description": "entries", "content": schemas.json_content(_PAGE)},
                 "400": schemas.error("bad paging"),
                 **schemas.AUTH_ERRORS,
+                "404": schemas.error("no car with this VIN is known, and none has entries"),
             },
         },
     ),

@@ -21,6 +21,7 @@ from fleet_server.selectors import LabelError, SelectorError, check_key, check_v
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+MAX_OFFSET = 2**31
 MAX_LABELS_PER_PATCH = 64
 
 
@@ -56,7 +57,7 @@ async def list_cars(request: web.Request) -> web.Response:
         raise ApiError(400, INVALID_REQUEST, "online must be true or false")
     online = None if online_text is None else online_text == "true"
     limit = _int(query, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT)
-    offset = _int(query, "offset", 0, 0, 2**31)
+    offset = _int(query, "offset", 0, 0, MAX_OFFSET)
     cars = service(request).inventory.select(selector, online)
     items = [summary(car) for car in cars[offset : offset + limit]]
     return web.json_response({"items": items, "total": len(cars)})
@@ -134,7 +135,11 @@ ROUTES = [
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT},
                 },
-                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {
+                    "name": "offset",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+                },
             ],
             "responses": {
                 "200": {

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from fleet_server.db import DatabaseError
+
 log = logging.getLogger(__name__)
 
 MAX_BODY_KEY = web.AppKey("max_body", int)
@@ -83,6 +85,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             if allow:
                 response.headers["Allow"] = allow
         return response
+    except DatabaseError as e:
+        log.warning("%s %s: %s", request.method, request.path, e)
+        return error_response(503, UNAVAILABLE, "the database is not reachable; try again")
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, INTERNAL, "a defect in fleet-server; see its log")

@@ -1,14 +1,10 @@
-"""Requests to one car, mirroring its topics, each answered with the car's own reply.
+"""Requests to one car through the API, mirroring its topics, each answered with the
+car's own reply (sending: fleet_server/dispatch.py).
 
-The server that got the HTTP request is the only one that publishes it (once), to
-``vehicle/<VIN>/<operation>/req/<request-id>`` with a request id unique to it, and awaits
-the reply on ``.../resp/<request-id>`` (subscribed first; on MQTT 5 also named as the
-response topic, with the id as correlation data). The car's reply is the HTTP body as it
-came: 200 for data, the car's error code mapped to a status (errors.CAR_CODE_STATUS).
-No reply within ``--request-timeout``: 504 NO_REPLY (the request may still be carried out).
-A car the inventory shows offline gets the request all the same (QoS 1: the broker keeps it
-in the car's session) and the answer is 202 with the request id, at once.
-Every request is audited before it is sent; the reply's outcome is audited after.
+The car's reply is the HTTP body as it came: 200 for data, the car's error code mapped to a
+status (errors.CAR_CODE_STATUS). No reply within ``--request-timeout``: 504 NO_REPLY (the
+request may still be carried out). A car the inventory shows offline gets the request all
+the same (the broker keeps it for the car) and the answer is 202 with the request id, at once.
 """
 
 from __future__ import annotations
@@ -17,13 +13,13 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from fleet_connector.mqtt.topics import Operation, Topics
-from fleet_server import audit
+from fleet_connector.mqtt.topics import FOLLOWABLE, Operation, Topics
 from fleet_server.api import schemas
 from fleet_server.api.cars import known_car
 from fleet_server.api.context import service
@@ -39,128 +35,80 @@ from fleet_server.api.errors import (
 from fleet_server.api.routing import Route, identity
 from fleet_server.auth import Role
 from fleet_server.broker_link import LinkError, new_request_id
-from fleet_server.service import Service
+from fleet_server.dispatch import BAD_REPLY, OK, QUEUED, follow_level
 
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
-async def _record(
-    svc: Service, *, actor: str, action: str, vin: str, rid: str, detail: dict[str, Any]
-) -> None:
-    """One audit entry naming the car and the request id."""
-
-    def write() -> None:
-        with svc.db.transaction() as tx:
-            audit.append(
-                tx, actor=actor, action=action, vins=[vin], request_ids=[rid], detail=detail
+def follow_query(query: Mapping[str, str]) -> str | None:
+    """The follow level of ``?follow=true&settle=S&deadline=D``; None without follow=true."""
+    if query.get("follow", "false") not in ("true", "false"):
+        raise ApiError(400, INVALID_REQUEST, "follow must be true or false")
+    if query.get("follow") != "true":
+        return None  # settle and deadline only mean something with follow=true
+    values: dict[str, float | None] = {}
+    for name, low, high in (("settle", 0.0, 600.0), ("deadline", 0.1, 3600.0)):
+        text = query.get(name)
+        if text is None:
+            values[name] = None
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            raise ApiError(
+                400, INVALID_REQUEST, f"{name} must be a number from {low:g} to {high:g}"
             )
-
-    await asyncio.to_thread(write)
-
-
-def _reply_response(payload: bytes, rid: str) -> tuple[web.Response, str]:
-    """The car's reply as the HTTP answer, and its outcome for metrics and audit."""
-    headers = {REQUEST_ID_HEADER: rid}
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):
-        return error_response(
-            502, "BAD_REPLY", "the car's reply is not JSON", request_id=rid
-        ), "BAD_REPLY"
-    code = None
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        code = data["error"].get("code")
-        code = code if isinstance(code, str) and code.isupper() and len(code) <= 64 else "BAD_REPLY"
-    status = 200 if code is None else CAR_CODE_STATUS.get(code, CAR_DEFAULT_STATUS)
-    if not isinstance(data, dict):
-        data = {"reply": data}
-    response = web.Response(
-        body=payload if isinstance(data, dict) and "reply" not in data else json.dumps(data),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-    return response, code or "ok"
+        values[name] = value
+    return follow_level(values["settle"], values["deadline"])
 
 
-async def send(request: web.Request, operation: Operation, payload: bytes) -> web.Response:
+async def send(
+    request: web.Request, operation: Operation, payload: bytes, follow: str | None = None
+) -> web.Response:
+    """Sends one request to the car and answers with its reply."""
     car = known_car(request)
     svc = service(request)
-    if not svc.link.connected:
-        raise ApiError(503, UNAVAILABLE, "fleet-server is not connected to the broker")
-    actor = identity(request).name
-    rid = new_request_id(svc.config.instance)
-    topics = Topics(car.vin)
-    request_topic = topics.request(operation, rid)
-    reply_topic = topics.response(operation, rid)
-    action = f"car.{operation.value.replace('/', '.')}"
-    detail = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
-    metric = svc.metrics.requests
-    if not car.online:
-        await _record(
-            svc, actor=actor, action=action, vin=car.vin, rid=rid, detail={**detail, "queued": True}
-        )
-        svc.link.publish(request_topic, payload)
-        metric.labels(operation.value, "QUEUED").inc()
-        return web.json_response(
-            {
-                "request_id": rid,
-                "queued": True,
-                "message": "the car is offline; the broker keeps the request for it",
-            },
-            status=202,
-            headers={REQUEST_ID_HEADER: rid},
-        )
-    reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-    svc.link.route(reply_topic, _once(reply))
     try:
-        await svc.link.subscribe([reply_topic])
-        await _record(svc, actor=actor, action=action, vin=car.vin, rid=rid, detail=detail)
-        svc.link.publish(
-            request_topic, payload, response_topic=reply_topic, correlation=rid.encode()
+        sent = await svc.dispatcher.send(
+            car, operation, payload, actor=identity(request).name, follow=follow
         )
-        try:
-            answer = await asyncio.wait_for(reply, svc.config.request_timeout)
-        except TimeoutError:
-            outcome = NO_REPLY
-            response = error_response(
-                504,
-                NO_REPLY,
-                f"the car did not answer within {svc.config.request_timeout:g}s; "
-                "the request may still be carried out",
-                request_id=rid,
-            )
-            response.headers[REQUEST_ID_HEADER] = rid
-        else:
-            response, outcome = _reply_response(answer, rid)
     except LinkError as e:
         raise ApiError(503, UNAVAILABLE, str(e)) from None
-    finally:
-        svc.link.unroute(reply_topic)
-        svc.spawn(_unsubscribe(svc, reply_topic))
-    metric.labels(operation.value, outcome).inc()
-    await _record(
-        svc,
-        actor=actor,
-        action=f"{action}.reply",
-        vin=car.vin,
-        rid=rid,
-        detail={"outcome": outcome},
-    )
+    rid = sent.request_id
+    headers = {REQUEST_ID_HEADER: rid}
+    if sent.outcome == QUEUED:
+        body = {
+            "request_id": rid,
+            "queued": True,
+            "message": "the car is offline; the broker keeps the request for it",
+        }
+        return web.json_response(body, status=202, headers=headers)
+    if sent.outcome == NO_REPLY:
+        response = error_response(
+            504,
+            NO_REPLY,
+            f"the car did not answer within {svc.config.request_timeout:g}s; "
+            "the request may still be carried out",
+            request_id=rid,
+        )
+    elif sent.outcome == BAD_REPLY or sent.reply is None:
+        response = error_response(
+            502, BAD_REPLY, "the car's reply is not JSON or not a reply", request_id=rid
+        )
+    else:
+        status = (
+            200 if sent.outcome == OK else CAR_CODE_STATUS.get(sent.outcome, CAR_DEFAULT_STATUS)
+        )
+        # A mapping is passed on byte for byte; anything else (no connector sends it) is
+        # wrapped, so that every answer is a JSON object.
+        body_bytes = (
+            sent.reply if isinstance(sent.data, dict) else json.dumps({"reply": sent.data}).encode()
+        )
+        response = web.Response(body=body_bytes, status=status, content_type="application/json")
+    response.headers.update(headers)
     return response
-
-
-def _once(future: asyncio.Future[bytes]) -> Callable[[bytes], None]:
-    def deliver(payload: bytes) -> None:
-        if not future.done():
-            future.set_result(payload)
-
-    return deliver
-
-
-async def _unsubscribe(svc: Service, topic: str) -> None:
-    with contextlib.suppress(LinkError):
-        await svc.link.unsubscribe([topic])
 
 
 async def _json_payload(request: web.Request, kinds: tuple[type, ...], what: str) -> bytes:
@@ -178,10 +126,11 @@ async def _json_payload(request: web.Request, kinds: tuple[type, ...], what: str
 
 def _manifest_handler(operation: Operation) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
+        follow = follow_query(request.query) if operation in FOLLOWABLE else None
         body = await request.read()
         if not body.strip():
             raise ApiError(400, INVALID_REQUEST, "the body is the manifest (YAML)")
-        return await send(request, operation, body)
+        return await send(request, operation, body, follow)
 
     handler.__name__ = f"manifest_{operation.name.lower()}"
     return handler
@@ -228,8 +177,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     ended = False
     try:
         await svc.link.subscribe([reply_topic])
-        await _record(
-            svc,
+        await svc.dispatcher.record(
             actor=identity(request).name,
             action="car.logs",
             vin=car.vin,
@@ -264,7 +212,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(LinkError):
                 svc.link.publish(topics.logs_cancel(rid), b"")
         svc.link.unroute(reply_topic)
-        svc.spawn(_unsubscribe(svc, reply_topic))
+        svc.dispatcher.unsubscribe_later(reply_topic)
     return response
 
 
@@ -304,11 +252,37 @@ def _doc(summary: str, body: dict[str, Any], *, required: bool) -> dict[str, Any
     }
 
 
+_MANIFEST_TEXT = {"type": "string", "pattern": r"\S"}
 _YAML = {
-    "application/yaml": {"schema": {"type": "string"}},
-    "text/plain": {"schema": {"type": "string"}},
+    "application/yaml": {"schema": _MANIFEST_TEXT},
+    "text/plain": {"schema": _MANIFEST_TEXT},
 }
 _OBJECT = schemas.json_content({"type": "object"})
+_FOLLOW_PARAMETERS = [
+    {
+        "name": "follow",
+        "in": "query",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+        "description": "follow the outcome: it becomes the car's last_outcome (with the "
+        "request id); settle and deadline (seconds) apply only with follow=true",
+    },
+    {"name": "settle", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 600}},
+    {
+        "name": "deadline",
+        "in": "query",
+        "schema": {"type": "number", "minimum": 0.1, "maximum": 3600},
+    },
+]
+
+
+def _manifest_doc(operation: Operation) -> dict[str, Any]:
+    doc = _doc(
+        f"{operation.value} on the car; the body is the manifest (YAML)", _YAML, required=True
+    )
+    if operation in FOLLOWABLE:
+        doc["parameters"] = [*doc["parameters"], *_FOLLOW_PARAMETERS]
+    return doc
+
 
 ROUTES = [
     *(
@@ -317,11 +291,7 @@ ROUTES = [
             f"/api/v1/cars/{{vin}}/{operation.value}",
             _manifest_handler(operation),
             Role.OPERATOR,
-            _doc(
-                f"{operation.value} on the car; the body is the manifest (YAML)",
-                _YAML,
-                required=True,
-            ),
+            _manifest_doc(operation),
         )
         for operation in (Operation.APPLY, Operation.DELETE, Operation.PLAN)
     ),

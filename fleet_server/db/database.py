@@ -113,6 +113,9 @@ class Database:
     def _open_sqlite(self, path: Path) -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # It holds the token hashes and the audit trail: only its owner reads it.
+                path.touch(mode=0o600)
             # isolation_level=None: we say BEGIN ourselves (IMMEDIATE for writes).
             conn = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False, timeout=10

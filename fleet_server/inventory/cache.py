@@ -72,9 +72,9 @@ class Car:
         self.online_since: float | None = None
         self.connector_version: str | None = None
         self.presence: str | None = None
-        self.reported_labels: dict[str, str] = {}
-        self.api_labels: dict[str, str] = {}
-        self.labels: dict[str, str] = {}
+        self.reported_labels: dict[str, str] = _NO_LABELS
+        self.api_labels: dict[str, str] = _NO_LABELS
+        self.labels: dict[str, str] = _NO_LABELS
         """The car's own labels, overridden by those set through the API."""
         self.drift: str | None = None
         self.last_outcome: str | None = None
@@ -83,8 +83,22 @@ class Car:
         self.agents: tuple[Agent, ...] = ()
 
 
+# Shared by every car without labels of a kind; never changed (cars are replaced, not edited).
+_NO_LABELS: dict[str, str] = {}
+
+
 def _labels(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {_intern(k): _intern(v) for k, v in items}
+    return {_intern(k): _intern(v) for k, v in items} or _NO_LABELS
+
+
+def merged(reported: dict[str, str], api: dict[str, str]) -> dict[str, str]:
+    """The car's labels: its own, overridden by those set through the API (one dict
+    fewer per car when only one kind exists)."""
+    if not api:
+        return reported
+    if not reported:
+        return api
+    return {**reported, **api}
 
 
 @dataclass
@@ -141,7 +155,7 @@ def read_changes(db: Database, last: int) -> Poll:
         car.workloads = tuple(sorted(workloads.get(vin, ()), key=lambda w: w.name))
         car.agents = tuple(sorted(agents.get(vin, ()), key=lambda a: a.name))
         car.api_labels = _labels(api_labels.get(vin, ()))
-        car.labels = {**car.reported_labels, **car.api_labels}
+        car.labels = merged(car.reported_labels, car.api_labels)
     return Poll(seq, list(cars.values()))
 
 
@@ -181,8 +195,9 @@ class Inventory:
         self.seq = 0
         self.loaded = False
         """Whether one poll has completed (the whole inventory is in memory)."""
-        self.watchers: list[Callable[[list[Car]], None]] = []
-        """Called with the cars each poll changed (the dashboard's live pages)."""
+        self.listeners: list[Callable[[list[Car]], None]] = []
+        """Called (on the event loop) with the cars each poll brought, e.g. to push them to
+        a dashboard's pages; a listener must not block."""
 
     def apply(self, poll: Poll) -> None:
         new = [car.vin for car in poll.cars if car.vin not in self.cars]
@@ -197,8 +212,8 @@ class Inventory:
         self.seq = max(self.seq, poll.seq)
         self.loaded = True
         if poll.cars:
-            for watcher in self.watchers:
-                watcher(poll.cars)
+            for listener in list(self.listeners):
+                listener(poll.cars)
 
     def get(self, vin: str) -> Car | None:
         return self.cars.get(vin)

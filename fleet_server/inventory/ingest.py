@@ -41,6 +41,8 @@ class Batch:
     outcomes: dict[str, str] = field(default_factory=dict)
     arrivals: list[float] = field(default_factory=list)
     """Arrival time of each message, for the ingest lag."""
+    added: dict[str, list[int]] = field(default_factory=dict)
+    """Per car, workloads and agents this batch adds (names not in it before)."""
 
     def __len__(self) -> int:
         return len(self.arrivals)
@@ -60,6 +62,7 @@ class Ingest:
         self._counts = counts
         """(workloads, agents) the cache knows of a car: bounds what one car can add."""
         self._on_lag = on_lag
+        self._writing: Batch | None = None
         self.sync_started = 0.0
         """When the current read of retained topics began (the presence guard)."""
         self.received = 0
@@ -81,23 +84,19 @@ class Ingest:
                 batch.presence[vin] = (message.value, arrival, retained)
             elif kind == "workload":
                 key = (vin, message.name)
-                if (
-                    message.value is not None
-                    and key not in batch.workloads
-                    and self._counts(vin)[0] >= MAX_WORKLOADS_PER_CAR
-                ):
-                    self.ignored += 1
-                    return
+                if message.value is not None and key not in batch.workloads:
+                    if self._count(vin, 0) >= MAX_WORKLOADS_PER_CAR:
+                        self.ignored += 1
+                        return
+                    batch.added.setdefault(vin, [0, 0])[0] += 1
                 batch.workloads[key] = message.value
             elif kind == "agent":
                 key = (vin, message.name)
-                if (
-                    message.value is not None
-                    and key not in batch.agents
-                    and self._counts(vin)[1] >= MAX_AGENTS_PER_CAR
-                ):
-                    self.ignored += 1
-                    return
+                if message.value is not None and key not in batch.agents:
+                    if self._count(vin, 1) >= MAX_AGENTS_PER_CAR:
+                        self.ignored += 1
+                        return
+                    batch.added.setdefault(vin, [0, 0])[1] += 1
                 batch.agents[key] = message.value
             elif kind == "drift":
                 batch.drift[vin] = message.value
@@ -105,6 +104,20 @@ class Ingest:
                 batch.outcomes[vin] = message.value
             batch.seen[vin] = arrival
             batch.arrivals.append(arrival)
+
+    def _count(self, vin: str, kind: int) -> int:
+        """At most how many workloads (0) or agents (1) the car has, pending ones included:
+        the cache's count, plus what the batch being written and this one add."""
+        count = self._counts(vin)[kind]
+        for batch in (self._writing, self._batch):
+            if batch is not None:
+                count += batch.added.get(vin, (0, 0))[kind]
+        return count
+
+    def settled(self) -> None:
+        """The batch last written is in the cache now (called after the poll)."""
+        with self._lock:
+            self._writing = None
 
     def pending(self) -> int:
         with self._lock:
@@ -114,6 +127,7 @@ class Ingest:
         """Writes what is pending in one transaction; returns how many messages it held."""
         with self._lock:
             batch, self._batch = self._batch, Batch()
+            self._writing = batch
             self._lock.notify_all()
         if not batch.arrivals:
             return 0
@@ -129,9 +143,14 @@ class Ingest:
     def _requeue(self, batch: Batch) -> None:
         """Puts a batch that could not be written back in front of newer messages."""
         with self._lock:
+            self._writing = None
             newer, self._batch = self._batch, batch
             for name in ("seen", "presence", "workloads", "agents", "drift", "outcomes"):
                 getattr(batch, name).update(getattr(newer, name))
+            for vin, (workloads, agents) in newer.added.items():
+                added = batch.added.setdefault(vin, [0, 0])
+                added[0] += workloads
+                added[1] += agents
             batch.arrivals.extend(newer.arrivals)
 
     def _write(self, batch: Batch) -> None:

@@ -436,6 +436,10 @@ class Driver:
             result = await attempts.attempt(link, ask, again=again)
         except LinkError as e:
             result = attempts.Result(attempts.UNKNOWN, message=str(e))
+        # Counted with the API's requests: the car's code, ok, or UNKNOWN / RESIGN.
+        decided = result.state in (attempts.SUCCEEDED, attempts.FAILED)
+        outcome = result.code or ("ok" if decided else result.state.upper())
+        self.ctx.service.metrics.requests.labels(ask.operation.value, outcome).inc()
         if result.state == attempts.RESIGN:
             await self._resign(spec, ask)
             return

@@ -161,12 +161,12 @@ class Feed:
         self._broker_up = self.service.link.connected
         for car in self.inventory.cars.values():
             self._note_followed(car)
-        self.inventory.watchers.append(self._changed)
+        self.inventory.listeners.append(self._changed)
         self._tasks = [asyncio.create_task(self._poll_audit()), asyncio.create_task(self._link())]
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
-            self.inventory.watchers.remove(self._changed)
+            self.inventory.listeners.remove(self._changed)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

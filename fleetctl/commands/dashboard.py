@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fleetctl import dashboard
 from fleetctl.commands import options
-from fleetctl.commands.command import CONNECT_TIMEOUT, Command, Invocation, define
+from fleetctl.commands.command import CONNECT_TIMEOUT, OK, Command, Invocation, define
 from fleetctl.commands.options import Subcommands
 
 DEFAULT_PORT = 8080
@@ -42,7 +42,7 @@ def register(subcommands: Subcommands) -> None:
         help=f"the address to serve on (default: {LOOPBACK}); any other address lets "
         "whoever reaches it see the fleet and read logs, without a password",
     )
-    define(board, Command(_run))
+    define(board, Command(_run, through_server=_served))
 
 
 def _run(invocation: Invocation) -> int:
@@ -50,3 +50,13 @@ def _run(invocation: Invocation) -> int:
     return dashboard.run(
         invocation.settings, invocation.vins, args.listen, args.port, CONNECT_TIMEOUT
     )
+
+
+def _served(invocation: Invocation) -> int:
+    """fleet-server serves the same page itself, from its inventory, behind a login."""
+    assert invocation.server is not None
+    print(
+        f"fleet-server serves the dashboard: open {invocation.server.url}/ and log in with "
+        "your token (fleetctl dashboard is for a broker without a service: --context)"
+    )
+    return OK

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ankaios_sdk import Ankaios, AnkaiosResponseError, ControlInterface
 from testkit import MANIFESTS, Requester
 
 from ankaios_emulator import Emulator
@@ -318,3 +319,68 @@ def test_history_is_read_under_the_policy_s_field_masks(
     assert "desiredState.workloads" in refused["error"]["message"]
     plan = requester.call(Operation.PLAN, SENDER_MANIFEST, "p")
     assert plan["error"]["code"] == "POLICY_DENIED"
+
+
+READER = """\
+apiVersion: v1
+workloads:
+  reader:
+    runtime: podman
+    agent: agent_A
+    restartPolicy: NEVER
+    runtimeConfig: "image: reader:1"
+"""
+READER_RULES = """\
+    controlInterfaceAccess:
+      allowRules:
+        - type: StateRule
+          operation: Read
+          filterMasks: ["workloadStates"]
+"""
+
+
+def running(emulator: Emulator) -> int:
+    """How often ``reader`` was started, once it runs (0 while it does not)."""
+    states = emulator.complete_state(["workloadStates.agent_A.reader"])
+    per_id = states.get("workloadStates", {}).get("agent_A", {}).get("reader", {})
+    up = [s for s in per_id.values() if s["state"] == "Running"]
+    return emulator.start_count("reader") if up else 0
+
+
+def test_rollback_of_an_access_rule_change_restores_the_control_interface(
+    tmp_path: Path,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Access rules do not change the instance id: Ankaios restarts the workload under
+    # the same name and gives it a control interface only while it has allow rules.
+    with Emulator(
+        control_interface=tmp_path / "ci", run_dir=tmp_path / "run", pace_frames=False
+    ) as emulator:
+        start_connector(emulator.control_interface, state_dir=tmp_path / "state")
+        fifo = tmp_path / "run" / "reader" / "control_interface" / "input"
+        [first] = requester.apply(READER + READER_RULES)["added_workloads"]
+        emulator.wait_for(lambda e: fifo.exists() and running(e) == 1)
+        changed = requester.apply(READER)
+        assert ids(changed["added_workloads"]) == [first["workload_id"]]
+        assert ids(changed["deleted_workloads"]) == [first["workload_id"]]
+        emulator.wait_for(lambda e: not fifo.exists() and running(e) == 2)
+
+        rolled = requester.call(Operation.ROLLBACK, "", "undo-rules")
+        assert ids(rolled["added_workloads"]) == [first["workload_id"]]
+        assert ids(rolled["deleted_workloads"]) == [first["workload_id"]]
+        emulator.wait_for(lambda e: fifo.exists() and running(e) == 3)
+        reader = emulator.complete_state(["desiredState.workloads.reader"])["desiredState"]
+        rules = reader["workloads"]["reader"]["controlInterfaceAccess"]["allowRules"]
+        assert rules == [
+            {"type": "StateRule", "operation": "Read", "filterMasks": ["workloadStates"]}
+        ]
+        # The workload's control interface serves the restored rules.
+        monkeypatch.setattr(
+            ControlInterface, "ANKAIOS_CONTROL_INTERFACE_BASE_PATH", str(fifo.parent)
+        )
+        with Ankaios() as ank:
+            assert ank.get_state(["workloadStates"]).get_workload_states() is not None
+            with pytest.raises(AnkaiosResponseError, match="Access denied"):
+                ank.get_state(["desiredState"])

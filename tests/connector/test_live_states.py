@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -130,3 +131,41 @@ def test_states_are_published_again_to_a_broker_that_lost_them(
         assert states_until(probe, f"vehicle/{vin}/workloads/nginx", "running", 20)
     finally:
         probe.close()
+
+
+def test_a_restart_under_the_same_instance_name_is_shown_live(
+    tmp_path: Path, start_connector: Callable[..., Connector], probe: MqttProbe, vin: str
+) -> None:
+    # A change of files keeps the instance name; Ankaios stops the instance, removes it
+    # and starts it again under that name. Steps of 0.3 s keep the states apart.
+    with Emulator(control_interface=tmp_path / "ci", step_delay=0.3, pace_frames=False) as emulator:
+        start_connector(emulator.control_interface)
+        requester = Requester(probe, vin)
+        topic = f"vehicle/{vin}/workloads/conf"
+        probe.subscribe(f"vehicle/{vin}/workloads/#")
+        [first] = requester.apply(files_manifest("one"))["added_workloads"]
+        states_until(probe, topic, "running")
+        changed = requester.apply(files_manifest("two"))
+        assert changed["deleted_workloads"] == changed["added_workloads"] == [first]
+        seen = states_until(probe, topic, "running")
+        shown = [(p["state"], p["substate"]) if p else None for p in seen]
+        # The topic follows the restart; between removal and start it is cleared, as for
+        # any instance that is gone with no other one of its workload.
+        assert shown == [
+            ("stopping", "RequestedAtRuntime"),
+            None,
+            ("pending", "Starting"),
+            ("running", "Ok"),
+        ]
+        assert {p["instance_id"] for p in seen if p} == {first["workload_id"]}
+        held = retained(probe, f"vehicle/{vin}/workloads/#")
+        assert held[topic]["state"] == "running"
+        assert emulator.start_count("conf") == 2
+
+
+def files_manifest(content: str) -> str:
+    return (
+        "apiVersion: v1\nworkloads:\n  conf:\n    runtime: podman\n    agent: agent_A\n"
+        "    runtimeConfig: |\n      image: sim:1\n    files:\n"
+        f"      - mountPoint: /etc/conf\n        data: {content}\n"
+    )

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -223,3 +224,49 @@ def test_following_works_on_mqtt_311(
         assert outcome["workloads"]["c"]["logs"][-1] == "boom"
     finally:
         probe.close()
+
+
+def files_manifest(content: str) -> str:
+    return (
+        "apiVersion: v1\n"
+        "workloads:\n"
+        "  steady:\n"
+        "    runtime: podman\n"
+        "    agent: agent_A\n"
+        "    restartPolicy: NEVER\n"
+        "    runtimeConfig: |\n"
+        "      image: steady:1\n"
+        "    files:\n"
+        "      - mountPoint: /etc/steady.conf\n"
+        f"        data: {content}\n"
+    )
+
+
+def test_a_files_only_change_is_running_once_the_restarted_instance_holds(
+    tmp_path: Path, start_connector: Callable[..., Connector], probe: MqttProbe, vin: str
+) -> None:
+    # Only runtimeConfig decides the instance id: Ankaios restarts the workload under the
+    # same instance name (Stopping, Removed, Starting, Running). The outcome must judge
+    # the restarted instance: neither the old one still running when the apply came nor
+    # the moment it is gone. Steps of 0.3 s keep those states apart.
+    with Emulator(control_interface=tmp_path / "ci", step_delay=0.3, pace_frames=False) as car:
+        start_connector(car.control_interface)
+        first, outcome = followed(
+            probe, vin, "apply", files_manifest("one"), "f1", level="follow;settle=0.5"
+        )
+        assert outcome["outcome"] == "running"
+        applied_at = time.time()
+        reply, outcome = followed(
+            probe, vin, "apply", files_manifest("two"), "f2", level="follow;settle=0.5"
+        )
+        [added] = reply["added_workloads"]
+        assert reply["deleted_workloads"] == [added]
+        assert added["workload_id"] == first["added_workloads"][0]["workload_id"]
+        assert outcome["outcome"] == "running"
+        steady = outcome["workloads"]["steady"]
+        assert steady["instance_id"] == added["workload_id"]
+        # running since the restart (3 steps after the apply), and for the settle time
+        since = datetime.fromisoformat(steady["since"]).timestamp()
+        assert since >= applied_at + 0.6
+        assert time.time() - since >= 0.5
+        assert car.start_count("steady") == 2

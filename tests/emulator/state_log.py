@@ -73,18 +73,24 @@ class StateLog:
         raise ValueError(f"{workload}.{workload_id} never was {substate}; seen {self.seen}")
 
     def _take(self, event: Any) -> None:
-        for state in event.complete_state.get_workload_states().get_as_list():
-            name = state.workload_instance_name
-            key = (name.agent_name, name.workload_name, name.workload_id)
-            seen = Seen(
-                name.workload_name,
-                name.workload_id,
-                state.execution_state.substate.name,
-                state.execution_state.additional_info,
-            )
-            if self._current.get(key) != seen:
-                self._current[key] = seen
-                self.seen.append(seen)
+        # Read the proto: an event in which only additionalInfo changed (e.g. "Retry 1"
+        # -> "Retry 2") carries an ExecutionState without state, which SDK 1.0.1's
+        # get_workload_states() rejects ("Invalid state for workload.").
+        states = event.complete_state._to_proto().workloadStates
+        for agent, per_agent in states.agentStateMap.items():
+            for workload, per_workload in per_agent.wlNameStateMap.items():
+                for workload_id, proto in per_workload.idStateMap.items():
+                    key = (agent, workload, workload_id)
+                    substate = _substate_name(proto)
+                    previous = self._current.get(key)
+                    if substate is None:
+                        if previous is None:
+                            continue
+                        substate = previous.substate
+                    seen = Seen(workload, workload_id, substate, proto.additionalInfo)
+                    if previous != seen:
+                        self._current[key] = seen
+                        self.seen.append(seen)
         for path in event.removed_fields:
             parts = path.split(".")
             if parts[0] != STATES_PREFIX:
@@ -93,3 +99,12 @@ class StateLog:
             for key in sorted(k for k in self._current if k[: len(prefix)] == prefix):
                 gone = self._current.pop(key)
                 self.seen.append(Seen(gone.workload, gone.workload_id, REMOVED))
+
+
+def _substate_name(execution_state: Any) -> str | None:
+    """The proto enum value's name, which is the SDK's substate name (``RUNNING_OK``)."""
+    field = execution_state.WhichOneof("ExecutionStateEnum")
+    if field is None:
+        return None
+    enum = execution_state.DESCRIPTOR.fields_by_name[field].enum_type
+    return str(enum.values_by_number[getattr(execution_state, field)].name)

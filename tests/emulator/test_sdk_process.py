@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -197,8 +198,34 @@ def test_restart_policy_always_starts_again(proc_emu: Emulator) -> None:
         proc_emu.wait_for(lambda e: e.start_count("worker") >= 3, 10)
 
 
-def test_unknown_image_fails_to_start(proc_emu: Emulator) -> None:
+def test_unknown_image_is_retried(proc_emu: Emulator) -> None:
+    # An image the map does not know stands for one podman cannot pull: a create
+    # error, which Ankaios' agent retries (details in stests/test_retry_creation.py).
     text = manifest([]).replace(IMAGE, "not/mapped:1")
+    with Ankaios() as ank:
+        ank.apply_manifest(Manifest.from_string(text))
+        proc_emu.wait_for(
+            lambda e: (
+                [s[:2] for s in instance_state(e, "worker").values()] == [("Pending", "Starting")]
+                and retry_number(next(iter(instance_state(e, "worker").values()))[2]) >= 2
+            ),
+            10,
+        )
+    # (a further retry may have come meanwhile: the backoff is random)
+    [(_, _, info)] = instance_state(proc_emu, "worker").values()
+    assert retry_number(info) >= 2
+    assert info.partition(": ")[2] == "image 'not/mapped:1' is not in the image map"
+
+
+def retry_number(info: str) -> int:
+    """n of an additional info ``Retry <n>: ...``; 0 for any other."""
+    match = re.match(r"Retry (\d+): ", info)
+    return int(match.group(1)) if match else 0
+
+
+def test_unreadable_runtime_config_fails_to_start_without_retry(proc_emu: Emulator) -> None:
+    # RuntimeError::Unsupported: Pending(StartingFailed) and no retry.
+    text = manifest([]).replace("runtimeConfig: '", "runtimeConfig: 'commandArgs: 1 #")
     with Ankaios() as ank:
         ank.apply_manifest(Manifest.from_string(text))
         proc_emu.wait_for(

@@ -80,3 +80,68 @@ def test_unknown_partial_and_helper() -> None:
         render("{{#foo x}}{{/foo}}", {"x": "1"})
     with pytest.raises(RenderError, match="Failed to parse template"):
         render("{{#each x}}", {"x": []})
+
+
+def test_comparison_helpers_follow_handlebars_rust() -> None:
+    # serde_json equality: no coercion between strings, numbers and booleans
+    assert render('{{eq a "40"}} {{eq a 40}} {{ne a 40}}', {"a": "40"}) == "true false true"
+    assert render("{{eq 1 1}} {{eq 1 1.0}} {{eq true 1}} {{eq null null}}", {}) == (
+        "true false false true"
+    )
+    assert render("{{eq l m}} {{eq o p}}", {"l": ["a"], "m": ["a"], "o": {"k": "v"}, "p": {}}) == (
+        "true false"
+    )
+    # compare_json: strings compare as strings, a number against a string that reads as
+    # a JSON number numerically, anything else is never ordered
+    assert render('{{gt "9" "10"}} {{gt 9 "10"}} {{lt 9 "10"}} {{lte "a" "a"}}', {}) == (
+        "true false true true"
+    )
+    assert render('{{lt 1 " 2"}} {{gte 1 "01"}} {{lt 1 l}} {{gt true false}}', {"l": []}) == (
+        "false false false true"
+    )
+
+
+def test_boolean_and_len_helpers() -> None:
+    ctx = {"e": "", "s": "x", "l": [1, 2], "o": {"a": "1"}, "u": "é"}
+    assert render("{{and s l}} {{and s e}} {{and}} {{or e s}} {{or}}", ctx) == (
+        "true false true true false"
+    )
+    assert render("{{not e}} {{not o}} {{not 0}} {{not 0.5}}", ctx) == "true false true false"
+    # and/or read a missing value as null, even in strict mode
+    assert render("{{or missing s}}", ctx) == "true"
+    # len counts UTF-8 bytes of a string (Rust's str::len), entries of lists and maps
+    assert render("{{len l}} {{len o}} {{len u}} {{len 5}}", ctx) == "2 1 2 0"
+
+
+def test_helpers_in_sub_expressions_and_blocks() -> None:
+    people = {"p": [{"n": "A", "age": "30"}, {"n": "B", "age": "40"}]}
+    template = '{{#each p}}{{#if (eq this.age "40")}}{{n}}{{/if}}{{/each}}'
+    assert render(template, people) == "B"
+    assert (
+        render(
+            '{{#each p}}{{#unless (or (eq age "30") (eq n "x"))}}{{n}}{{/unless}}{{/each}}', people
+        )
+        == "B"
+    )
+    assert render("{{#if (gt (len p) 1)}}many{{/if}}", people) == "many"
+    assert render('{{#eq p.0.n "A"}}first{{else}}other{{/eq}}', people) == "first"
+    assert render("{{#len p}}ignored{{/len}}", people) == "2"
+
+
+def test_helper_errors_are_handlebars_rusts() -> None:
+    with pytest.raises(RenderError) as err:
+        render("x {{eq missing 1}}", {})
+    assert str(err.value) == (
+        'Error rendering "Unnamed template" line 1, col 3: '
+        "Helper/Decorator eq param at index 0 required but not found"
+    )
+    with pytest.raises(RenderError, match="Helper/Decorator gt param at index 1 required"):
+        render("{{#if (gt 1)}}x{{/if}}", {})
+    with pytest.raises(RenderError, match="Helper/Decorator not param at index 0 required"):
+        render("{{not nope}}", {})
+    with pytest.raises(RenderError, match="Helper/Decorator len param with name x required"):
+        render("{{len}}", {})
+    with pytest.raises(RenderError, match="Helper not found foo"):
+        render("{{foo a}}", {"a": "1"})
+    with pytest.raises(RenderError, match="Helper not found foo"):
+        render("{{#if (foo a)}}x{{/if}}", {"a": "1"})

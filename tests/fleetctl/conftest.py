@@ -1,7 +1,8 @@
 """A fleet of 20 emulated cars, each with its own connector, on a mosquitto of our own.
 
 CAR01-CAR18 are ordinary cars (simulate runtime: every workload runs at once).
-CAR19 runs workloads as processes with no image map, so every workload fails to start.
+CAR19's agent has no podman runtime (Ankaios' agent option `runtimes`), so every
+workload fails to start: Pending(StartingFailed) "Unsupported Runtime".
 CAR20's connector may only read: an apply gets ACCESS_DENIED.
 CAR21's connector connected once and stopped: its presence says offline.
 CAR22 never connected: no presence, nothing keeps requests for it.
@@ -81,7 +82,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         for vin in [*CARS, OFFLINE]:
             args: dict[str, Any] = {}
             if vin == FAILING_RUNTIME:
-                args["runtime"] = "process"
+                args["agent_runtimes"] = ["containerd"]
             if vin == READ_ONLY:
                 args["access"] = READ_ONLY_ACCESS
             result.emulators[vin], result.connectors[vin] = _start_car(

@@ -118,7 +118,7 @@ def test_wait_reports_failed_and_late_workloads(fleet: Any, fleetctl: Any, manif
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "NOT_RUNNING"
     assert f"{here}: pending (StartingFailed)" in failed["error"]["message"]
-    assert "image map" in failed["error"]["message"]
+    assert "Unsupported Runtime" in failed["error"]["message"]
 
 
 def test_wait_table_explains_failures(fleet: Any, fleetctl: Any, manifest: Any) -> None:

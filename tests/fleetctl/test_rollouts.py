@@ -49,8 +49,8 @@ class Cars:
         if emulator is None:
             args: dict[str, Any] = {"access": READ_ONLY} if read_only else {}
             if failing:
-                # Processes without an image map: every workload fails to start.
-                args["runtime"] = "process"
+                # An agent without podman runtime: every workload fails to start.
+                args["agent_runtimes"] = ["containerd"]
             emulator = Emulator(control_interface=self.directory / vin, **args).start()
             self.emulators[vin] = emulator
         connector = Connector(

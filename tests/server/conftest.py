@@ -5,15 +5,16 @@ Tests that take ``database_url`` run twice, on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from testkit import Broker, MqttProbe, free_port
 from testkit.live import ALL_LOGS, retained
 from testkit.postgres import PostgresCluster
-from testkit.server import Api, FakeCar, RunningServer, make_token
+from testkit.server import Api, FakeCar, RunningServer, close_publisher, make_token, publisher
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
@@ -51,7 +52,13 @@ def db(database_url: str) -> Iterator[Database]:
 def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
-    def make(database: str, **overrides: Any) -> RunningServer:
+    def make(
+        database: str,
+        extra: Sequence[Callable[[web.Application], None]] = (),
+        *,
+        wait_ready: bool = True,
+        **overrides: Any,
+    ) -> RunningServer:
         fields: dict[str, Any] = {
             "database": database,
             "broker": BrokerSettings(host=broker.host, port=broker.port),
@@ -61,7 +68,7 @@ def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
             "request_timeout": 5.0,
         }
         fields.update(overrides)
-        server = RunningServer(ServerConfig(**fields))
+        server = RunningServer(ServerConfig(**fields), extra, wait_ready=wait_ready)
         started.append(server)
         return server
 
@@ -71,17 +78,19 @@ def make_server(broker: Broker) -> Iterator[Callable[..., RunningServer]]:
 
 
 @pytest.fixture
-def make_car(probe: MqttProbe) -> Iterator[Callable[[str], FakeCar]]:
+def make_car(broker: Broker) -> Iterator[Callable[[str], FakeCar]]:
+    client = publisher(broker)
     made: list[FakeCar] = []
 
     def make(vin: str) -> FakeCar:
-        car = FakeCar(probe, vin)
+        car = FakeCar(client, vin)
         made.append(car)
         return car
 
     yield make
     for car in made:
         car.clear()
+    close_publisher(client)
 
 
 @pytest.fixture
@@ -134,4 +143,4 @@ def real_car(tmp_path: Path, broker: Broker, vin: str) -> Iterator[Connector]:
         for topic in retained(probe, f"vehicle/{vin}/#"):
             probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         probe.client.publish(f"vehicle/{vin}/status", b"", qos=1, retain=True).wait_for_publish(5)
-        probe.close()
+        close_publisher(probe.client)

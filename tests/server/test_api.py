@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
@@ -37,7 +39,7 @@ def test_role_matrix_every_route(api: Api, vin: str, car: FakeCar) -> None:
 
     assert main(["tokens", "revoke", "gone", "--database", api.database], environ={}) == 0
     for route in routes():
-        path = route.path.replace("{vin}", "NO-SUCH-CAR").replace("{id}", "ro-000000000000")
+        path = re.sub(r"\{\w+\}", "NO-SUCH-THING", route.path)
         for who in (None, "bogus", "revoked", *ROLE_ORDER):
             headers = (
                 {}
@@ -67,6 +69,8 @@ def test_errors_are_json_with_codes(api: Api) -> None:
     assert (response.status_code, response.json()["error"]["code"]) == (403, "FORBIDDEN")
     assert "has role viewer; this needs operator" in response.json()["error"]["message"]
     response = api.get("/api/v1/cars/NOPE")
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "NOT_FOUND")
+    response = api.get("/api/v1/cars/NOPE/audit")
     assert (response.status_code, response.json()["error"]["code"]) == (404, "NOT_FOUND")
     response = api.get("/api/v1/nothing-here")
     assert (response.status_code, response.json()["error"]["code"]) == (404, "NOT_FOUND")
@@ -259,3 +263,51 @@ def test_not_ready_without_the_broker(
     wait_until(lambda: server.get("/readyz").status_code == 503)
     assert server.get("/readyz").json()["checks"]["broker"] is False
     assert server.get("/healthz").status_code == 200
+
+
+def test_admins_manage_tokens_through_the_api(api: Api) -> None:
+    created = api.call(
+        "POST", "/api/v1/tokens", role="admin", json={"name": "ci", "role": "viewer"}
+    )
+    assert created.status_code == 201
+    token = created.json()["token"]
+    assert api.server.get("/api/v1/cars", token).status_code == 200
+    listed = api.get("/api/v1/tokens", role="admin").json()["items"]
+    assert {t["name"]: t["role"] for t in listed}["ci"] == "viewer"
+    assert token not in json.dumps(listed)
+    again = api.call("POST", "/api/v1/tokens", role="admin", json={"name": "ci", "role": "admin"})
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "CONFLICT")
+
+    assert api.call("DELETE", "/api/v1/tokens/ci", role="admin").status_code == 200
+    assert api.server.get("/api/v1/cars", token).status_code == 401
+    assert api.call("DELETE", "/api/v1/tokens/ci", role="admin").status_code == 404
+    actions = [
+        (e["actor"], e["action"], e["detail"]) for e in api.get("/api/v1/audit").json()["items"]
+    ]
+    assert actions == [
+        ("admin-token", "token.create", {"name": "ci", "role": "viewer"}),
+        ("admin-token", "token.revoke", {"name": "ci"}),
+    ]
+
+
+def test_a_server_started_before_the_broker_serves_and_connects_later(
+    database_url: str, make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    from testkit import Broker, free_port
+
+    from fleet_connector.mqtt.broker import BrokerSettings
+
+    port = free_port()
+    token = make_token(database_url, "viewer", "viewer")
+    server = make_server(
+        database_url, broker=BrokerSettings(host="127.0.0.1", port=port), wait_ready=False
+    )
+    assert server.get("/healthz").status_code == 200
+    assert server.get("/api/v1/cars", token).status_code == 200
+    ready = server.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["broker"] is False
+    broker = Broker(tmp_path / "late", port=port).start()
+    try:
+        wait_until(lambda: server.get("/readyz").status_code == 200, timeout=30)
+    finally:
+        broker.stop()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from testkit import Broker, free_port
+from testkit.server import ServerProcess
 
 from fleet_server import audit
 from fleet_server.__main__ import main
 from fleet_server.auth import authenticate
+from fleet_server.config import serve_config
 from fleet_server.db import Database, connect
 
 
@@ -163,3 +170,83 @@ def test_an_unreachable_database_is_one_line_from_the_console_script() -> None:
         "fleet-server: error: cannot connect to postgresql://u:***@127.0.0.1:1/x"
     )
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_the_default_database_is_a_sqlite_file_in_the_user_s_data_directory(tmp_path: Path) -> None:
+    config = serve_config({}, {"XDG_DATA_HOME": str(tmp_path)})
+    assert config.database == f"sqlite://{tmp_path}/fleet-server/fleet.db"
+    config = serve_config({}, {"HOME": str(tmp_path)})
+    assert config.database == f"sqlite://{tmp_path}/.local/share/fleet-server/fleet.db"
+    config = serve_config({}, {"FLEET_SERVER_DATABASE": "postgresql://u@h/d", "HOME": "/x"})
+    assert config.database == "postgresql://u@h/d"
+    config = serve_config(
+        {"database": "sqlite:///a.db"}, {"FLEET_SERVER_DATABASE": "postgresql://u@h/d"}
+    )
+    assert config.database == "sqlite:///a.db"
+
+
+def test_the_sqlite_file_is_readable_by_its_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "new" / "fleet.db"
+    assert run(capsys, "migrate", "--database", f"sqlite://{path}")[0] == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_serve_stops_cleanly_on_sigterm_and_a_taken_port_is_one_line(
+    sqlite_url: str, broker: Broker, tmp_path: Path
+) -> None:
+    server = ServerProcess(sqlite_url, broker, tmp_path)
+    server.process.terminate()
+    assert server.process.wait(10) == 0
+    assert f"fleet-server listening on http://127.0.0.1:{server.port}" in server.log_text()
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fleet_server",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--database",
+                sqlite_url,
+            ],
+            env={**os.environ, **broker.env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert (
+        f"fleet-server: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_broker_refusing_the_server_ends_the_start_in_one_line(
+    sqlite_url: str, make_broker: Callable[..., Broker]
+) -> None:
+    port = free_port()
+    make_broker(port=port, config_text=f"listener {port} 127.0.0.1\nallow_anonymous false\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "fleet_server", "--listen", f"127.0.0.1:{free_port()}"],
+        env={
+            **os.environ,
+            "FLEET_SERVER_DATABASE": sqlite_url,
+            "MQTT_BROKER_ADDR": "127.0.0.1",
+            "MQTT_BROKER_PORT": str(port),
+            "MQTT_PROTOCOL": "5",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    broker = f"mqtt://127.0.0.1:{port} (MQTT 5)"
+    last = result.stderr.splitlines()[-1]
+    assert last == f"fleet-server: error: broker {broker} refused us: Not authorized"

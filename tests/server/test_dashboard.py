@@ -22,13 +22,14 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from server.conftest import IMAGES
 from testkit import Broker, MqttProbe
-from testkit.live import manifest, retained
+from testkit.live import ALL_LOGS, manifest, retained
 from testkit.scripted import ScriptedCar
 from testkit.server import FakeCar, RunningServer, make_token, wait_until
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
 from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_server.auth import revoke_token
 from fleet_server.db import connect
 from fleet_server.inventory.store import set_labels
 
@@ -164,7 +165,8 @@ def test_a_viewer_sees_the_fleet_with_labels_and_history_and_no_actions(
 ) -> None:
     vins = fake_fleet(make_car, vin, 2)
     page = site.page("viewer")
-    page.wait(lambda: set(page.cars()) == set(vins), 5)
+    # The session's broker may hold other tests' cars too: the server sees every car.
+    page.wait(lambda: set(vins) <= set(page.cars()), 5)
     assert page.cars()[vins[0]][:3] == [vins[0], "online", "connected"]
     assert page.text("who") == "viewer-token (viewer)"
 
@@ -232,6 +234,13 @@ def test_the_rollouts_view_shows_stage_waiting_and_approvals_and_acts(
         page.wait(lambda: "paused" in row_text(), 5)
         click("resume")
         page.wait(lambda: "paused" not in row_text() and "running" in row_text(), 5)
+        click("abort")  # it cannot be undone: the first click asks
+        page.wait(lambda: "Confirm abort" in row_text(), 5)
+        viewer = site.server.get(f"/api/v1/rollouts/{rollout_id}", site.tokens["viewer"])
+        assert viewer.json()["state"] == "running"
+        click("abort")
+        page.wait(lambda: "aborted" in row_text(), 5)
+        assert "Abort" not in row_text()  # final: nothing more to do
         rollout = site.server.get(f"/api/v1/rollouts/{rollout_id}", site.tokens["viewer"]).json()
         assert rollout["approvals"][0]["by"] == "operator-token"
         actions = [e["action"] for e in site.audit(canary.vin)]
@@ -245,7 +254,11 @@ def test_the_rollouts_view_shows_stage_waiting_and_approvals_and_acts(
 def journal_car(tmp_path: Path, broker: Broker, vin: str) -> Iterator[Connector]:
     """A real car that keeps a journal (STATE_DIR), so that a change can be rolled back."""
     emulator = Emulator(
-        control_interface=tmp_path / "ci", runtime="process", image_map=IMAGES, pace_frames=False
+        control_interface=tmp_path / "ci",
+        runtime="process",
+        image_map=IMAGES,
+        access=ALL_LOGS,
+        pace_frames=False,
     ).start()
     connector = Connector(
         Config(
@@ -383,6 +396,81 @@ def test_outcomes_and_history_survive_a_restart_of_the_server(
     page.wait(lambda: "car.manifest.apply.reply → ok" in page.text("car-history"), 5)
 
 
+def test_an_operator_reads_a_workload_s_logs_in_the_page(
+    site: Site, journal_car: Connector, vin: str
+) -> None:
+    wait_until(lambda: site.server.get(f"/api/v1/cars/{vin}", site.tokens["viewer"]).ok)
+    response = site.server.request(
+        "POST",
+        f"/api/v1/cars/{vin}/manifest/apply",
+        site.tokens["operator"],
+        data=manifest("talker", image="talker:1"),
+    )
+    assert response.status_code == 200, response.text
+    page = site.page("operator", f"/cars/{vin}")
+    page.wait(lambda: page.workloads().get("talker", ["", "", ""])[2] == "running", 10)
+    page.driver.find_element(By.CSS_SELECTOR, '#workloads [data-workload="talker"] button').click()
+    page.wait(
+        lambda: (
+            page.driver.find_element(By.TAG_NAME, "body").get_attribute("data-logs")
+            in ("ended", "error")
+        ),
+        10,
+    )
+    assert page.text("log-lines").splitlines() == [f"line {n}" for n in range(1, 6)]
+    assert page.text("log-status").startswith("ended")
+    assert site.audit(vin)[-1]["action"] == "car.logs"  # asked as the operator, audited
+
+
+def test_revoking_the_token_ends_its_browser_sessions(site: Site) -> None:
+    url = site.server.url
+    login = requests.post(
+        url + "/login",
+        data={"token": site.tokens["viewer"], "next": "/cars/X"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert login.status_code == 303 and login.headers["Location"] == "/cars/X"
+    cookie = {"fleet_session": login.cookies["fleet_session"]}
+    assert (
+        requests.get(url + "/", cookies=cookie, allow_redirects=False, timeout=5).status_code == 200
+    )
+    # The session is the API's too, for reading; never for a role it lacks.
+    assert requests.get(url + "/api/v1/cars", cookies=cookie, timeout=5).status_code == 200
+    db = connect(site.database)
+    try:
+        with db.transaction() as tx:
+            revoke_token(tx, "viewer-token")
+    finally:
+        db.close()
+    page = requests.get(url + "/", cookies=cookie, allow_redirects=False, timeout=5)
+    assert page.status_code == 303 and page.headers["Location"].startswith("/login")
+    assert requests.get(url + "/events", cookies=cookie, timeout=5).status_code == 401
+    assert requests.get(url + "/api/v1/cars", cookies=cookie, timeout=5).status_code == 401
+    # A next that leads elsewhere is not followed after login.
+    other = requests.post(
+        url + "/login",
+        data={"token": site.tokens["operator"], "next": "//evil.example/"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert other.headers["Location"] == "/"
+
+
+def test_an_offline_car_s_workloads_are_last_known_not_running(
+    site: Site, make_car: Callable[[str], FakeCar], vin: str
+) -> None:
+    car = make_car(vin)
+    car.presence("offline")
+    car.workload("app", "running")
+    page = site.page("viewer", f"/cars/{vin}")
+    page.wait(lambda: page.cars().get(vin, ["", ""])[1] == "offline", 5)
+    page.wait(lambda: "app" in page.workloads(), 5)
+    row = page.workloads()["app"]
+    assert row[2] == "unknown"
+    assert row[4] == "last known: running/Ok"
+
+
 def test_layout_at_1400_px(
     site: Site, make_car: Callable[[str], FakeCar], vin: str, tmp_path: Path
 ) -> None:
@@ -392,7 +480,8 @@ def test_layout_at_1400_px(
     page = site.page("operator", f"/cars/{vins[0]}")
     browser = site.browser
     assert browser.get_window_size()["width"] == 1400
-    page.wait(lambda: len(page.cars()) == 12, 5)
+    page.driver.find_element(By.ID, "filter-vin").send_keys(vin[:15])  # other tests' cars
+    page.wait(lambda: set(page.cars()) == set(vins), 5)
     page.wait(lambda: len(page.workloads()) == 3, 5)
     shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "dashboard-1400.png")
     browser.save_screenshot(str(shot))
@@ -403,7 +492,7 @@ def test_layout_at_1400_px(
     # "Logs" whole, inside the panel.
     assert geometry["logs"] and all(b["text"] == "Logs" for b in geometry["logs"]), geometry
     assert all(b["right"] <= geometry["carPanel"]["right"] for b in geometry["logs"]), geometry
-    # Dates on one line, in the car panel and in the cars' rows; VINs whole.
+    # Dates on one line, in the car panel and in the cars' rows; VINs and headings whole.
     assert all(lines == 1 for lines in geometry["sinceLines"]), geometry
     assert geometry["cutCells"] == [], geometry
 
@@ -419,6 +508,9 @@ for (const row of document.querySelectorAll("#car-rows .row")) {
     const cell = row.children[i];
     if (cell.scrollWidth > cell.clientWidth) cut.push(cell.textContent);
   }
+}
+for (const cell of document.querySelectorAll("#cars .row.head > span")) {
+  if (cell.scrollWidth > cell.clientWidth) cut.push(cell.textContent);
 }
 return {
   carPanel: {scroll: panel.scrollWidth, client: panel.clientWidth, right: box(panel).right},

@@ -87,6 +87,9 @@ def test_contexts_live_in_the_xdg_config_file(cli: Cli, tmp_path: Path) -> None:
     assert code == 2 and "no context named 'nope'" in err
     code, _, err = cli("status", "--context", "lab", "-l", "a=b")
     assert code == 2 and "-l/--selector needs a context with a fleet-server" in err
+    # The dashboard is fleet-server's own page there.
+    code, out, _ = cli("dashboard")
+    assert code == 0 and "open http://127.0.0.1:10/" in out
     # A command the API does not offer says so before anything is sent.
     code, _, err = cli("watch")
     assert code == 2 and "works on the broker only" in err

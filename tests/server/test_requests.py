@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 
 from testkit import MqttProbe
 from testkit.live import manifest
@@ -167,10 +168,76 @@ def test_a_followed_outcome_becomes_the_car_s_last_outcome(
     car = wait_until(
         lambda: (c := server.get(f"/api/v1/cars/{vin}", token).json())["last_outcome"] and c
     )
-    assert car["last_outcome"].pop("at")  # when it was seen
-    assert car["last_outcome"] == {
+    outcome = car["last_outcome"]
+    # When the server saw it, as a time: the dashboard shows it beside the outcome.
+    assert datetime.fromisoformat(outcome.pop("at")).tzinfo is not None
+    assert outcome == {
         "outcome": "running",
         "operation": "apply",
         "request_id": "r1",
         "workloads": {"sim": "running"},
     }
+
+
+def test_an_apply_followed_through_the_api_reports_its_outcome(
+    sqlite_url: str,
+    make_server: Callable[..., RunningServer],
+    real_car: Connector,
+    probe: MqttProbe,
+    vin: str,
+) -> None:
+    server, token = _server(make_server, sqlite_url)
+    _wait_known(server, token, vin)
+    probe.subscribe(f"vehicle/{vin}/manifest/apply/req/#")
+    response = server.request(
+        "POST",
+        f"/api/v1/cars/{vin}/manifest/apply?follow=true&settle=0.2&deadline=30",
+        token,
+        data=manifest("followed"),
+    )
+    assert response.status_code == 200, response.text
+    request_id = response.headers["X-Request-Id"]
+    sent = probe.expect()
+    assert (
+        sent.topic == f"vehicle/{vin}/manifest/apply/req/{request_id}/follow;settle=0.2;deadline=30"
+    )
+    car = wait_until(
+        lambda: (c := server.get(f"/api/v1/cars/{vin}", token).json())["last_outcome"] and c
+    )
+    outcome = car["last_outcome"]
+    # When the server saw it, as a time: the dashboard shows it beside the outcome.
+    assert datetime.fromisoformat(outcome.pop("at")).tzinfo is not None
+    assert outcome == {
+        "outcome": "running",
+        "operation": "apply",
+        "request_id": request_id,
+        "workloads": {"followed": "running"},
+    }
+    bad = server.request(
+        "POST", f"/api/v1/cars/{vin}/manifest/apply?follow=true&settle=-1", token, data="x: 1"
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["message"] == "settle must be a number from 0 to 600"
+
+
+def test_a_signed_request_is_passed_on_as_it_is_and_its_key_audited(
+    sqlite_url: str,
+    make_server: Callable[..., RunningServer],
+    make_car: Callable[[str], FakeCar],
+    probe: MqttProbe,
+    vin: str,
+) -> None:
+    make_car(vin).presence("offline")
+    server, token = _server(make_server, sqlite_url)
+    _wait_known(server, token, vin, online=False)
+    envelope = (
+        "ANKAIOS-SIGNED-REQUEST-V1\nkey: ops-2026\noperation: manifest/apply\n"
+        f"target: {vin}\ncounter: 1\nnot-after: 1796173600\nsignature: AAAA\n\n"
+        + manifest("signed")
+    ).encode()
+    probe.subscribe(f"vehicle/{vin}/manifest/apply/req/#")
+    response = server.request("POST", f"/api/v1/cars/{vin}/manifest/apply", token, data=envelope)
+    assert response.status_code == 202
+    assert probe.expect().payload == envelope
+    (entry,) = server.get(f"/api/v1/cars/{vin}/audit", token).json()["items"]
+    assert entry["key_id"] == "ops-2026"

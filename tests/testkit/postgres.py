@@ -50,6 +50,14 @@ class PostgresCluster:
     def log_file(self) -> Path:
         return self.workdir / "postgres.log"
 
+    @property
+    def _options(self) -> str:
+        return (
+            f"-p {self.port} -k {self.workdir} -c listen_addresses={self.host} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200 -c shared_buffers=32MB"
+        )
+
     def _run(self, *args: str) -> None:
         command = list(args)
         if os.geteuid() == 0:
@@ -72,20 +80,22 @@ class PostgresCluster:
             "-E", "UTF8",
             "--no-sync",
         )  # fmt: skip
-        options = (
-            f"-p {self.port} -k {self.workdir} -c listen_addresses={self.host} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200 -c shared_buffers=32MB"
-        )
+        self.resume()
+        return self
+
+    def pause(self) -> None:
+        """Stops the server (an outage); :meth:`resume` starts it again with its data."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
         self._run(
             str(self.bin / "pg_ctl"),
             "-D", str(self.data),
-            "-o", options,
+            "-o", self._options,
             "-l", str(self.log_file),
             "-w", "-t", "60",
             "start",
         )  # fmt: skip
-        return self
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@{self.host}:{self.port}/{database}"

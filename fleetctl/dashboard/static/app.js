@@ -710,6 +710,11 @@
   // -- rollouts (GET /api/v1/rollouts; served by fleet-server's rollouts part) ------------
 
   let rolloutsTimer = 0;
+  // A rollout's state as the colours of workload states.
+  const ROLLOUT_STATES = {
+    running: "running", paused: "pending", pending: "pending", aborting: "stopping",
+    failed: "failed", aborted: "failed", succeeded: "succeeded", done: "succeeded", completed: "succeeded",
+  };
 
   async function loadRollouts() {
     clearTimeout(rolloutsTimer);
@@ -750,10 +755,11 @@
       const row = el("tr");
       row.dataset.rollout = id;
       cell(row, id);
-      const state = cell(row, "");
-      state.append(el("span", "state state-other", String(item.state ?? "")));
-      // What it waits for (a window, an approval) and who approved what: the service's words.
-      if (item.waiting) state.append(" ", el("span", "rollout-waiting quiet", String(item.waiting)));
+      const state = String(item.state ?? "");
+      const stateCell = cell(row, "");
+      stateCell.append(el("span", "state state-" + (ROLLOUT_STATES[state] || "other"), state));
+      // What it waits for (a window, an approval): the service's words.
+      if (item.waiting) stateCell.append(" ", el("span", "rollout-waiting quiet", String(item.waiting)));
       cell(row, String(item.selector ?? ""));
       const progress = cell(row, progressText(item.progress ?? item.counts));
       if (item.stage) progress.append(el("div", "rollout-stage quiet", "stage " + String(item.stage)));
@@ -763,17 +769,31 @@
       }
       cell(row, shortTime(String(item.started_at ?? item.created_at ?? "")), "since");
       const actions = cell(row, "", "rollout-actions");
-      const final = ["done", "done-with-failures", "aborted"].includes(String(item.state));
+      const final = ["done", "done-with-failures", "aborted"].includes(state);
       if (session.operator && !final) {
-        const verbs = [item.state === "paused" ? "resume" : "pause", "abort"];
+        const verbs = [state === "paused" ? "resume" : "pause"];
         if (String(item.waiting ?? "").startsWith("approval")) verbs.unshift("approve");
         for (const verb of verbs) {
-          const label = verb.charAt(0).toUpperCase() + verb.slice(1);
-          const button = el("button", "rollout-" + verb, label);
+          const button = el("button", "rollout-" + verb, verb.charAt(0).toUpperCase() + verb.slice(1));
           button.type = "button";
           button.addEventListener("click", () => rolloutAction(id, verb));
           actions.append(button, " ");
         }
+        // Aborting cannot be undone: the first click asks, the second one aborts.
+        const abort = el("button", "rollout-abort", "Abort");
+        abort.type = "button";
+        abort.addEventListener("click", () => {
+          if (abort.dataset.armed) {
+            rolloutAction(id, "abort");
+          } else {
+            abort.dataset.armed = "1";
+            abort.textContent = "Confirm abort";
+            abort.classList.add("danger");
+            clearTimeout(rolloutsTimer); // keep the armed button until it is clicked or left
+            rolloutsTimer = setTimeout(loadRollouts, 10000);
+          }
+        });
+        actions.append(abort);
       }
       return row;
     });
