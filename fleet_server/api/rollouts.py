@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from fleet_server.api import schemas
+from fleet_server.api.cars import _int
 from fleet_server.api.context import service
 from fleet_server.api.errors import INVALID_REQUEST, NOT_FOUND, ApiError, json_body
 from fleet_server.api.routing import Route, identity
@@ -141,13 +142,8 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def list_rollouts(request: web.Request) -> web.Response:
-    try:
-        limit = min(int(request.query.get("limit", "100")), MAX_LIST)
-        offset = int(request.query.get("offset", "0"))
-    except ValueError:
-        raise ApiError(400, INVALID_REQUEST, "limit and offset are whole numbers") from None
-    if limit < 0 or offset < 0:
-        raise ApiError(400, INVALID_REQUEST, "limit and offset are not negative")
+    limit = _int(request.query, "limit", 100, 0, MAX_LIST)
+    offset = _int(request.query, "offset", 0, 0, 2**31)
     rows, total = await asyncio.to_thread(
         store.listing, service(request).db, limit=limit, offset=offset
     )
@@ -302,8 +298,16 @@ ROUTES = [
         {
             "summary": "Rollouts, newest first, with their cars counted by state",
             "parameters": [
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIST},
+                },
+                {
+                    "name": "offset",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 2**31},
+                },
             ],
             "responses": {
                 "200": {

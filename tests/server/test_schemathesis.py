@@ -21,9 +21,14 @@ from fleet_server.api.app import routes
 CAR = "FUZZCAR0000000001"
 EXAMPLES = 40
 # Inputs with a grammar the OpenAPI document cannot spell out (selectors, label keys and
-# values): a schema-valid string may still be refused with 400, so "schema-valid data must
-# be accepted" does not apply to them. Every other check does.
-GRAMMAR = {("GET", "/api/v1/cars"), ("PATCH", "/api/v1/cars/{vin}/labels")}
+# values, a rollout's manifest, cron and thresholds): a schema-valid string may still be
+# refused with 400, so "schema-valid data must be accepted" does not apply to them. Every
+# other check does.
+GRAMMAR = {
+    ("GET", "/api/v1/cars"),
+    ("PATCH", "/api/v1/cars/{vin}/labels"),
+    ("POST", "/api/v1/rollouts"),
+}
 
 
 @pytest.fixture

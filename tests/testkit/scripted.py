@@ -61,7 +61,8 @@ class ScriptedCar(FakeCar):
         online: bool = True,
         lose_first: bool = False,
     ) -> None:
-        super().__init__(MqttProbe(broker, client_id=f"car-{vin}"), vin)
+        self.probe = MqttProbe(broker, client_id=f"car-{vin}")
+        super().__init__(self.probe.client, vin)
         self.car_topics = Topics(vin)
         self.outcome = outcome
         self.delay = delay
