@@ -97,7 +97,6 @@ class Driver:
         self._waiting: dict[str, str | None] = {}
         self._asked_again: dict[str, float] = {}
         """VIN -> when a repeat ended undecided: asked again once the car reconnected."""
-        self.finished = False
         self._scanned = 0.0
 
     @property
@@ -543,7 +542,6 @@ class Driver:
             reason = f"{reason + '; ' if reason else ''}{len(pending)} car(s) skipped: {skip}"
         if await self._set(state=state, reason=reason, waiting=None, skip=skip):
             self.ctx.on_transition(state)
-            self.finished = True
         return True
 
     async def stop(self) -> None:
