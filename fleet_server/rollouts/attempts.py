@@ -236,8 +236,16 @@ def _from_journal(entry: dict[str, Any], success: str) -> Result | None:
     return result
 
 
-async def attempt(link: BrokerLink, ask: Ask, *, again: bool) -> Result:
-    """The car's turn; ``again``: it was sent this request before (same id)."""
+async def attempt(
+    link: BrokerLink,
+    ask: Ask,
+    *,
+    again: bool,
+    live: Callable[[], Result | None] = lambda: None,
+) -> Result:
+    """The car's turn; ``again``: it was sent this request before (same id). ``live``
+    judges the car's live workload states, the last resort when a change was carried out
+    but its outcome never came (the connector restarted while following it)."""
     journaled = False
     if again:
         entry = await history_entry(link, ask.vin, ask.request_id, ask.request_timeout)
@@ -278,6 +286,9 @@ async def attempt(link: BrokerLink, ask: Ask, *, again: bool) -> Result:
         decided = _from_journal(entry, ask.success)
         if decided is not None:
             return decided
+    decided = live()
+    if decided is not None:
+        return decided
     waited = ask.deadline + ask.request_timeout
     return Result(
         FAILED,

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fleet_connector.mqtt.topics import Operation
@@ -432,9 +433,14 @@ class Driver:
     async def _turn(self, spec: RolloutSpec, ask: attempts.Ask, again: bool) -> None:
         link = self.ctx.service.link
         try:
-            result = await attempts.attempt(link, ask, again=again)
+            result = await attempts.attempt(
+                link, ask, again=again, live=lambda: self._live(spec, ask.vin)
+            )
         except LinkError as e:
             result = attempts.Result(attempts.UNKNOWN, message=str(e))
+        if result.code == attempts.WAIT_TIMEOUT and not self._online(ask.vin):
+            # Gone before its outcome: asked again (same id) when it is back.
+            result = attempts.Result(attempts.UNKNOWN, message=result.message)
         # Counted with the API's requests: the car's code, ok, or UNKNOWN / RESIGN.
         decided = result.state in (attempts.SUCCEEDED, attempts.FAILED)
         outcome = result.code or ("ok" if decided else result.state.upper())
@@ -485,6 +491,43 @@ class Driver:
             return
         if recorded:
             self.ctx.on_transition(final)
+
+    def _online(self, vin: str) -> bool:
+        known = self.ctx.service.inventory.get(vin)
+        return known is not None and known.online
+
+    def _live(self, spec: RolloutSpec, vin: str) -> attempts.Result | None:
+        """The car's live workload states (the inventory), when its outcome never came: every
+        workload of the manifest running for soakTime (apply) or gone (delete) succeeds, one
+        that failed fails; anything else decides nothing."""
+        known = self.ctx.service.inventory.get(vin)
+        if known is None or not known.online or not spec.workloads:
+            return None
+        states = {w.name: w for w in known.workloads}
+        detail: dict[str, Any] = {"from": "live states"}
+        if spec.operation == "delete":
+            if any(name in states for name in spec.workloads):
+                return None
+            return attempts.Result(attempts.SUCCEEDED, detail={**detail, "outcome": "removed"})
+        held = time.time() - spec.soak_time
+        for name in spec.workloads:
+            workload = states.get(name)
+            if workload is None:
+                return None
+            if workload.state == "failed":
+                reason = f"{name}: failed ({workload.substate}): {workload.info}"[:500]
+                return attempts.Result(
+                    attempts.FAILED,
+                    attempts.NOT_RUNNING,
+                    reason,
+                    {**detail, "outcome": "failed", "reason": reason},
+                    changed=True,
+                )
+            if workload.state != "running" or _since(workload.since) > held:
+                return None
+        return attempts.Result(
+            attempts.SUCCEEDED, detail={**detail, "outcome": "running"}, changed=True
+        )
 
     async def _resign(self, spec: RolloutSpec, ask: attempts.Ask) -> None:
         """A new attempt (new id, new signature) for a car that never got the last one."""
@@ -552,3 +595,11 @@ class Driver:
                 await task
         for vin in list(self._gate_topics):
             await self._unwatch(vin)
+
+
+def _since(text: str) -> float:
+    """A live state's ``since`` as Unix seconds; the future when it cannot be read."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return float("inf")

@@ -73,6 +73,8 @@ class RolloutSpec:
     budget: Budget | None = None
     pause_after: frozenset[int] = frozenset()
     """Stages after which an operator's approve is needed (0 is the canary, if any)."""
+    workloads: tuple[str, ...] = ()
+    """The manifest's workload names (what the live states are checked for)."""
 
     @property
     def success(self) -> str:
@@ -131,7 +133,7 @@ def parse(document: Any) -> RolloutSpec:
     if not isinstance(manifest, str) or not manifest.strip():
         raise reader.fail("manifest must be the manifest's YAML text")
     try:
-        parse_manifest(manifest.encode())
+        workloads = tuple(sorted(parse_manifest(manifest.encode()).workloads))
     except RequestError as e:
         raise reader.fail(f"manifest: {e.message}") from None
     operation = doc.get("operation", "apply")
@@ -180,6 +182,7 @@ def parse(document: Any) -> RolloutSpec:
         gate=gate,
         budget=budget,
         pause_after=_pause_after(reader, doc.get("pauseAfter", [])),
+        workloads=workloads,
     )
 
 

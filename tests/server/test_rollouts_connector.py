@@ -6,6 +6,9 @@ the car's own journal."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -231,3 +234,73 @@ def test_signed_per_car_and_attempt_for_cars_that_require_it(
     sent = [e for e in audit_actions(api) if e["action"] == "rollout.car.sent"]
     assert [e["key_id"] for e in sent] == [None, "rollouts-2026", "rollouts-2026"]
     assert update_requests(strict.emulator) == 3  # apply, apply, rollback
+
+
+def _connector(broker: Broker, vin: str, ci: Path, state_dir: Path) -> subprocess.Popen[bytes]:
+    """The connector as a process of its own, so that it can be SIGKILLed."""
+    env = {
+        **os.environ,
+        **broker.env(),
+        "VIN": vin,
+        "ANKAIOS_CONTROL_INTERFACE_PATH": str(ci),
+        "MQTT_CLIENT_ID": f"fleet-connector-{vin}",
+        "STATE_DIR": str(state_dir),
+    }
+    with (ci.parent / "connector.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fleet_connector"], env=env, stdout=log, stderr=log
+        )
+
+
+def test_a_car_killed_while_followed_is_judged_on_its_live_states(
+    sqlite_url: str,
+    make_server: Callable[..., RunningServer],
+    vin: str,
+    tmp_path: Path,
+    probe: MqttProbe,
+) -> None:
+    """After a crash no outcome comes (follows live in the connector's memory), and the
+    journal's entry has no followed outcome: the rollout judges the car's live states."""
+    broker = probe.broker
+    with Emulator(
+        control_interface=tmp_path / "ci",
+        runtime="process",
+        image_map=IMAGES,
+        access=ALL_LOGS,
+        pace_frames=False,
+    ) as emulator:
+        state = tmp_path / "state"
+        first = _connector(broker, vin, emulator.control_interface, state)
+        again = None
+        try:
+            Requester(probe, vin).wait_online(timeout=60)
+            api = _api(sqlite_url, make_server(sqlite_url, request_timeout=3.0))
+            wait_until(lambda: api.get(f"/api/v1/cars/{vin}").status_code == 200)
+            rollout_id = start(api, {"vins": [vin]}, soakTime=3, progressDeadline=6)
+            rollout = wait_car(api, rollout_id, vin, "sent")
+            request_id = car(rollout, vin)["request_id"]
+            wait_until(
+                lambda: any(e["request_id"] == request_id for e in _history(probe, vin)),
+                timeout=20,
+                interval=0.1,
+            )
+            first.kill()  # while it follows the change (3 s of settle time)
+            first.wait(10)
+            again = _connector(broker, vin, emulator.control_interface, state)
+            rollout = wait_rollout(api, rollout_id, "done", timeout=60)
+            judged = car(rollout, vin)
+            assert (judged["state"], judged["outcome"], judged["from"]) == (
+                "succeeded",
+                "running",
+                "live states",
+            )
+            (entry,) = [e for e in _history(probe, vin) if e["request_id"] == request_id]
+            assert entry["followed"] is None  # the journal never learnt the outcome
+            assert update_requests(emulator) == 1
+        finally:
+            for process in (first, again):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    process.wait(10)
+        for topic in retained(probe, f"vehicle/{vin}/#"):
+            probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
