@@ -107,6 +107,25 @@ def test_validate_exit_codes(fleetctl: Any, tmp_path: Path) -> None:
     assert "cannot read manifest" in run.err
 
 
+def test_duplicate_keys_are_refused_by_validate_plan_and_apply(
+    fleetctl: Any, tmp_path: Path, sender_manifest: Path
+) -> None:
+    duplicate = tmp_path / "duplicate.yaml"
+    text = sender_manifest.read_text()
+    duplicate.write_text(text.replace("agent: agent_A", "agent: agent_A\n    agent: agent_B"))
+    line = text.splitlines().index("    agent: agent_A") + 2
+    expected = f"duplicate key 'agent' in workloads.vehicle-data-sender at line {line} column 5"
+
+    run = fleetctl("validate", str(duplicate), env={})
+    assert run.code == 1
+    assert run.out.splitlines() == [f"{duplicate}: invalid", f"  error: {expected}"]
+    for command in ("plan", "apply"):
+        run = fleetctl(command, str(duplicate), "--vin", "CAR01")
+        assert run.code == 2
+        assert run.out == ""
+        assert run.err == f"fleetctl: error: {duplicate}: {expected}\n"
+
+
 # -- signed requests ----------------------------------------------------------------------------
 
 
