@@ -20,6 +20,8 @@ from fleetctl.client.connection import BrokerError, Connection
 
 # After a cancel, how long the end message may take.
 CANCEL_GRACE = 5.0
+# Ctrl-C's exit code (128 + SIGINT), as fleetctl.commands.command.INTERRUPTED.
+INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ def run(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Prints the lines; 0 when the stream ended normally, 1 for an error or no answer."""
+    """Prints the lines; 0 when the stream ended normally, 1 for an error or no answer, 130
+    when Ctrl-C ended it."""
     out = out or sys.stdout
     err = err or sys.stderr
     arrived: queue.SimpleQueue[bytes] = queue.SimpleQueue()
@@ -77,6 +80,8 @@ def run(
         # Without follow the stream ends by itself; each batch must come within timeout.
         wait = timeout if not query.follow else query.follow + timeout
         cancelled = False
+        # Ctrl-C ends with 130 once the stream has ended (SIGTERM with the stream's own code).
+        by_user = False
         while True:
             try:
                 try:
@@ -86,10 +91,11 @@ def run(
                     return 1
                 ended = _show(_parse(payload), query, prefix, out, err)
                 if ended is not None:
-                    return ended
-            except (KeyboardInterrupt, Interrupted):
+                    return INTERRUPTED if by_user and ended == 0 else ended
+            except (KeyboardInterrupt, Interrupted) as e:
+                by_user = by_user or isinstance(e, KeyboardInterrupt)
                 if cancelled:
-                    return 1
+                    return INTERRUPTED if by_user else 1
                 cancelled = True
                 connection.publish(topics.logs_cancel(request_id), b"")
                 wait = CANCEL_GRACE

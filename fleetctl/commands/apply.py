@@ -56,7 +56,7 @@ def register(subcommands: Subcommands) -> None:
     _add_dry_run_and_signing(apply, "apply")
     # Kept for scripts written when --wait polled; the outcome is pushed now.
     apply.add_argument("--poll-interval", type=options.seconds, help=argparse.SUPPRESS)
-    define(apply, Command(_apply, prepare=_manifest, needs_cars=True))
+    define(apply, Command(_apply, prepare=_manifest, needs_cars=True, changes_cars=True))
 
     delete = subcommands.add_parser(
         "delete",
@@ -66,7 +66,7 @@ def register(subcommands: Subcommands) -> None:
     options.add_request_options(delete)
     _add_file(delete)
     _add_dry_run_and_signing(delete, "delete")
-    define(delete, Command(_delete, prepare=_manifest, needs_cars=True))
+    define(delete, Command(_delete, prepare=_manifest, needs_cars=True, changes_cars=True))
 
     plan = subcommands.add_parser(
         "plan",

@@ -2,7 +2,8 @@
 
 Exit codes: 0 every car succeeded; 1 a car failed, timed out or was not attempted, or the
 broker could not be used; 2 usage error (bad flags, unreadable or invalid file), found
-before anything is sent.
+before anything is sent; 130 stopped by Ctrl-C (SIGINT); 141 the reader of the output went
+away (EPIPE, as ``| head``), the codes a shell shows for programs those signals end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from fleet_connector.mqtt.broker import BrokerSettings
 from fleetctl.client import logs
 
 OK, FAILED, USAGE = 0, 1, 2
+# 128 + the signal's number, what a shell reports for a program the signal ended.
+INTERRUPTED = 128 + signal.SIGINT
+BROKEN_PIPE = 128 + signal.SIGPIPE
 # How long the commands that do not take --timeout wait for the broker.
 CONNECT_TIMEOUT = 10.0
 
@@ -39,6 +43,9 @@ class Command:
     offline: bool = False
     """Never connects: the broker's flags and environment are not read, and a ConfigError
     while running is a usage error too."""
+    changes_cars: bool = False
+    """Sends requests that change cars: a Ctrl-C says that those already sent may still be
+    carried out."""
 
 
 def define(parser: argparse.ArgumentParser, command: Command) -> None:

@@ -26,7 +26,7 @@ def register(subcommands: Subcommands) -> None:
     )
     target.add_argument("--request-id", metavar="ID", help="the request to undo, by its id")
     options.add_signing(rollback)
-    define(rollback, Command(_rollback, prepare=_selector, needs_cars=True))
+    define(rollback, Command(_rollback, prepare=_selector, needs_cars=True, changes_cars=True))
 
     history = subcommands.add_parser(
         "history",

@@ -53,7 +53,7 @@ def register(subcommands: Subcommands) -> None:
         help=f"the rollout database (default: ${{FLEETCTL_DB}}, else {default_path()})",
     )
     options.add_output(rollout, "table for people (default), json or yaml for scripts")
-    define(rollout, Command(_run, prepare=_check))
+    define(rollout, Command(_run, prepare=_check, changes_cars=True))
 
 
 def _check(args: argparse.Namespace, vins: list[str]) -> bytes:
