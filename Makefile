@@ -25,7 +25,7 @@ WHEELS := build/wheels
 IMAGE_INPUTS := pyproject.toml car/pyproject.toml Containerfile.connector Containerfile.sender \
 	$(shell find ankaios_model fleet_connector vehicle_data_sender -name '*.py' -o -name '*.json' 2>/dev/null)
 
-.PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-containers lint demo bench clean images base-image wheels
+.PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-no-containers test-containers lint demo bench clean images base-image wheels
 
 setup: apt venv
 
@@ -66,9 +66,13 @@ $(VENV)/.installed: pyproject.toml
 test: setup-containers apt-browser images
 	$(PY) -m pytest
 
-# Without podman: every test except the container tests.
-test-quick: setup apt-browser
+# Without podman: every test except the few container tests (still most of make test's time).
+test-no-containers: setup apt-browser
 	$(PY) -m pytest -m "not containers"
+
+# Unit tests only, in seconds: no broker, car, browser or process (tests/conftest.py).
+test-quick: venv
+	$(PY) -m pytest -m unit -q
 
 test-containers: setup-containers images
 	$(PY) -m pytest -m containers
