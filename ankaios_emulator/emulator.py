@@ -45,6 +45,7 @@ from .runtime import (
     StderrEcho,
 )
 from .runtimes import (
+    STOP_GRACE_S,
     ProcessRuntime,
     SimulateRuntime,
     UnsupportedRuntime,
@@ -94,7 +95,9 @@ class Emulator:
         workload_output: bool = True,
         agents: Mapping[str, Mapping[str, str]] | Sequence[str] = (),
         state_agents: bool = False,
+        stop_grace: float = STOP_GRACE_S,
     ) -> None:
+        self._stop_grace = stop_grace
         self._workload_output = workload_output
         self._ci_path = Path(control_interface) if control_interface is not None else None
         # An explicit access tree overrides the served workload's own rules.
@@ -206,6 +209,7 @@ class Emulator:
                 self._scheduler,
                 step_delay=self._step_delay,
                 image_map=self._image_map,
+                stop_grace=self._stop_grace,
             )
             if self._workload_output:
                 self._runtime.echo = StderrEcho()

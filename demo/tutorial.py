@@ -42,7 +42,14 @@ def _stop_on_signal(signum: int, frame: object) -> None:
 
 
 def say(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
+    print(f"\n{_bold(f'== {text}')}", flush=True)
+
+
+def _bold(text: str) -> str:
+    """Bold on a terminal; plain into a file or a pipe, or with NO_COLOR set (no-color.org)."""
+    if os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+        return text
+    return f"\033[1m{text}\033[0m"
 
 
 def port_free(port: int) -> bool:
