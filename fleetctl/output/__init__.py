@@ -112,12 +112,22 @@ def _details(command: str, car: CarResult) -> list[str]:
         lines = [f"{car.code}: {car.message}"]
         if car.workloads:
             lines.extend(f"  {w.describe()}" for w in car.workloads)
-        return lines
+        # An apply that ran but did not come up (--wait): what the car said of the manifest.
+        return lines + warning_lines(car.reply)
     if command == "state":
         return _state_details(car.reply)
     if command == "history":
         return _history_details(car.reply)
-    return [_update_detail(car)]
+    return [_update_detail(car), *warning_lines(car.reply)]
+
+
+def warning_lines(reply: Any) -> list[str]:
+    """The reply's ``warnings`` (keys Ankaios ignores, e.g. a misspelt restartPolicy), a
+    line each: what the car said must not be hidden by a short table."""
+    warnings = reply.get("warnings") if isinstance(reply, dict) else None
+    if not isinstance(warnings, list):
+        return []
+    return [f"warning: {w}" for w in warnings]
 
 
 def _history_details(reply: Any) -> list[str]:
@@ -167,6 +177,9 @@ def _state_details(reply: Any) -> list[str]:
                         f"{name} on {agent} ({iid[:12]}): {state.get('state')} "
                         f"({state.get('substate')})" + (f": {info}" if info else "")
                     )
+    agents = reply.get("agents")
+    if isinstance(agents, dict):
+        lines.extend(_agent_line(name, agent) for name, agent in sorted(agents.items()))
     desired = reply.get("desired_state")
     # The SDK fills in an empty desired state when the masks asked for none of it.
     if isinstance(desired, dict) and (desired.get("api_version") or len(lines) == 0):
@@ -177,3 +190,28 @@ def _state_details(reply: Any) -> list[str]:
             + f"; {len(configs)} config(s) {', '.join(configs)}".rstrip()
         )
     return lines or ["no workloads"]
+
+
+def _agent_line(name: str, agent: Any) -> str:
+    """``agent agent_A: cpu 12%, free memory 1.5 GiB, tags a=b`` from an ``agents`` entry."""
+    agent = agent if isinstance(agent, dict) else {}
+    status = agent.get("status") if isinstance(agent.get("status"), dict) else {}
+    parts = []
+    cpu = status.get("cpu_usage")
+    if isinstance(cpu, int | float):
+        parts.append(f"cpu {cpu}%")
+    memory = status.get("free_memory")
+    if isinstance(memory, int | float):
+        parts.append(f"free memory {_size(memory)}")
+    tags = agent.get("tags")
+    if isinstance(tags, dict) and tags:
+        parts.append("tags " + ", ".join(f"{k}={v}" for k, v in sorted(tags.items())))
+    return f"agent {name}" + (f": {'; '.join(parts)}" if parts else "")
+
+
+def _size(octets: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if octets < 1024 or unit == "GiB":
+            return f"{octets:.0f} {unit}" if unit == "B" else f"{octets:.1f} {unit}"
+        octets /= 1024
+    return f"{octets:.1f} GiB"

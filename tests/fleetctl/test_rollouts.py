@@ -490,3 +490,54 @@ def test_abort_stops_a_rollout_running_in_another_process(
     assert final["totals"]["pending"] >= 3
     sent = 1 + sum(counter.counts().values())
     assert sent == final["totals"]["cars"] - final["totals"]["pending"]
+
+
+def test_rollout_shows_the_manifests_warnings_and_status_exits_0_while_running(
+    cars: Cars, broker: Broker, rollout_file: Callable[..., Path], tmp_path: Path, fleetctl: Any
+) -> None:
+    p = prefix()
+    fleet = [f"{p}{n:02d}" for n in range(1, 4)]
+    for vin in fleet:
+        cars.start(vin)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(SENDER.read_text().replace("restartPolicy:", "restartpolicy:"))
+    warning = "warning: unknown key 'restartpolicy' at workloads.vehicle-data-sender"
+    counter = RequestCounter(broker)
+    spec = rollout_file(
+        manifest=str(typo),
+        cars={"vins": ",".join(fleet)},
+        rate={"perMinute": 60},  # a car a second: running for about 2 s
+    )
+    process = subprocess.Popen(
+        [
+            *[sys.executable, "-m", "fleetctl"],
+            "rollout",
+            "start",
+            str(spec),
+            "--db",
+            str(fleetctl.db),
+        ],
+        env={**os.environ, **broker.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        counter.probe.expect(timeout=30)  # the first car's request: it runs
+        [running] = fleetctl("rollout", "list", "-o", "json").json()["rollouts"]
+        status = fleetctl("rollout", "status", running["id"])
+        assert status.code == 0, status.out
+        assert f"rollout {running['id']}: running" in status.out
+        assert warning in status.out
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0
+    finally:
+        process.kill()
+    lines = out.splitlines()
+    assert any(line.startswith(warning) for line in lines), out
+    assert lines.index(next(line for line in lines if line.startswith(warning))) < lines.index(
+        f"rollout {running['id']}: done"
+    )
+    assert fleetctl("rollout", "status", running["id"], "-o", "json").json()["warnings"] == [
+        line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")
+    ]
