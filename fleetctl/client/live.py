@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_connector.mqtt.topics import Topics
 from fleetctl import output
 from fleetctl.client.car_data import json_object, plain_text
 from fleetctl.client.connection import Connection
+from fleetctl.client.presence import Presence, vin_of_status_topic
 
 _ANY_CAR = Topics("+")
 
@@ -28,6 +32,29 @@ class WorkloadRow:
     instance_id: str = ""
     info: str = ""
     since: str = ""
+    car_status: str = "online"
+    """The car's presence: only an ``online`` car's states are live; the others are what
+    its connector published last (``offline``, or ``unknown``: no presence at all)."""
+    car_since: str = ""
+    """Since when the car has had that presence."""
+
+    @property
+    def last_known(self) -> bool:
+        return self.car_status != "online"
+
+    @property
+    def shown_state(self) -> str:
+        return f"{self.state} (last known)" if self.last_known else self.state
+
+    @property
+    def shown_info(self) -> str:
+        if not self.last_known:
+            return self.info
+        if self.car_status == "unknown":
+            car = "car has no presence"
+        else:
+            car = f"car {self.car_status} since {self.car_since or 'an unknown time'}"
+        return f"{car}; {self.info}" if self.info else car
 
     @classmethod
     def parse(cls, vin: str, workload: str, payload: bytes) -> WorkloadRow | None:
@@ -56,7 +83,7 @@ class WorkloadRow:
         info = f": {self.info}" if self.info else ""
         return f"{self.state} ({self.substate}) on {self.agent or '-'}{info}"
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "vin": self.vin,
             "workload": self.workload,
@@ -66,6 +93,8 @@ class WorkloadRow:
             "instance_id": self.instance_id,
             "info": self.info,
             "since": self.since,
+            "last_known": self.last_known,
+            "car": {"status": self.car_status, "since": self.car_since},
         }
 
 
@@ -106,7 +135,8 @@ def watch_filters(vins: Sequence[str], *, states_only: bool) -> list[str]:
 def collect(
     settings: BrokerSettings, *, vins: Sequence[str], listen: float, timeout: float
 ) -> list[WorkloadRow]:
-    """The retained workload states of the cars named (or all), without asking any car.
+    """The retained workload states of the cars named (or all), without asking any car,
+    each with its car's presence: a car that is not online has last known states.
 
     Like ``status``: retained messages come right after the SUBACK; the set is complete
     after ``listen`` seconds without a new one, or after ``timeout`` in any case.
@@ -117,9 +147,12 @@ def collect(
     )
     cars = [Topics(vin) for vin in vins] if vins else [_ANY_CAR]
     found: dict[tuple[str, str], WorkloadRow] = {}
+    presences: dict[str, Presence] = {}
     connection.open(timeout)
     try:
-        connection.subscribe([car.workloads_filter for car in cars], timeout)
+        connection.subscribe(
+            [f for car in cars for f in (car.workloads_filter, car.status)], timeout
+        )
         deadline = time.monotonic() + timeout
         while True:
             wait = min(listen, deadline - time.monotonic())
@@ -129,6 +162,14 @@ def collect(
                 topic, payload = arrived.get(timeout=wait)
             except queue.Empty:
                 break
+            status_of = vin_of_status_topic(topic)
+            if status_of is not None:
+                presence = Presence.parse(status_of, payload)
+                if presence is None:
+                    presences.pop(status_of, None)
+                else:
+                    presences[status_of] = presence
+                continue
             parsed = live_topic(topic)
             if parsed is None or parsed[1] != "workloads":
                 continue
@@ -139,14 +180,41 @@ def collect(
                 found[(parsed[0], parsed[2])] = row
     finally:
         connection.close()
-    return [found[key] for key in sorted(found)]
+    return [_with_presence(found[key], presences.get(key[0])) for key in sorted(found)]
+
+
+def _with_presence(row: WorkloadRow, presence: Presence | None) -> WorkloadRow:
+    if presence is None:
+        return dataclasses.replace(row, car_status="unknown")
+    return dataclasses.replace(row, car_status=presence.status, car_since=presence.since)
+
+
+def summary(rows: Sequence[WorkloadRow]) -> dict[str, int]:
+    """Workloads by state on online cars; those of other cars apart, as last known."""
+    counts: Counter[str] = Counter(row.state for row in rows if not row.last_known)
+    return {
+        "total": len(rows),
+        **dict(sorted(counts.items())),
+        "last_known": sum(1 for row in rows if row.last_known),
+    }
 
 
 def render(rows: Sequence[WorkloadRow], fmt: str) -> str:
     if fmt != "table":
-        return output.dump({"workloads": [row.to_dict() for row in rows]}, fmt)
+        return output.dump(
+            {"summary": summary(rows), "workloads": [row.to_dict() for row in rows]}, fmt
+        )
     if not rows:
         return "no workload states found"
     header = ["VIN", "WORKLOAD", "STATE", "SUBSTATE", "AGENT", "SINCE", "INFO"]
-    body = [[r.vin, r.workload, r.state, r.substate, r.agent, r.since, r.info] for r in rows]
-    return output.table([header, *body])
+    body = [
+        [r.vin, r.workload, r.shown_state, r.substate, r.agent, r.since, r.shown_info] for r in rows
+    ]
+    counts = summary(rows)
+    parts = [f"{n} {state}" for state, n in counts.items() if state not in ("total", "last_known")]
+    away = {row.vin for row in rows if row.last_known}
+    if away:
+        parts.append(f"{counts['last_known']} last known on {len(away)} car(s) not online")
+    cars = len({row.vin for row in rows})
+    line = f"{len(rows)} workload(s) on {cars} car(s): {', '.join(parts)}"
+    return output.table([header, *body]) + "\n" + output.terminal_safe(line)
