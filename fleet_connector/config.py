@@ -217,6 +217,8 @@ class Config:
     journal_entries: int = 200
     journal_bytes: int = 16 << 20
     reconcile: bool = False
+    workload_name: str = "fleetconnector"
+    """The connector's own workload in Ankaios (ANKAIOS_WORKLOAD_NAME)."""
     crash_at: str | None = None
     """Test only: the crash point (see fleet_connector.journal.crashpoints) from its variable."""
     log_level: str = "INFO"
@@ -315,6 +317,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         journal_entries=values["journal_entries"],
         journal_bytes=values["journal_bytes"],
         reconcile=values["reconcile"],
+        workload_name=values["workload_name"] or "",
         crash_at=_crash_point(environ),
         log_level=level,
     )
