@@ -25,7 +25,7 @@ WHEELS := build/wheels
 IMAGE_INPUTS := pyproject.toml car/pyproject.toml Containerfile.connector Containerfile.sender \
 	$(shell find ankaios_model fleet_connector vehicle_data_sender -name '*.py' -o -name '*.json' 2>/dev/null)
 
-.PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-no-containers test-containers lint demo bench clean images base-image wheels
+.PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-no-containers test-containers lint demo fleet bench clean images base-image wheels
 
 setup: apt venv
 
@@ -84,6 +84,14 @@ lint: venv
 
 demo: setup
 	$(PY) demo/tutorial.py
+
+# Several cars on this machine for fleetctl, the dashboard and rollouts (demo/fleet.py): a
+# mosquitto and, per car, an emulated Ankaios running the connector with STATE_DIR and a
+# LogRule. Runs until Ctrl-C.
+# PORT=0 takes a free port (default 1883, or a free one when it is taken).
+CARS ?= 3
+fleet: setup
+	$(PY) demo/fleet.py --cars $(CARS) $(if $(PORT),--port $(PORT))
 
 # Debian bookworm + python3 without a registry: debootstrap from the host's apt mirror,
 # then podman import. Kept once built (FORCE=1 rebuilds). Only for localhost/ names.

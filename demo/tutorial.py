@@ -37,7 +37,7 @@ class Stopped(Exception):
         self.signum = signum
 
 
-def _stop_on_signal(signum: int, frame: object) -> None:
+def stop_on_signal(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
@@ -204,8 +204,8 @@ def manifest(name: str, port: int, workdir: Path) -> Path:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGHUP, _stop_on_signal)
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGHUP, stop_on_signal)
     try:
         return run()
     except KeyboardInterrupt:
