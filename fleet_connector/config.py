@@ -267,12 +267,19 @@ def _flags(argv: Sequence[str]) -> dict[str, Any]:
     if not argv:
         return {}
     from fleet_connector import flags  # noqa: PLC0415
+    from fleet_connector.versions import version  # noqa: PLC0415
 
     parser = flags.build_parser(
         "fleet-connector",
         "Connect an Ankaios vehicle to an MQTT broker: apply and delete manifests and read "
         "the state on request from the cloud.",
         CONNECTOR_OPTIONS,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"fleet-connector {version('ankaios-fleet-connector')} "
+        f"(ankaios-sdk {version('ankaios-sdk')})",
     )
     return vars(parser.parse_args(list(argv)))
 
