@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,19 @@ def test_get_workloads_shows_an_offline_cars_states_as_last_known(
     assert row.split()[2:4] == ["running", "Ok"]
     assert summary.endswith(f", {len(away)} last known on 1 car(s) not online")
     assert summary.startswith(f"{len(away) + len(here)} workload(s) on 2 car(s): ")
+
+
+def test_logs_of_an_unknown_car_fails_at_once_as_state_does(fleet: Any, fleetctl: Any) -> None:
+    state = fleetctl("state", "--vin", fleet.unknown)
+    assert state.code == 1
+    assert "NOT_DELIVERED" in state.out
+    started = time.monotonic()
+    run = fleetctl("logs", "--vin", fleet.unknown, "vehicle-data-sender")
+    # The broker's acknowledgement says nobody gets it: no 10 s wait for "no answer".
+    assert time.monotonic() - started < 5
+    assert run.code == 1
+    assert run.err == (
+        f"fleetctl: {fleet.unknown}: NOT_DELIVERED: no connector is subscribed for this car on "
+        "the broker (unknown VIN, a connector that never connected, or one whose session "
+        "expired), so nothing keeps the request\n"
+    )
