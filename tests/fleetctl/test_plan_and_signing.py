@@ -62,6 +62,14 @@ def test_plan_of_a_re_render(fleet: Any, fleetctl: Any, sender_manifest: Path) -
             "re-rendered from config vehicle-data-sender-config)"
         ) in run.out
         assert "CAR04  ok      config vehicle-data-sender-config: replace" in run.out
+        # What differs, as a unified diff of the rendered field under the workload's line.
+        diff = [line[len("CAR04  ok      ") :] for line in run.out.splitlines()]
+        start = diff.index("  --- runtimeConfig (now)")
+        assert diff[start + 1] == "  +++ runtimeConfig (planned)"
+        assert diff[start + 2].startswith("  @@ ")
+        changed = [line for line in diff[start + 3 :] if line.startswith(("  -", "  +"))]
+        assert any("INTERVAL" in line for line in changed if line.startswith("  -")), diff
+        assert any("INTERVAL=10" in line for line in changed if line.startswith("  +")), diff
     finally:
         fleetctl("delete", str(sender_manifest), "--vin", "CAR04")
 
