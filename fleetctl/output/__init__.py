@@ -15,7 +15,7 @@ import yaml
 
 from fleetctl.client.presence import Presence
 from fleetctl.client.results import CarResult, RunResult, Status
-from fleetctl.output import plans
+from fleetctl.output import plans, rollbacks
 
 FORMATS = ("table", "json", "yaml")
 
@@ -108,6 +108,8 @@ def _details(command: str, car: CarResult) -> list[str]:
         return [car.message]
     if command == "plan" and car.reply is not None:
         return plans.details(car)
+    if command == "rollback-plan":
+        return rollbacks.details(car)
     if car.code is not None and car.status is not Status.OK:
         lines = [f"{car.code}: {car.message}"]
         if car.workloads:

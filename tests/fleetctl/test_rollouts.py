@@ -380,6 +380,36 @@ def test_rollback_and_history_commands(cars: Cars, fleetctl: Any, tmp_path: Path
     assert nothing.json()["cars"][0]["error"]["code"] == "INVALID_REQUEST"
 
 
+def test_rollback_dry_run_shows_what_would_come_back(
+    cars: Cars, fleetctl: Any, tmp_path: Path
+) -> None:
+    vin = f"{prefix()}D"
+    cars.start(vin, state_dir=tmp_path / "state")
+    config = MANIFESTS / "config.yaml"
+    assert fleetctl("apply", str(SENDER), "--vin", vin).code == 0
+    assert fleetctl("apply", str(config), "--vin", vin).code == 0
+    updates = cars.updates(vin)
+
+    run = fleetctl("rollback", "--vin", vin, "--dry-run")
+    assert run.code == 0, run.out
+    lines = [line.split(None, 2)[2] for line in run.out.splitlines()[1:-1]]
+    assert lines[0].startswith("would undo #2 apply of ")
+    # config.yaml names only the config (the sender is re-rendered from it).
+    assert lines[1:] == ["config vehicle-data-sender-config: comes back as it was before"]
+    first = fleetctl("rollback", "--vin", vin, "--dry-run", "--entry", "1", "-o", "json")
+    assert first.code == 1  # the config's apply changed its names after it
+    [car] = first.json()["cars"]
+    assert car["error"]["code"] == "WOULD_BE_INVALID"
+    assert car["error"]["message"].startswith("entry 1 is superseded: entry 2 changed ")
+    assert cars.updates(vin) == updates  # nothing was changed
+
+    # What it showed is what the rollback does; then the first apply is undone: a delete.
+    assert fleetctl("rollback", "--vin", vin).code == 0
+    run = fleetctl("rollback", "--vin", vin, "--dry-run", "-o", "json")
+    assert run.json()["cars"][0]["reply"]["workloads"] == {"vehicle-data-sender": "delete"}
+    assert run.json()["cars"][0]["reply"]["would_undo"]["entry"] == 1
+
+
 def test_a_terminal_gets_a_live_table_of_the_waves(
     cars: Cars, broker: Broker, rollout_file: Callable[..., Path], tmp_path: Path
 ) -> None:
