@@ -11,13 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from fleet_connector.ankaios.manifest import parse_manifest
-from fleet_connector.errors import RequestError
 from fleet_connector.flags import add_options
 from fleet_connector.mqtt.broker import BROKER_OPTIONS
 from fleet_connector.options import ConfigError, positive_float, positive_int
 from fleetctl import output
 from fleetctl.client import signing
+from fleetctl.commands import manifests
 
 
 class Parser(argparse.ArgumentParser):
@@ -181,13 +180,5 @@ def _whole_seconds(text: str) -> int:
 
 
 def load_manifest(path: Path) -> bytes:
-    """The file's bytes, sent as they are, once they parse the way the connector parses them."""
-    try:
-        payload = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read manifest {path}: {e.strerror}") from None
-    try:
-        parse_manifest(payload)
-    except RequestError as e:
-        raise ConfigError(f"{path}: {e.message}") from None
-    return payload
+    """The manifest to send for a FILE argument: a file, ``-`` (stdin) or a directory."""
+    return manifests.load(str(path))
