@@ -98,6 +98,60 @@ class WorkloadRow:
         }
 
 
+@dataclass(frozen=True)
+class AgentRow:
+    """An agent as the car's connector last published it (``vehicle/<VIN>/agents/<name>``)."""
+
+    vin: str
+    agent: str
+    connected: str
+    cpu_usage: str = ""
+    free_memory: str = ""
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    since: str = ""
+
+    @classmethod
+    def parse(cls, vin: str, agent: str, payload: bytes) -> AgentRow | None:
+        if not payload:
+            return None
+        data = json_object(payload)
+        if data is None:
+            return cls(vin, agent, "invalid")
+        tags = data.get("tags")
+        return cls(
+            vin,
+            agent,
+            "yes" if data.get("connected") is True else "no",
+            plain_text(data.get("cpu_usage")) if data.get("cpu_usage") is not None else "",
+            plain_text(data.get("free_memory")) if data.get("free_memory") is not None else "",
+            {plain_text(k): plain_text(v) for k, v in tags.items()}
+            if isinstance(tags, dict)
+            else {},
+            plain_text(data.get("since")),
+        )
+
+    @property
+    def load(self) -> str:
+        parts = []
+        if self.cpu_usage:
+            parts.append(f"cpu {self.cpu_usage}%")
+        if self.free_memory.isdigit():
+            parts.append(f"free {int(self.free_memory) / 2**30:.1f} GiB")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Retained:
+    """What the connectors keep on the broker for the cars: presence, workloads, agents."""
+
+    presences: dict[str, Presence] = dataclasses.field(default_factory=dict)
+    workloads: list[WorkloadRow] = dataclasses.field(default_factory=list)
+    agents: list[AgentRow] = dataclasses.field(default_factory=list)
+
+
 def live_topic(topic: str) -> tuple[str, str, str] | None:
     """(VIN, "workloads" or "agents", name) of a live-state topic, else None."""
     parts = topic.split("/")
@@ -136,7 +190,14 @@ def collect(
     settings: BrokerSettings, *, vins: Sequence[str], listen: float, timeout: float
 ) -> list[WorkloadRow]:
     """The retained workload states of the cars named (or all), without asking any car,
-    each with its car's presence: a car that is not online has last known states.
+    each with its car's presence: a car that is not online has last known states."""
+    return collect_retained(settings, vins=vins, listen=listen, timeout=timeout).workloads
+
+
+def collect_retained(
+    settings: BrokerSettings, *, vins: Sequence[str], listen: float, timeout: float
+) -> Retained:
+    """Presence, workload states and agents of the cars named (or all), as retained.
 
     Like ``status``: retained messages come right after the SUBACK; the set is complete
     after ``listen`` seconds without a new one, or after ``timeout`` in any case.
@@ -147,11 +208,13 @@ def collect(
     )
     cars = [Topics(vin) for vin in vins] if vins else [_ANY_CAR]
     found: dict[tuple[str, str], WorkloadRow] = {}
+    agents: dict[tuple[str, str], AgentRow] = {}
     presences: dict[str, Presence] = {}
     connection.open(timeout)
     try:
         connection.subscribe(
-            [f for car in cars for f in (car.workloads_filter, car.status)], timeout
+            [f for car in cars for f in (car.workloads_filter, car.agents_filter, car.status)],
+            timeout,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -171,16 +234,28 @@ def collect(
                     presences[status_of] = presence
                 continue
             parsed = live_topic(topic)
-            if parsed is None or parsed[1] != "workloads":
+            if parsed is None:
                 continue
-            row = WorkloadRow.parse(parsed[0], parsed[2], payload)
+            vin, kind, name = parsed
+            if kind == "agents":
+                agent = AgentRow.parse(vin, name, payload)
+                if agent is None:
+                    agents.pop((vin, name), None)
+                else:
+                    agents[(vin, name)] = agent
+                continue
+            row = WorkloadRow.parse(vin, name, payload)
             if row is None:
-                found.pop((parsed[0], parsed[2]), None)
+                found.pop((vin, name), None)
             else:
-                found[(parsed[0], parsed[2])] = row
+                found[(vin, name)] = row
     finally:
         connection.close()
-    return [_with_presence(found[key], presences.get(key[0])) for key in sorted(found)]
+    return Retained(
+        presences,
+        [_with_presence(found[key], presences.get(key[0])) for key in sorted(found)],
+        [agents[key] for key in sorted(agents)],
+    )
 
 
 def _with_presence(row: WorkloadRow, presence: Presence | None) -> WorkloadRow:
@@ -200,16 +275,23 @@ def summary(rows: Sequence[WorkloadRow]) -> dict[str, int]:
 
 
 def render(rows: Sequence[WorkloadRow], fmt: str) -> str:
-    if fmt != "table":
+    """A table (``wide``: with each instance's id), or JSON / YAML."""
+    if fmt not in ("table", "wide"):
         return output.dump(
             {"summary": summary(rows), "workloads": [row.to_dict() for row in rows]}, fmt
         )
     if not rows:
         return "no workload states found"
+    wide = fmt == "wide"
     header = ["VIN", "WORKLOAD", "STATE", "SUBSTATE", "AGENT", "SINCE", "INFO"]
-    body = [
-        [r.vin, r.workload, r.shown_state, r.substate, r.agent, r.since, r.shown_info] for r in rows
-    ]
+    if wide:
+        header.insert(5, "INSTANCE")
+    body = []
+    for r in rows:
+        cells = [r.vin, r.workload, r.shown_state, r.substate, r.agent, r.since, r.shown_info]
+        if wide:
+            cells.insert(5, r.instance_id)
+        body.append(cells)
     counts = summary(rows)
     parts = [f"{n} {state}" for state, n in counts.items() if state not in ("total", "last_known")]
     away = {row.vin for row in rows if row.last_known}
@@ -217,4 +299,64 @@ def render(rows: Sequence[WorkloadRow], fmt: str) -> str:
         parts.append(f"{counts['last_known']} last known on {len(away)} car(s) not online")
     cars = len({row.vin for row in rows})
     line = f"{len(rows)} workload(s) on {cars} car(s): {', '.join(parts)}"
-    return output.table([header, *body]) + "\n" + output.terminal_safe(line)
+    failed = [False, *(r.state == "failed" and not r.last_known for r in rows)]
+    return output.table([header, *body], highlight=failed) + "\n" + output.terminal_safe(line)
+
+
+def render_agents(agents: Sequence[AgentRow], presences: dict[str, Presence], fmt: str) -> str:
+    if fmt not in ("table", "wide"):
+        return output.dump({"agents": [agent.to_dict() for agent in agents]}, fmt)
+    if not agents:
+        return "no agents found"
+    rows = [["VIN", "AGENT", "CONNECTED", "LOAD", "TAGS", "SINCE"]]
+    for agent in agents:
+        presence = presences.get(agent.vin)
+        online = presence is not None and presence.status == "online"
+        rows.append(
+            [
+                agent.vin,
+                agent.agent,
+                agent.connected if online else f"{agent.connected} (last known)",
+                agent.load,
+                ", ".join(f"{k}={v}" for k, v in sorted(agent.tags.items())),
+                agent.since,
+            ]
+        )
+    return output.table(rows)
+
+
+def render_car(vin: str, retained: Retained, fmt: str) -> str:
+    """``describe car``: presence, then agents, then workloads."""
+    presence = retained.presences.get(vin)
+    if fmt not in ("table", "wide"):
+        return output.dump(
+            {
+                "vin": vin,
+                "presence": None if presence is None else presence.to_dict(),
+                "agents": [agent.to_dict() for agent in retained.agents],
+                "workloads": [row.to_dict() for row in retained.workloads],
+            },
+            fmt,
+        )
+    if presence is None:
+        facts = [("Car", vin), ("Status", "no presence on the broker")]
+    else:
+        facts = [
+            ("Car", vin),
+            ("Status", f"{presence.status} since {presence.since or '-'}"),
+            ("Ankaios", presence.ankaios or "-"),
+            (
+                "Connector",
+                f"{presence.connector_version or '-'} (ankaios-sdk {presence.sdk_version or '-'})"
+                f", started {presence.started_at or '-'}",
+            ),
+        ]
+    width = max(len(name) for name, _ in facts) + 2
+    lines = [output.terminal_safe(f"{name + ':':<{width}}{value}") for name, value in facts]
+    lines.append("Agents:")
+    agents = render_agents(retained.agents, retained.presences, "table")
+    lines.extend(f"  {line}" for line in agents.splitlines())
+    lines.append("Workloads:")
+    workloads = render(retained.workloads, "table")
+    lines.extend(f"  {line}" for line in workloads.splitlines())
+    return "\n".join(lines)

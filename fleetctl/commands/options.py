@@ -107,7 +107,9 @@ def add_requests(parser: argparse.ArgumentParser) -> None:
         "answered EXPIRED by a connector that had them queued that long (MQTT 5 only; "
         "default: no expiry, an offline car gets them when it is back)",
     )
-    add_output(group, "table for people (default), json or yaml for scripts")
+    add_output(
+        group, "table for people (default; wide: request ids, seconds), json or yaml", wide=True
+    )
     group.add_argument(
         "--batch-size",
         type=count,
@@ -130,8 +132,10 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
     add_broker(parser)
 
 
-def add_output(parser: argparse._ActionsContainer, help_text: str) -> None:
-    parser.add_argument("-o", "--output", choices=output.FORMATS, default="table", help=help_text)
+def add_output(parser: argparse._ActionsContainer, help_text: str, *, wide: bool = False) -> None:
+    """-o; ``wide`` adds the table with more columns (as kubectl's -o wide)."""
+    formats = (*output.FORMATS, "wide") if wide else output.FORMATS
+    parser.add_argument("-o", "--output", choices=formats, default="table", help=help_text)
 
 
 def add_listening(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,9 @@ progress bar in :mod:`fleetctl.output.progress`.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,12 +23,24 @@ FORMATS = ("table", "json", "yaml")
 
 
 def render_run(result: RunResult, fmt: str) -> str:
-    if fmt != "table":
+    """A table (``wide``: with each car's request id and seconds), or JSON / YAML."""
+    if fmt not in ("table", "wide"):
         return dump(result.to_dict(), fmt)
-    rows: list[Sequence[str]] = [("VIN", "RESULT", "DETAIL")]
+    wide = fmt == "wide"
+    rows: list[Sequence[str]] = [
+        ("VIN", "RESULT", "SECONDS", "REQUEST", "DETAIL") if wide else ("VIN", "RESULT", "DETAIL")
+    ]
+    failed = [False]
     for car in result.cars:
-        rows.extend((car.vin, str(car.status), detail) for detail in _details(result.command, car))
-    return table(rows) + "\n" + _summary_line(result)
+        extra = (
+            ("-" if car.seconds is None else f"{car.seconds:.3f}", car.request_id or "-")
+            if wide
+            else ()
+        )
+        for detail in _details(result.command, car):
+            rows.append((car.vin, str(car.status), *extra, detail))
+            failed.append(not car.ok)
+    return table(rows, highlight=failed) + "\n" + _summary_line(result)
 
 
 def render_presence(cars: Sequence[Presence], fmt: str) -> str:
@@ -74,16 +88,34 @@ def terminal_safe(text: str) -> str:
     return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
-def table(rows: Sequence[Sequence[str]]) -> str:
+def table(rows: Sequence[Sequence[str]], *, highlight: Sequence[bool] = ()) -> str:
     """Columns padded to their widest cell; the last column is left ragged. Cells are
-    made terminal-safe: they hold what cars sent."""
+    made terminal-safe: they hold what cars sent. Rows marked in ``highlight`` (failures)
+    are red where colour is wanted (see :func:`colour_wanted`)."""
     rows = [[terminal_safe(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    red = colour_wanted()
     lines = []
-    for row in rows:
+    for index, row in enumerate(rows):
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
+        line = "  ".join([*cells, row[-1]]).rstrip()
+        if red and index < len(highlight) and highlight[index]:
+            line = f"{RED}{line}{RESET}"
+        lines.append(line)
     return "\n".join(lines)
+
+
+RED, RESET = "\x1b[31m", "\x1b[0m"
+
+
+def colour_wanted() -> bool:
+    """Colour only for a terminal, and never with NO_COLOR set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _summary_line(result: RunResult) -> str:
@@ -110,6 +142,8 @@ def _details(command: str, car: CarResult) -> list[str]:
         return plans.details(car)
     if command == "rollback-plan":
         return rollbacks.details(car)
+    if command == "get-configs" and car.code is None:
+        return _config_details(car.reply)
     if car.code is not None and car.status is not Status.OK:
         lines = [f"{car.code}: {car.message}"]
         if car.workloads:
@@ -217,3 +251,16 @@ def _size(octets: float) -> str:
             return f"{octets:.0f} {unit}" if unit == "B" else f"{octets:.1f} {unit}"
         octets /= 1024
     return f"{octets:.1f} GiB"
+
+
+def _config_details(reply: Any) -> list[str]:
+    """``get configs``: a line per config, its value as one line of JSON (cut at 200)."""
+    desired = reply.get("desired_state") if isinstance(reply, dict) else None
+    configs = desired.get("configs") if isinstance(desired, dict) else None
+    if not isinstance(configs, dict) or not configs:
+        return ["no configs"]
+    lines = []
+    for name, value in sorted(configs.items()):
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        lines.append(f"config {name}: {text if len(text) <= 200 else text[:199] + '…'}")
+    return lines

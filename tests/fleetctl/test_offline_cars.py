@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import Broker, MqttProbe
 
 from .conftest import _start_car
 
@@ -28,14 +30,33 @@ def gone(fleet: Any, fleetctl: Any, manifest: Any, tmp_path: Path) -> Iterator[t
     finally:
         connector.stop()
         emulator.stop()
+        forget(fleet.broker, vin)
+
+
+def forget(broker: Broker, vin: str) -> None:
+    """Clears what the car left retained, so that other tests' counts of cars hold."""
+    probe = MqttProbe(broker)
+    try:
+        probe.subscribe(f"vehicle/{vin}/#")
+        retained = set()
+        while True:  # retained messages come at once after the SUBACK
+            try:
+                retained.add(probe.messages.get(timeout=0.5).topic)
+            except queue.Empty:
+                break
+        for topic in retained:
+            probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    finally:
+        probe.close()
 
 
 def test_get_workloads_shows_an_offline_cars_states_as_last_known(
-    fleet: Any, fleetctl: Any, manifest: Any, gone: tuple[str, str]
+    fleet: Any, fleetctl: Any, manifest: Any, gone: tuple[str, str], request: pytest.FixtureRequest
 ) -> None:
     vin, name = gone
     path, [live] = manifest("agent_A")
     assert fleetctl("apply", str(path), "--vin", "CAR05", "--wait", "running").code == 0
+    request.addfinalizer(lambda: fleetctl("delete", str(path), "--vin", "CAR05"))
     run = fleetctl("get", "workloads", "--vins", f"CAR05,{vin}", "-o", "json")
     assert run.code == 0, run.err
     result = json.loads(run.out)

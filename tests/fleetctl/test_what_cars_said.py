@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 WARNING = (
     "warning: unknown key 'restartpolicy' at workloads.{name} is ignored by Ankaios; "
     "did you mean 'restartPolicy'?"
@@ -18,8 +20,11 @@ def misspelt(manifest: Any) -> tuple[Path, str]:
     return path, name
 
 
-def test_apply_shows_the_cars_warnings_in_the_table(fleetctl: Any, manifest: Any) -> None:
+def test_apply_shows_the_cars_warnings_in_the_table(
+    fleetctl: Any, manifest: Any, request: pytest.FixtureRequest
+) -> None:
     path, name = misspelt(manifest)
+    request.addfinalizer(lambda: fleetctl("delete", str(path), "--vins", "CAR01,CAR02"))
     run = fleetctl("apply", str(path), "--vins", "CAR01,CAR02")
     assert run.code == 0, run.out + run.err
     assert run.out.splitlines() == [
@@ -33,9 +38,11 @@ def test_apply_shows_the_cars_warnings_in_the_table(fleetctl: Any, manifest: Any
 
 
 def test_apply_wait_shows_the_warnings_whether_it_runs_or_not(
-    fleet: Any, fleetctl: Any, manifest: Any
+    fleet: Any, fleetctl: Any, manifest: Any, request: pytest.FixtureRequest
 ) -> None:
     path, name = misspelt(manifest)
+    cars = f"CAR03,{fleet.failing_runtime}"
+    request.addfinalizer(lambda: fleetctl("delete", str(path), "--vins", cars))
     run = fleetctl(
         "apply",
         str(path),
