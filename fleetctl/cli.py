@@ -20,6 +20,7 @@ from fleetctl.client import fleet
 from fleetctl.client.connection import BrokerError
 from fleetctl.commands import (
     apply,
+    completion,
     dashboard,
     get,
     journal,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.register(subcommands)
     rollout.register(subcommands)
     journal.register(subcommands)  # rollback, history
+    completion.register(subcommands)  # completion, and the hidden __complete
     return parser
 
 
