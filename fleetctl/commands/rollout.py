@@ -25,7 +25,14 @@ from fleetctl.output.progress import Progress
 from fleetctl.rollouts import report
 from fleetctl.rollouts import spec as rollout_spec
 from fleetctl.rollouts.live import LiveView
-from fleetctl.rollouts.records import DONE, Records, default_path
+from fleetctl.rollouts.records import (
+    DONE,
+    RUNNING,
+    Records,
+    Rollout,
+    default_path,
+    owned_by_a_live_process,
+)
 from fleetctl.rollouts.runner import Runner
 
 ACTIONS = ("start", "status", "resume", "abort", "retry-failed", "list")
@@ -53,7 +60,7 @@ def register(subcommands: Subcommands) -> None:
         help=f"the rollout database (default: ${{FLEETCTL_DB}}, else {default_path()})",
     )
     options.add_output(rollout, "table for people (default), json or yaml for scripts")
-    define(rollout, Command(_run, prepare=_check))
+    define(rollout, Command(_run, prepare=_check, changes_cars=True))
 
 
 def _check(args: argparse.Namespace, vins: list[str]) -> bytes:
@@ -87,7 +94,8 @@ def _run(invocation: Invocation) -> int:
             return USAGE
         if args.action == "status":
             print(report.render(records, rollout, args.output), flush=True)
-            return OK if rollout.status == DONE else FAILED
+            # A rollout still running has not failed; the others say whether it did.
+            return OK if rollout.status in (DONE, RUNNING) and _alive(rollout) else FAILED
         if args.action == "abort":
             records.set_status(rollout.id, "aborted", "aborted by the operator")
             print(
@@ -100,6 +108,11 @@ def _run(invocation: Invocation) -> int:
         return _carry_out(records, rollout.id, settings, args.output)
     finally:
         records.close()
+
+
+def _alive(rollout: Rollout) -> bool:
+    """Not ``interrupted``: a running rollout's fleetctl is still there (done ones are)."""
+    return rollout.status != RUNNING or owned_by_a_live_process(rollout.owner_pid)
 
 
 def _carry_out(records: Records, rollout_id: str, settings: BrokerSettings, fmt: str) -> int:
