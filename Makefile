@@ -27,7 +27,7 @@ WHEELS := build/wheels
 IMAGE_INPUTS := pyproject.toml car/pyproject.toml Containerfile.connector Containerfile.sender \
 	$(shell find ankaios_model fleet_connector vehicle_data_sender -name '*.py' -o -name '*.json' 2>/dev/null)
 
-.PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-containers lint demo bench clean images base-image wheels
+.PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-no-containers test-containers lint demo fleet bench clean images base-image wheels
 
 setup: apt venv
 
@@ -68,9 +68,13 @@ $(VENV)/.installed: pyproject.toml
 test: setup-containers apt-browser images
 	$(PY) -m pytest
 
-# Without podman: every test except the container tests.
-test-quick: setup apt-browser
+# Without podman: every test except the few container tests (still most of make test's time).
+test-no-containers: setup apt-browser
 	$(PY) -m pytest -m "not containers"
+
+# Unit tests only, in seconds: no broker, car, browser or process (tests/conftest.py).
+test-quick: venv
+	$(PY) -m pytest -m unit -q
 
 test-containers: setup-containers images
 	$(PY) -m pytest -m containers
@@ -82,6 +86,14 @@ lint: venv
 
 demo: setup
 	$(PY) demo/tutorial.py
+
+# Several cars on this machine for fleetctl, the dashboard and rollouts (demo/fleet.py): a
+# mosquitto and, per car, an emulated Ankaios running the connector with STATE_DIR and a
+# LogRule. Runs until Ctrl-C.
+# PORT=0 takes a free port (default 1883, or a free one when it is taken).
+CARS ?= 3
+fleet: setup
+	$(PY) demo/fleet.py --cars $(CARS) $(if $(PORT),--port $(PORT))
 
 # Debian bookworm + python3 without a registry: debootstrap from the host's apt mirror,
 # then podman import. Kept once built (FORCE=1 rebuilds). Only for localhost/ names.

@@ -46,6 +46,7 @@ from .runtime import (
 )
 from .runtimes import (
     KUBE_FILES_UNSUPPORTED,
+    STOP_GRACE_S,
     SUPPORTED_RUNTIMES,
     ProcessRuntime,
     SimulateRuntime,
@@ -97,7 +98,9 @@ class Emulator:
         agents: Mapping[str, Mapping[str, str]] | Sequence[str] = (),
         state_agents: bool = False,
         agent_runtimes: Sequence[str] | None = None,
+        stop_grace: float = STOP_GRACE_S,
     ) -> None:
+        self._stop_grace = stop_grace
         self._workload_output = workload_output
         # The runtime connectors the agent registers (its config's `runtimes`).
         self._agent_runtimes = _valid_runtimes(agent_runtimes)
@@ -212,6 +215,7 @@ class Emulator:
                 self._scheduler,
                 step_delay=self._step_delay,
                 image_map=self._image_map,
+                stop_grace=self._stop_grace,
             )
             if self._workload_output:
                 self._runtime.echo = StderrEcho()

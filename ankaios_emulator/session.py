@@ -525,12 +525,18 @@ class Session:
             return
         if kind == "hello":
             version = message.hello.protocolVersion
-            log.warning(
+            error = version_error(version)
+            # Ankaios 1.0.1 warns about every one (control_interface_task.rs). The fleet
+            # connector says Hello before a request that follows a second of silence, to
+            # survive a server restart, so a quiet car would warn every agent interval:
+            # logged at debug here unless the Hello ends the connection
+            # (docs/emulator-semantics.md, section 7).
+            log.log(
+                logging.WARNING if error is not None else logging.DEBUG,
                 "[%s] <- received yet another Hello with protocol version '%s'",
                 self.workload_name,
                 version,
             )
-            error = version_error(version)
             if error is not None:
                 self._close_with(error)
             return

@@ -37,12 +37,19 @@ class Stopped(Exception):
         self.signum = signum
 
 
-def _stop_on_signal(signum: int, frame: object) -> None:
+def stop_on_signal(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
 def say(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
+    print(f"\n{_bold(f'== {text}')}", flush=True)
+
+
+def _bold(text: str) -> str:
+    """Bold on a terminal; plain into a file or a pipe, or with NO_COLOR set (no-color.org)."""
+    if os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+        return text
+    return f"\033[1m{text}\033[0m"
 
 
 def port_free(port: int) -> bool:
@@ -197,8 +204,8 @@ def manifest(name: str, port: int, workdir: Path) -> Path:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGHUP, _stop_on_signal)
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGHUP, stop_on_signal)
     try:
         return run()
     except KeyboardInterrupt:

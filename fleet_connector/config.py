@@ -233,6 +233,8 @@ class Config:
     reconcile: bool = False
     labels: tuple[tuple[str, str], ...] = ()
     """The car's own labels (LABELS), in the order given; reported in presence."""
+    workload_name: str = "fleetconnector"
+    """The connector's own workload in Ankaios (ANKAIOS_WORKLOAD_NAME)."""
     crash_at: str | None = None
     """Test only: the crash point (see fleet_connector.journal.crashpoints) from its variable."""
     log_level: str = "INFO"
@@ -317,12 +319,19 @@ def _flags(argv: Sequence[str]) -> dict[str, Any]:
     if not argv:
         return {}
     from fleet_connector import flags  # noqa: PLC0415
+    from fleet_connector.versions import version  # noqa: PLC0415
 
     parser = flags.build_parser(
         "fleet-connector",
         "Connect an Ankaios vehicle to an MQTT broker: apply and delete manifests and read "
         "the state on request from the cloud.",
         CONNECTOR_OPTIONS,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"fleet-connector {version('ankaios-fleet-connector')} "
+        f"(ankaios-sdk {version('ankaios-sdk')})",
     )
     return vars(parser.parse_args(list(argv)))
 
@@ -368,6 +377,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         journal_bytes=values["journal_bytes"],
         reconcile=values["reconcile"],
         labels=parse_labels(values["labels"]),
+        workload_name=values["workload_name"] or "",
         crash_at=_crash_point(environ),
         log_level=level,
     )

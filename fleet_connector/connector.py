@@ -102,6 +102,7 @@ class Connector:
             ),
             changes=self._changes,
             crash=self._crash,
+            own_workload=config.workload_name,
         )
         self.mqtt = MqttLink(
             config.broker,

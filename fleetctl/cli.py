@@ -2,7 +2,7 @@
 
 Exit codes: 0 every car succeeded; 1 a car failed, timed out or was not attempted, or the
 broker could not be used; 2 usage error (bad flags, unreadable or invalid file), found
-before anything is sent.
+before anything is sent; 130 Ctrl-C; 141 the output's reader went away (``| head``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fleetctl.client.connection import BrokerError
 from fleetctl.client.server import ServerError
 from fleetctl.commands import (
     apply,
+    completion,
     config,
     dashboard,
     get,
@@ -33,7 +34,15 @@ from fleetctl.commands import (
     validate,
     watch,
 )
-from fleetctl.commands.command import FAILED, OK, USAGE, Command, Invocation
+from fleetctl.commands.command import (
+    BROKEN_PIPE,
+    FAILED,
+    INTERRUPTED,
+    OK,
+    USAGE,
+    Command,
+    Invocation,
+)
 from fleetctl.commands.options import Parser, add_context
 
 
@@ -43,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply and delete manifests, read states and presence of Ankaios cars "
         "through their fleet connectors over MQTT.",
         epilog="exit codes: 0 every car succeeded, 1 any car failed or timed out (or the "
-        "broker could not be used), 2 usage error",
+        "broker could not be used), 2 usage error, 130 Ctrl-C, 141 output closed (| head)",
     )
     parser.add_argument("--version", action="version", version=f"fleetctl {_version()}")
     add_context(parser)
@@ -61,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.register(subcommands)
     journal.register(subcommands)  # rollback, history
     config.register(subcommands)  # contexts
+    completion.register(subcommands)  # completion, and the hidden __complete
     return parser
 
 
@@ -123,23 +133,44 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Invoc
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    command: Command | None = None
     try:
-        invocation = parse_command_line(argv, os.environ if environ is None else environ)
-        if invocation.handler.offline:
-            return invocation.handler.run(invocation)
-    except ConfigError as e:
-        print(f"fleetctl: error: {e}", file=sys.stderr)
-        return USAGE
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else OK
-    try:
-        return invocation.handler.run(invocation)
-    except (BrokerError, ServerError) as e:
-        print(f"fleetctl: {e}", file=sys.stderr)
-        return FAILED
+        try:
+            invocation = parse_command_line(argv, os.environ if environ is None else environ)
+            command = invocation.handler
+            if command.offline:
+                return command.run(invocation)
+        except ConfigError as e:
+            print(f"fleetctl: error: {e}", file=sys.stderr)
+            return USAGE
+        except SystemExit as e:  # --help
+            return e.code if isinstance(e.code, int) else OK
+        try:
+            return command.run(invocation)
+        except (BrokerError, ServerError) as e:
+            print(f"fleetctl: {e}", file=sys.stderr)
+            return FAILED
     except KeyboardInterrupt:
-        print(
-            "fleetctl: interrupted; requests already sent may still be carried out",
-            file=sys.stderr,
-        )
-        return FAILED
+        if command is not None and command.changes_cars:
+            print(
+                "fleetctl: interrupted; requests already sent may still be carried out",
+                file=sys.stderr,
+            )
+        return INTERRUPTED
+    except BrokenPipeError:
+        # `fleetctl ... | head`: the reader has what it wanted. Quietly, as programs that
+        # SIGPIPE ends; stdout goes to /dev/null so the interpreter's last flush is quiet too.
+        _discard_stdout()
+        return BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a test's capture): nothing is flushed to a pipe at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)

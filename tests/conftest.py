@@ -14,6 +14,34 @@ import pytest
 from testkit import Broker, MqttProbe
 from testkit.proxy import Mqtt311OnlyProxy
 
+# `make test-quick` (pytest -m unit): modules that start no broker, car, browser or process,
+# so that together they run in seconds. A module that starts one stays out.
+UNIT_MODULES = frozenset(
+    {
+        "connector/test_live_model.py",
+        "connector/test_manifest.py",
+        "connector/test_store.py",
+        "connector/test_versions.py",
+        "dashboard/test_model.py",
+        "emulator/test_authorizer.py",
+        "emulator/test_state.py",
+        "emulator/test_templating.py",
+        "emulator/test_tree.py",
+        "fleetctl/test_units.py",
+        "fleetctl/test_usage.py",
+        "sender/test_config_and_wave.py",
+        "test_docs.py",
+        "test_readme.py",
+    }
+)
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.relative_to(TESTS).as_posix() in UNIT_MODULES:
+            item.add_marker(pytest.mark.unit)
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..runtime import Runtime, StateSink
 from ..scheduler import Scheduler
 from .podman import PodmanRuntime
-from .process import ProcessRuntime
+from .process import STOP_GRACE_S, ProcessRuntime
 from .simulate import SimulateRuntime
 from .unsupported import (
     KUBE_FILES_UNSUPPORTED,
@@ -27,11 +27,14 @@ def create_runtime(
     step_delay: float,
     image_map: dict[str, list[str]] | None = None,
     work_dir: Path | None = None,
+    stop_grace: float = STOP_GRACE_S,
 ) -> Runtime:
     if name == "simulate":
         return SimulateRuntime(report, scheduler, step_delay)
     if name == "process":
-        return ProcessRuntime(report, scheduler, image_map or {}, work_dir=work_dir)
+        return ProcessRuntime(
+            report, scheduler, image_map or {}, work_dir=work_dir, stop_grace=stop_grace
+        )
     if name == "podman":
         return PodmanRuntime(report, scheduler)
     raise ValueError(f"unknown runtime '{name}' (choose from {', '.join(RUNTIME_NAMES)})")
@@ -40,6 +43,7 @@ def create_runtime(
 __all__ = [
     "KUBE_FILES_UNSUPPORTED",
     "RUNTIME_NAMES",
+    "STOP_GRACE_S",
     "SUPPORTED_RUNTIMES",
     "PodmanRuntime",
     "ProcessRuntime",

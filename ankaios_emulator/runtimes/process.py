@@ -43,8 +43,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTROL_INTERFACE_ENV = "ANKAIOS_CONTROL_INTERFACE_PATH"
-STOP_GRACE_S = 3.0
-SHUTDOWN_GRACE_S = 0.5
+# Between SIGTERM and SIGKILL, when a workload is deleted and when the emulator stops: what
+# Ankaios 1.0.1 gives a podman workload. Its podman runtime removes one with
+# `podman stop --ignore <id>` without -t (agent/src/runtime_connectors/podman_cli.rs,
+# remove_workloads_by_id), so podman's default stop timeout applies, 10 s
+# (docs/emulator-semantics.md, section 8, "Stopping workloads"). A workload that ends on SIGTERM is
+# waited for only as long as it takes.
+STOP_GRACE_S = 10.0
 RESTART_DELAY_S = 0.2
 
 
@@ -275,7 +280,7 @@ class ProcessRuntime(Runtime):
         for process in processes:
             _signal_group(process, signal.SIGTERM)
         # One grace period for all, so shutting down stays prompt with many workloads.
-        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        deadline = time.monotonic() + self._stop_grace
         for process in processes:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))

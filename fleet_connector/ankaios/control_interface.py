@@ -358,9 +358,16 @@ class ControlInterface:
         second of silence reaches a new instance first; it answers ControlInterfaceAccepted
         (see _dispatch). An unchanged instance only logs the Hello as "yet another Hello"
         (a warning in the agent's log), the price of surviving a server restart.
+
+        It cannot be said only once the instance was lost: the swap is silent (no end of
+        file, nothing on the pipe), and the first request without a Hello is already fatal,
+        so waiting for a read failure would be too late (docs/connector.md, "Ankaios
+        server restarts").
         """
-        if time.monotonic() - self._last_heard < HELLO_AFTER_IDLE:
+        silence = time.monotonic() - self._last_heard
+        if silence < HELLO_AFTER_IDLE:
             return b""
+        log.debug("control interface: Hello again after %.1f s of silence", silence)
         hello = _control_api.ToAnkaios(hello=_control_api.Hello(protocolVersion=ANKAIOS_VERSION))
         return _frame(hello.SerializeToString())
 

@@ -121,6 +121,7 @@ def _load(text: str) -> Any:
         # Without an anchor ("&") there is no alias; the reader's own count suffices then.
         if "&" in text and _expanded_size(node) > MAX_NODES:
             raise _invalid(f"the manifest has more than {MAX_NODES} values once aliases expand")
+        _refuse_duplicate_keys(node)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -151,6 +152,39 @@ def _expanded_size(root: yaml.Node) -> int:
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in sizes)
     return sizes[id(root)]
+
+
+def _refuse_duplicate_keys(root: yaml.Node) -> None:
+    """Refuses a mapping that names a key twice, as ``ank apply`` does.
+
+    PyYAML keeps the last copy silently; Ankaios's serde_yaml (0.9) refuses the manifest.
+    Each composed node is visited once, so aliases cost nothing extra. Merge keys (``<<``)
+    are not duplicates: a key given next to a merge overrides the merged one, as YAML says.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            keys: set[tuple[str, str]] = set()
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is None or key.tag == "tag:yaml.org,2002:merge":
+                    stack.append((value, path))
+                    continue
+                if (key.tag, name) in keys:
+                    where = f" in {path}" if path else ""
+                    raise _invalid(
+                        f"duplicate key '{_one_line(name)}'{where} at line "
+                        f"{key.start_mark.line + 1} column {key.start_mark.column + 1}"
+                    )
+                keys.add((key.tag, name))
+                stack.append((value, f"{path}.{name}" if path else name))
 
 
 def _one_line(text: str) -> str:

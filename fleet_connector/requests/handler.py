@@ -19,6 +19,7 @@ from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.journal.crashpoints import CrashPoints
 from fleet_connector.mqtt.topics import Operation
 from fleet_connector.requests.policy import Policy
+from fleet_connector.requests.readable import explain_denied_read
 from fleet_connector.requests.redaction import Redactor
 from fleet_connector.requests.signatures import Verifier
 
@@ -103,8 +104,11 @@ class Handler:
         redact: Redactor | None = None,
         changes: Changes | None = None,
         crash: CrashPoints | None = None,
+        own_workload: str | None = None,
     ) -> None:
         self._ankaios = ankaios
+        self._own_workload = own_workload
+        """The connector's workload name: a refused read names what its rules let it read."""
         self._redact = redact or Redactor(())
         self._policy = policy
         self._strict = strict
@@ -147,7 +151,10 @@ class Handler:
             results = [self._read_alone(masks) for _, masks in valid]
         for (index, _), result in zip(valid, results, strict=True):
             if isinstance(result, RequestError):
-                replies[index] = (result.to_json(), result.code)
+                error = result
+                if error.code is ErrorCode.ACCESS_DENIED:
+                    error = explain_denied_read(self._ankaios, self._own_workload)
+                replies[index] = (error.to_json(), error.code)
             else:
                 replies[index] = (self._redact(json.dumps(result)), None)
         return [reply for reply in replies if reply is not None]

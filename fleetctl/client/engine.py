@@ -29,6 +29,15 @@ from fleetctl.client.results import BAD_REPLY, BROKER_REFUSED, NOT_DELIVERED
 # MQTT 5 PUBACK reason "No matching subscribers": not an error for the broker, but for us
 # it means no car session holds the request, so no reply will ever come.
 _NO_MATCHING_SUBSCRIBERS = 0x10
+NOT_DELIVERED_WHY = (
+    "no connector is subscribed for this car on the broker (unknown VIN, a connector that "
+    "never connected, or one whose session expired), so nothing keeps the request"
+)
+
+
+def not_delivered(reason: ReasonCode) -> bool:
+    """MQTT 5: the broker took the request but nobody is subscribed to get it."""
+    return bool(reason.value == _NO_MATCHING_SUBSCRIBERS)
 
 
 @dataclass(frozen=True)
@@ -335,13 +344,8 @@ class Engine:
         if reason.is_failure:
             message = f"the broker refused the request: {reason}"
             self._complete_locked(pending, Reply(code=BROKER_REFUSED, message=message))
-        elif reason.value == _NO_MATCHING_SUBSCRIBERS:
-            message = (
-                "no connector is subscribed for this car on the broker (unknown VIN, a "
-                "connector that never connected, or one whose session expired), so nothing "
-                "keeps the request"
-            )
-            self._complete_locked(pending, Reply(code=NOT_DELIVERED, message=message))
+        elif not_delivered(reason):
+            self._complete_locked(pending, Reply(code=NOT_DELIVERED, message=NOT_DELIVERED_WHY))
 
     def _complete_locked(self, pending: Pending, reply: Reply) -> None:
         if self._pending.pop(pending.key, None) is None:

@@ -14,12 +14,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from paho.mqtt.reasoncodes import ReasonCode
+
 from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_connector.mqtt.topics import Operation, Topics
 from fleetctl.client.connection import BrokerError, Connection
+from fleetctl.client.engine import NOT_DELIVERED_WHY, not_delivered
+from fleetctl.client.results import BROKER_REFUSED, NOT_DELIVERED
 
 # After a cancel, how long the end message may take.
 CANCEL_GRACE = 5.0
+# Ctrl-C's exit code (128 + SIGINT), as fleetctl.commands.command.INTERRUPTED.
+INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -56,16 +62,19 @@ def run(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Prints the lines; 0 when the stream ended normally, 1 for an error or no answer."""
+    """Prints the lines; 0 when the stream ended normally, 1 for an error or no answer, 130
+    when Ctrl-C ended it."""
     out = out or sys.stdout
     err = err or sys.stderr
-    arrived: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    # The car's messages, and (MQTT 5) the broker's acknowledgements: (message id, reason).
+    arrived: queue.SimpleQueue[bytes | tuple[int, ReasonCode]] = queue.SimpleQueue()
     topics = Topics(query.vin)
     request_id = f"fleetctl-logs-{uuid.uuid4().hex[:8]}"
     reply_topic = topics.response(Operation.LOGS, request_id)
     connection = Connection(
         settings,
         lambda topic, payload, retained: arrived.put(payload) if topic == reply_topic else None,
+        on_ack=lambda mid, reason: arrived.put((mid, reason)),
     )
     prefix = len(query.workloads) > 1
     connection.open(timeout)
@@ -73,10 +82,12 @@ def run(
         refused = connection.subscribe([reply_topic], timeout)
         if refused:
             raise BrokerError(f"the broker refused the subscription {reply_topic}")
-        connection.publish(topics.request(Operation.LOGS, request_id), query.payload())
+        sent = connection.publish(topics.request(Operation.LOGS, request_id), query.payload())
         # Without follow the stream ends by itself; each batch must come within timeout.
         wait = timeout if not query.follow else query.follow + timeout
         cancelled = False
+        # Ctrl-C ends with 130 once the stream has ended (SIGTERM with the stream's own code).
+        by_user = False
         while True:
             try:
                 try:
@@ -84,17 +95,37 @@ def run(
                 except queue.Empty:
                     print(f"fleetctl: no answer from {query.vin} within {wait:g}s", file=err)
                     return 1
+                if isinstance(payload, tuple):
+                    # As state and apply learn it: at once, not after the timeout.
+                    lost = _refused(payload, sent)
+                    if lost:
+                        print(f"fleetctl: {query.vin}: {lost}", file=err)
+                        return 1
+                    continue
                 ended = _show(_parse(payload), query, prefix, out, err)
                 if ended is not None:
-                    return ended
-            except (KeyboardInterrupt, Interrupted):
+                    return INTERRUPTED if by_user and ended == 0 else ended
+            except (KeyboardInterrupt, Interrupted) as e:
+                by_user = by_user or isinstance(e, KeyboardInterrupt)
                 if cancelled:
-                    return 1
+                    return INTERRUPTED if by_user else 1
                 cancelled = True
                 connection.publish(topics.logs_cancel(request_id), b"")
                 wait = CANCEL_GRACE
     finally:
         connection.close()
+
+
+def _refused(ack: tuple[int, ReasonCode], request: int) -> str | None:
+    """Why the broker's acknowledgement of our request means no car will get it, if it does."""
+    mid, reason = ack
+    if mid != request:
+        return None
+    if reason.is_failure:
+        return f"{BROKER_REFUSED}: the broker refused the request: {reason}"
+    if not_delivered(reason):
+        return f"{NOT_DELIVERED}: {NOT_DELIVERED_WHY}"
+    return None
 
 
 def _show(

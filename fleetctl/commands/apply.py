@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from fleet_connector.mqtt.topics import Operation
-from fleetctl.commands import options, requests
+from fleet_connector.options import ConfigError
+from fleetctl.commands import manifests, options, requests
 from fleetctl.commands.command import Command, Invocation, define
 from fleetctl.commands.options import Subcommands
 
@@ -56,7 +56,12 @@ def register(subcommands: Subcommands) -> None:
     _add_dry_run_and_signing(apply, "apply")
     # Kept for scripts written when --wait polled; the outcome is pushed now.
     apply.add_argument("--poll-interval", type=options.seconds, help=argparse.SUPPRESS)
-    define(apply, Command(_apply, prepare=_manifest, needs_cars=True, through_server=_apply))
+    define(
+        apply,
+        Command(
+            _apply, prepare=_manifest, needs_cars=True, through_server=_apply, changes_cars=True
+        ),
+    )
 
     delete = subcommands.add_parser(
         "delete",
@@ -64,9 +69,25 @@ def register(subcommands: Subcommands) -> None:
         description="Delete the workloads and configs a manifest names from every car named.",
     )
     options.add_request_options(delete)
-    _add_file(delete)
+    delete.add_argument(
+        "target",
+        nargs="*",
+        metavar="FILE | workload NAME... | config NAME...",
+        help="the manifest (YAML; - reads stdin, a directory all its *.yaml), or the names of "
+        "workloads or configs to delete without one",
+    )
+    _add_filename(delete)
     _add_dry_run_and_signing(delete, "delete")
-    define(delete, Command(_delete, prepare=_manifest, needs_cars=True, through_server=_delete))
+    define(
+        delete,
+        Command(
+            _delete,
+            prepare=_delete_payload,
+            needs_cars=True,
+            through_server=_delete,
+            changes_cars=True,
+        ),
+    )
 
     plan = subcommands.add_parser(
         "plan",
@@ -83,7 +104,31 @@ def register(subcommands: Subcommands) -> None:
 
 
 def _add_file(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="the manifest (YAML), checked before sending")
+    parser.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="the manifest (YAML; - reads stdin, a directory all its *.yaml and *.yml as one), "
+        "checked before sending",
+    )
+    _add_filename(parser)
+
+
+def _add_filename(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--filename", metavar="FILE", help="the manifest, as kubectl spells it (-f -: stdin)"
+    )
+
+
+def _source(args: argparse.Namespace, given: str | None) -> str:
+    """FILE or -f FILE, exactly one of them."""
+    if given is not None and args.filename is not None:
+        raise ConfigError("name the manifest once: FILE or -f FILE")
+    source = given if given is not None else args.filename
+    if source is None:
+        raise ConfigError("the following arguments are required: FILE (or -f FILE)")
+    args.file = source  # what the results show as "file"
+    return str(source)
 
 
 def _add_dry_run_and_signing(parser: argparse.ArgumentParser, command: str) -> None:
@@ -96,7 +141,23 @@ def _add_dry_run_and_signing(parser: argparse.ArgumentParser, command: str) -> N
 
 
 def _manifest(args: argparse.Namespace, vins: list[str]) -> bytes:
-    return options.load_manifest(Path(args.file))
+    return manifests.load(_source(args, args.file))
+
+
+def _delete_payload(args: argparse.Namespace, vins: list[str]) -> bytes:
+    """A manifest, or `workload NAME...` / `config NAME...`: a manifest naming only them."""
+    target = list(args.target)
+    if len(target) > 1 and target[0] in manifests.KINDS:
+        if args.filename is not None:
+            raise ConfigError("name the manifest or the names to delete, not both")
+        args.file = None
+        args.deleted = {manifests.KINDS[target[0]]: target[1:]}
+        return manifests.names(target[0], target[1:])
+    if len(target) > 1:
+        raise ConfigError(
+            f"delete takes one FILE, or workload NAME... or config NAME...; got {' '.join(target)}"
+        )
+    return manifests.load(_source(args, target[0] if target else None))
 
 
 def _apply(invocation: Invocation) -> int:
@@ -116,7 +177,8 @@ def _apply(invocation: Invocation) -> int:
 def _delete(invocation: Invocation) -> int:
     args = invocation.args
     operation = Operation.PLAN_DELETE if args.dry_run else Operation.DELETE
-    return requests.dispatch(invocation, operation, {"file": args.file})
+    named = getattr(args, "deleted", None)
+    return requests.dispatch(invocation, operation, {"file": args.file} if named is None else named)
 
 
 def _plan(invocation: Invocation) -> int:

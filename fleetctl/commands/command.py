@@ -2,7 +2,8 @@
 
 Exit codes: 0 every car succeeded; 1 a car failed, timed out or was not attempted, or the
 broker could not be used; 2 usage error (bad flags, unreadable or invalid file), found
-before anything is sent.
+before anything is sent; 130 stopped by Ctrl-C (SIGINT); 141 the reader of the output went
+away (EPIPE, as ``| head``), the codes a shell shows for programs those signals end.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from fleetctl.client import logs
 from fleetctl.client.server import FleetServer
 
 OK, FAILED, USAGE = 0, 1, 2
+# 128 + the signal's number, what a shell reports for a program the signal ended.
+INTERRUPTED = 128 + signal.SIGINT
+BROKEN_PIPE = 128 + signal.SIGPIPE
 # How long the commands that do not take --timeout wait for the broker.
 CONNECT_TIMEOUT = 10.0
 
@@ -42,6 +46,9 @@ class Command:
     while running is a usage error too."""
     through_server: Callable[[Invocation], int] | None = None
     """How the command runs when the context names a fleet-server; None: broker only."""
+    changes_cars: bool = False
+    """Sends requests that change cars: a Ctrl-C says that those already sent may still be
+    carried out."""
 
 
 def define(parser: argparse.ArgumentParser, command: Command) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ from fleet_connector.mqtt.topics import Operation
 from fleetctl.commands import options, requests
 from fleetctl.commands.command import Command, Invocation, define
 from fleetctl.commands.options import Subcommands
+from fleetctl.output import rollbacks
 
 
 def register(subcommands: Subcommands) -> None:
@@ -25,10 +27,22 @@ def register(subcommands: Subcommands) -> None:
         "--entry", type=options.count, metavar="N", help="the journal entry to undo"
     )
     target.add_argument("--request-id", metavar="ID", help="the request to undo, by its id")
+    rollback.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only show what the rollback would put back and delete in each car, from its "
+        "journal (history); nothing is changed",
+    )
     options.add_signing(rollback)
     define(
         rollback,
-        Command(_rollback, prepare=_selector, needs_cars=True, through_server=_rollback),
+        Command(
+            _rollback,
+            prepare=_selector,
+            needs_cars=True,
+            through_server=_rollback,
+            changes_cars=True,
+        ),
     )
 
     history = subcommands.add_parser(
@@ -54,6 +68,16 @@ def _selector(args: argparse.Namespace, vins: list[str]) -> bytes:
 
 
 def _rollback(invocation: Invocation) -> int:
+    if invocation.args.dry_run:
+        # The whole journal (history), judged here by the car's rules: nothing is changed.
+        selector = json.loads(invocation.payload)
+        return requests.send(
+            dataclasses.replace(invocation, payload=b"{}"),
+            Operation.HISTORY,
+            {"dry_run": True},
+            command="rollback-plan",
+            judge=lambda result: rollbacks.judge(result, selector),
+        )
     return requests.dispatch(invocation, Operation.ROLLBACK, {})
 
 

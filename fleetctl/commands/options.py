@@ -11,13 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from fleet_connector.ankaios.manifest import parse_manifest
-from fleet_connector.errors import RequestError
 from fleet_connector.flags import add_options
 from fleet_connector.mqtt.broker import BROKER_OPTIONS
 from fleet_connector.options import ConfigError, positive_float, positive_int
 from fleetctl import output
 from fleetctl.client import signing
+from fleetctl.commands import manifests
 
 
 class Parser(argparse.ArgumentParser):
@@ -128,7 +127,9 @@ def add_requests(parser: argparse.ArgumentParser) -> None:
         "answered EXPIRED by a connector that had them queued that long (MQTT 5 only; "
         "default: no expiry, an offline car gets them when it is back)",
     )
-    add_output(group, "table for people (default), json or yaml for scripts")
+    add_output(
+        group, "table for people (default; wide: request ids, seconds), json or yaml", wide=True
+    )
     group.add_argument(
         "--batch-size",
         type=count,
@@ -151,8 +152,10 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
     add_broker(parser)
 
 
-def add_output(parser: argparse._ActionsContainer, help_text: str) -> None:
-    parser.add_argument("-o", "--output", choices=output.FORMATS, default="table", help=help_text)
+def add_output(parser: argparse._ActionsContainer, help_text: str, *, wide: bool = False) -> None:
+    """-o; ``wide`` adds the table with more columns (as kubectl's -o wide)."""
+    formats = (*output.FORMATS, "wide") if wide else output.FORMATS
+    parser.add_argument("-o", "--output", choices=formats, default="table", help=help_text)
 
 
 def add_listening(parser: argparse.ArgumentParser) -> None:
@@ -201,13 +204,5 @@ def _whole_seconds(text: str) -> int:
 
 
 def load_manifest(path: Path) -> bytes:
-    """The file's bytes, sent as they are, once they parse the way the connector parses them."""
-    try:
-        payload = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read manifest {path}: {e.strerror}") from None
-    try:
-        parse_manifest(payload)
-    except RequestError as e:
-        raise ConfigError(f"{path}: {e.message}") from None
-    return payload
+    """The manifest to send for a FILE argument: a file, ``-`` (stdin) or a directory."""
+    return manifests.load(str(path))

@@ -12,6 +12,7 @@ from fleet_connector.mqtt.topics import Operation
 from fleetctl import output
 from fleetctl.client import server_runs, signing, waves
 from fleetctl.client.engine import Engine
+from fleetctl.client.results import RunResult
 from fleetctl.commands.command import FAILED, OK, USAGE, Invocation
 from fleetctl.output import plans
 from fleetctl.output.progress import Progress
@@ -88,11 +89,14 @@ def send(
     wait_running: bool = False,
     wait_timeout: float = waves.Plan.wait_timeout,
     settle: float = waves.Plan.settle,
+    command: str | None = None,
+    judge: Callable[[RunResult], None] | None = None,
 ) -> int:
     """Sends, prints the results (``described`` is added to them) and returns the exit code."""
     args = invocation.args
     # apply --dry-run and delete --dry-run are plans, and shown as plans.
-    command = "plan" if operation.planned is not None else args.command
+    if command is None:
+        command = "plan" if operation.planned is not None else args.command
     signer = None
     # state and history have no --sign-key.
     if getattr(args, "sign_key", None):
@@ -123,6 +127,8 @@ def send(
         engine.close()
     if command == "plan":
         plans.judge(result)
+    if judge is not None:
+        judge(result)
     result.extra = {
         "run_id": engine.run_id,
         "mqtt_protocol": engine.connection.protocol,

@@ -26,7 +26,15 @@ from fleetctl.output.progress import Progress
 from fleetctl.rollouts import report, service
 from fleetctl.rollouts import spec as rollout_spec
 from fleetctl.rollouts.live import LiveView
-from fleetctl.rollouts.records import ABORTED, DONE, Records, default_path
+from fleetctl.rollouts.records import (
+    ABORTED,
+    DONE,
+    RUNNING,
+    Records,
+    Rollout,
+    default_path,
+    owned_by_a_live_process,
+)
 from fleetctl.rollouts.runner import Runner
 
 ACTIONS = ("start", "status", "pause", "resume", "abort", "approve", "retry-failed", "list")
@@ -58,7 +66,10 @@ def register(subcommands: Subcommands) -> None:
         help=f"the rollout database (default: ${{FLEETCTL_DB}}, else {default_path()})",
     )
     options.add_output(rollout, "table for people (default), json or yaml for scripts")
-    define(rollout, Command(_run, prepare=_check, through_server=_through_server))
+    define(
+        rollout,
+        Command(_run, prepare=_check, through_server=_through_server, changes_cars=True),
+    )
 
 
 def _check(args: argparse.Namespace, vins: list[str]) -> bytes:
@@ -103,7 +114,8 @@ def _run(invocation: Invocation) -> int:
             return USAGE
         if args.action == "status":
             print(report.render(records, rollout, args.output), flush=True)
-            return OK if rollout.status == DONE else FAILED
+            # A rollout still running has not failed; the others say whether it did.
+            return OK if rollout.status in (DONE, RUNNING) and _alive(rollout) else FAILED
         if args.action == "abort":
             records.set_status(rollout.id, "aborted", "aborted by the operator")
             print(
@@ -156,10 +168,16 @@ def _through_server(invocation: Invocation) -> int:
     if args.action == "status":
         rollout = service.get(server, args.target)
         print(service.render(rollout, args.output), flush=True)
-        return OK if rollout.get("state") == DONE else FAILED
+        # As for local rollouts: one still going on has not failed.
+        return OK if rollout.get("state") in service.NOT_FAILED else FAILED
     rollout = service.act(server, args.target, args.action)
     print(service.render(rollout, args.output), flush=True)
     return OK
+
+
+def _alive(rollout: Rollout) -> bool:
+    """Not ``interrupted``: a running rollout's fleetctl is still there (done ones are)."""
+    return rollout.status != RUNNING or owned_by_a_live_process(rollout.owner_pid)
 
 
 def _carry_out(records: Records, rollout_id: str, settings: BrokerSettings, fmt: str) -> int:

@@ -7,9 +7,8 @@ from typing import Any
 
 from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import RequestError
-from fleet_connector.options import ConfigError
 from fleetctl import output
-from fleetctl.commands import options
+from fleetctl.commands import manifests, options
 from fleetctl.commands.command import Command, Invocation, define
 from fleetctl.commands.options import Subcommands
 
@@ -24,7 +23,12 @@ def register(subcommands: Subcommands) -> None:
         "ank apply for v1, unknown keys as warnings. Exits 0 when all are valid, 1 when "
         "one is not (with --strict: also when one has warnings), 2 when one cannot be read.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="manifests (YAML)")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="manifests (YAML); - reads stdin, a directory stands for its *.yaml and *.yml",
+    )
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -34,11 +38,8 @@ def register(subcommands: Subcommands) -> None:
     define(parser, Command(_run, offline=True))
 
 
-def check(path: Path, strict: bool) -> dict[str, Any]:
-    try:
-        payload = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read manifest {path}: {e.strerror}") from None
+def check(path: Path | str, strict: bool) -> dict[str, Any]:
+    payload = manifests.read(str(path))
     try:
         warnings = list(parse_manifest(payload).warnings)
     except RequestError as e:
@@ -50,7 +51,8 @@ def check(path: Path, strict: bool) -> dict[str, Any]:
 def _run(invocation: Invocation) -> int:
     """0 when every file is valid, 1 when one is not; unreadable files are usage errors (2)."""
     args = invocation.args
-    results = [check(Path(name), args.strict) for name in args.files]
+    # A directory stands for its manifests, - for standard input.
+    results = [check(path, args.strict) for name in args.files for path in manifests.files(name)]
     if args.output != "table":
         print(output.dump(results, args.output), flush=True)
     else:

@@ -10,6 +10,7 @@ from fleetctl.client.connection import BrokerError, Connection
 from fleetctl.commands import options
 from fleetctl.commands.command import (
     CONNECT_TIMEOUT,
+    INTERRUPTED,
     OK,
     Command,
     Invocation,
@@ -25,7 +26,7 @@ def register(subcommands: Subcommands) -> None:
         "watch",
         help="print replies, presence and sensor values live",
         description="Print every message under vehicle/<VIN>/ as 'topic payload' lines until "
-        "Ctrl-C or SIGTERM (exit 0).",
+        "SIGTERM or --count (exit 0), or Ctrl-C (exit 130).",
     )
     options.add_cars(watch)
     options.add_broker(watch)
@@ -52,6 +53,7 @@ def _run(invocation: Invocation) -> int:
     args = invocation.args
     filters = live.watch_filters(invocation.vins, states_only=args.workloads)
     limit = args.count
+    code = OK
     with stop_on_sigterm():
         try:
             connection.open(CONNECT_TIMEOUT)
@@ -65,8 +67,10 @@ def _run(invocation: Invocation) -> int:
                 line = live.watch_line(topic, payload, raw=args.raw, at=live.now())
                 print(output.terminal_safe(line), flush=True)
                 seen += 1
-        except (KeyboardInterrupt, Stopped):
+        except KeyboardInterrupt:
+            code = INTERRUPTED
+        except Stopped:
             pass
         finally:
             connection.close()
-    return OK
+    return code

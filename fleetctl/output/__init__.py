@@ -7,7 +7,9 @@ progress bar in :mod:`fleetctl.output.progress`.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,18 +17,30 @@ import yaml
 
 from fleetctl.client.presence import Presence
 from fleetctl.client.results import CarResult, RunResult, Status
-from fleetctl.output import plans
+from fleetctl.output import plans, rollbacks
 
 FORMATS = ("table", "json", "yaml")
 
 
 def render_run(result: RunResult, fmt: str) -> str:
-    if fmt != "table":
+    """A table (``wide``: with each car's request id and seconds), or JSON / YAML."""
+    if fmt not in ("table", "wide"):
         return dump(result.to_dict(), fmt)
-    rows: list[Sequence[str]] = [("VIN", "RESULT", "DETAIL")]
+    wide = fmt == "wide"
+    rows: list[Sequence[str]] = [
+        ("VIN", "RESULT", "SECONDS", "REQUEST", "DETAIL") if wide else ("VIN", "RESULT", "DETAIL")
+    ]
+    failed = [False]
     for car in result.cars:
-        rows.extend((car.vin, str(car.status), detail) for detail in _details(result.command, car))
-    return table(rows) + "\n" + _summary_line(result)
+        extra = (
+            ("-" if car.seconds is None else f"{car.seconds:.3f}", car.request_id or "-")
+            if wide
+            else ()
+        )
+        for detail in _details(result.command, car):
+            rows.append((car.vin, str(car.status), *extra, detail))
+            failed.append(not car.ok)
+    return table(rows, highlight=failed) + "\n" + _summary_line(result)
 
 
 def render_presence(cars: Sequence[Presence], fmt: str) -> str:
@@ -116,16 +130,34 @@ def terminal_safe(text: str) -> str:
     return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
-def table(rows: Sequence[Sequence[str]]) -> str:
+def table(rows: Sequence[Sequence[str]], *, highlight: Sequence[bool] = ()) -> str:
     """Columns padded to their widest cell; the last column is left ragged. Cells are
-    made terminal-safe: they hold what cars sent."""
+    made terminal-safe: they hold what cars sent. Rows marked in ``highlight`` (failures)
+    are red where colour is wanted (see :func:`colour_wanted`)."""
     rows = [[terminal_safe(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    red = colour_wanted()
     lines = []
-    for row in rows:
+    for index, row in enumerate(rows):
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
+        line = "  ".join([*cells, row[-1]]).rstrip()
+        if red and index < len(highlight) and highlight[index]:
+            line = f"{RED}{line}{RESET}"
+        lines.append(line)
     return "\n".join(lines)
+
+
+RED, RESET = "\x1b[31m", "\x1b[0m"
+
+
+def colour_wanted() -> bool:
+    """Colour only for a terminal, and never with NO_COLOR set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _summary_line(result: RunResult) -> str:
@@ -150,16 +182,30 @@ def _details(command: str, car: CarResult) -> list[str]:
         return [car.message]
     if command == "plan" and car.reply is not None:
         return plans.details(car)
+    if command == "rollback-plan":
+        return rollbacks.details(car)
+    if command == "get-configs" and car.code is None:
+        return _config_details(car.reply)
     if car.code is not None and car.status is not Status.OK:
         lines = [f"{car.code}: {car.message}"]
         if car.workloads:
             lines.extend(f"  {w.describe()}" for w in car.workloads)
-        return lines
+        # An apply that ran but did not come up (--wait): what the car said of the manifest.
+        return lines + warning_lines(car.reply)
     if command == "state":
         return _state_details(car.reply)
     if command == "history":
         return _history_details(car.reply)
-    return [_update_detail(car)]
+    return [_update_detail(car), *warning_lines(car.reply)]
+
+
+def warning_lines(reply: Any) -> list[str]:
+    """The reply's ``warnings`` (keys Ankaios ignores, e.g. a misspelt restartPolicy), a
+    line each: what the car said must not be hidden by a short table."""
+    warnings = reply.get("warnings") if isinstance(reply, dict) else None
+    if not isinstance(warnings, list):
+        return []
+    return [f"warning: {w}" for w in warnings]
 
 
 def _history_details(reply: Any) -> list[str]:
@@ -209,6 +255,9 @@ def _state_details(reply: Any) -> list[str]:
                         f"{name} on {agent} ({iid[:12]}): {state.get('state')} "
                         f"({state.get('substate')})" + (f": {info}" if info else "")
                     )
+    agents = reply.get("agents")
+    if isinstance(agents, dict):
+        lines.extend(_agent_line(name, agent) for name, agent in sorted(agents.items()))
     desired = reply.get("desired_state")
     # The SDK fills in an empty desired state when the masks asked for none of it.
     if isinstance(desired, dict) and (desired.get("api_version") or len(lines) == 0):
@@ -219,3 +268,41 @@ def _state_details(reply: Any) -> list[str]:
             + f"; {len(configs)} config(s) {', '.join(configs)}".rstrip()
         )
     return lines or ["no workloads"]
+
+
+def _agent_line(name: str, agent: Any) -> str:
+    """``agent agent_A: cpu 12%, free memory 1.5 GiB, tags a=b`` from an ``agents`` entry."""
+    agent = agent if isinstance(agent, dict) else {}
+    status = agent.get("status") if isinstance(agent.get("status"), dict) else {}
+    parts = []
+    cpu = status.get("cpu_usage")
+    if isinstance(cpu, int | float):
+        parts.append(f"cpu {cpu}%")
+    memory = status.get("free_memory")
+    if isinstance(memory, int | float):
+        parts.append(f"free memory {_size(memory)}")
+    tags = agent.get("tags")
+    if isinstance(tags, dict) and tags:
+        parts.append("tags " + ", ".join(f"{k}={v}" for k, v in sorted(tags.items())))
+    return f"agent {name}" + (f": {'; '.join(parts)}" if parts else "")
+
+
+def _size(octets: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if octets < 1024 or unit == "GiB":
+            return f"{octets:.0f} {unit}" if unit == "B" else f"{octets:.1f} {unit}"
+        octets /= 1024
+    return f"{octets:.1f} GiB"
+
+
+def _config_details(reply: Any) -> list[str]:
+    """``get configs``: a line per config, its value as one line of JSON (cut at 200)."""
+    desired = reply.get("desired_state") if isinstance(reply, dict) else None
+    configs = desired.get("configs") if isinstance(desired, dict) else None
+    if not isinstance(configs, dict) or not configs:
+        return ["no configs"]
+    lines = []
+    for name, value in sorted(configs.items()):
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        lines.append(f"config {name}: {text if len(text) <= 200 else text[:199] + '…'}")
+    return lines

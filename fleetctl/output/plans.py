@@ -6,9 +6,15 @@ as a failed car: the exit code then tells a script that the real request would f
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
+import yaml
+
 from fleetctl.client.results import CarResult, RunResult, Status
+
+# Lines of context around each change in a field's diff, as `diff -U1`.
+DIFF_CONTEXT = 1
 
 WOULD_BE_DENIED = "WOULD_BE_DENIED"
 WOULD_BE_REJECTED = "WOULD_BE_REJECTED"
@@ -38,7 +44,11 @@ def details(car: CarResult) -> list[str]:
     if reply is None:
         return lines or ["-"]
     changes = [
-        *(_workload(name, entry) for name, entry in sorted(_items(reply, "workloads"))),
+        *(
+            line
+            for name, entry in sorted(_items(reply, "workloads"))
+            for line in [_workload(name, entry), *_field_diffs(entry)]
+        ),
         *(
             f"config {name}: {entry.get('action')}"
             for name, entry in sorted(_items(reply, "configs"))
@@ -68,3 +78,33 @@ def _workload(name: str, entry: dict[str, Any]) -> str:
             text += f"; re-rendered from config {', '.join(map(str, configs))}"
         text += ")"
     return text
+
+
+def _field_diffs(entry: dict[str, Any]) -> list[str]:
+    """A unified diff per rendered field that differs, as kubectl diff shows one."""
+    fields = entry.get("fields")
+    if not isinstance(fields, dict):
+        return []
+    lines: list[str] = []
+    for name, change in sorted(fields.items()):
+        if not isinstance(change, dict):
+            continue
+        diff = difflib.unified_diff(
+            _lines(change.get("from")),
+            _lines(change.get("to")),
+            fromfile=f"{name} (now)",
+            tofile=f"{name} (planned)",
+            n=DIFF_CONTEXT,
+            lineterm="",
+        )
+        lines.extend(f"  {line}" for line in diff)
+    return lines
+
+
+def _lines(value: Any) -> list[str]:
+    """A field's value as lines: text as it is, anything else as YAML."""
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        value = yaml.safe_dump(value, sort_keys=True, allow_unicode=True)
+    return str(value).splitlines()

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from fleet_connector.ankaios.manifest import parse_manifest
+from fleet_connector.errors import RequestError
 from fleetctl import output
 from fleetctl.rollouts import spec as rollout_spec
 from fleetctl.rollouts.records import (
@@ -36,6 +38,7 @@ def summary(records: Records, rollout: Rollout) -> dict[str, Any]:
             **{s: states.get(s, 0) for s in ("ok", "failed", "offline", "sent", "pending")},
         },
         "failures": {kind: kinds.get(kind, 0) for kind in rollout_spec.FAILURE_KINDS},
+        "warnings": manifest_warnings(rollout.spec.payload),
         "waves": [
             {
                 "wave": "canary" if canary and number == 0 else number + (0 if canary else 1),
@@ -57,6 +60,15 @@ def summary(records: Records, rollout: Rollout) -> dict[str, Any]:
             for car in cars
         ],
     }
+
+
+def manifest_warnings(payload: bytes) -> list[str]:
+    """What every car says of the rollout's manifest (keys Ankaios ignores): the cars and
+    fleetctl parse it alike, so it is read here once instead of from each car's reply."""
+    try:
+        return list(parse_manifest(payload).warnings)
+    except RequestError:
+        return []  # checked when the rollout started; a car says what is wrong
 
 
 def _shown_status(rollout: Rollout) -> str:
@@ -82,7 +94,8 @@ def render(records: Records, rollout: Rollout, fmt: str) -> str:
         f" ({rollout.reason})" if rollout.reason else ""
     )
     counts = ", ".join(f"{n} {state}" for state, n in totals.items() if n and state != "cars")
-    return output.table(rows) + f"\n{line}\n{totals['cars']} car(s): {counts}"
+    warnings = "".join(f"\nwarning: {w}" for w in data["warnings"])
+    return output.table(rows) + f"{warnings}\n{line}\n{totals['cars']} car(s): {counts}"
 
 
 def render_list(records: Records, fmt: str) -> str:

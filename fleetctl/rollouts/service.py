@@ -22,6 +22,8 @@ from fleetctl.client import fleet
 from fleetctl.client.server import FleetServer
 
 ROLLOUTS = "/api/v1/rollouts"
+NOT_FAILED = ("running", "paused", "waiting", "done")
+"""States ``rollout status`` exits 0 for: done, or still going on."""
 
 
 def document(path: Path) -> dict[str, Any]:

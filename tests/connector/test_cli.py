@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,6 +84,15 @@ def test_help_documents_every_option() -> None:
     assert result.returncode == 0
     for word in ("VIN", "MQTT_BROKER_ADDR", "MQTT_BROKER_PORT", "ANKAIOS_CONTROL_INTERFACE_PATH"):
         assert word in result.stdout
+
+
+def test_version_without_a_vin() -> None:
+    # As fleetctl --version and ank --version: what is installed, before any configuration.
+    result = run({"VIN": ""}, "--version")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(
+        r"fleet-connector \d+\.\d+\.\d+\S* \(ankaios-sdk 1\.0\.\d+\)\n", result.stdout
+    )
 
 
 def test_flag_overrides_environment(broker: Broker, probe: MqttProbe, tmp_path: Path) -> None:

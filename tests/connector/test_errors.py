@@ -54,6 +54,19 @@ def test_bad_input_gets_invalid_request(
     assert "workload_states" in requester.state(["workloadStates"])
 
 
+def test_duplicate_key_is_refused_naming_key_and_line(
+    emulator: Emulator, connector: Connector, requester: Requester
+) -> None:
+    # As ank apply refuses it; applying the last copy silently would run on the wrong agent.
+    manifest = SENDER_MANIFEST.replace("agent: agent_A", "agent: agent_A\n    agent: agent_B")
+    code, message = error_of(requester.apply(manifest))
+    assert code == "INVALID_REQUEST"
+    assert "duplicate key 'agent' in workloads.vehicle-data-sender at line" in message
+    assert "vehicle-data-sender" not in emulator.complete_state(["desiredState"])[
+        "desiredState"
+    ].get("workloads", {})
+
+
 def test_oversized_payload(
     emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
 ) -> None:

@@ -174,3 +174,41 @@ def test_deep_nesting_is_refused() -> None:
     deep = "apiVersion: v1\nconfigs:\n  c: " + "[" * 5000 + "]" * 5000
     message = invalid(deep)
     assert "nested" in message or "not valid YAML" in message
+
+
+DUPLICATE_AGENT = (
+    "apiVersion: v1\n"
+    "workloads:\n"
+    "  nginx:\n"
+    "    runtime: podman\n"
+    "    agent: agent_A\n"
+    "    agent: agent_B\n"
+    "    runtimeConfig: 'image: nginx'\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (DUPLICATE_AGENT, "duplicate key 'agent' in workloads.nginx at line 6 column 5"),
+        (
+            "apiVersion: v1\nworkloads:\n  a: {agent: x}\n  a: {agent: y}\n",
+            "duplicate key 'a' in workloads at line 4 column 3",
+        ),
+        ("apiVersion: v1\napiVersion: v0.1\n", "duplicate key 'apiVersion' at line 2 column 1"),
+        (
+            "apiVersion: v1\nconfigs:\n  c: [{k: 1, k: 2}]\n",
+            "duplicate key 'k' in configs.c[0] at line 3 column 14",
+        ),
+    ],
+)
+def test_duplicate_keys_are_refused_like_ank_apply(payload: str, expected: str) -> None:
+    # serde_yaml 0.9 (ank apply) refuses them; PyYAML alone would keep the last copy.
+    assert expected in invalid(payload)
+
+
+def test_a_merge_key_is_not_a_duplicate() -> None:
+    manifest = parse_manifest(
+        b"apiVersion: v1\nconfigs:\n  base: &b {x: '1', y: '2'}\n  c: {<<: *b, x: '3'}\n  d: *b\n"
+    )
+    assert set(manifest.configs) == {"base", "c", "d"}

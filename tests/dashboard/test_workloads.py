@@ -102,6 +102,43 @@ def test_the_agents_of_a_car_and_a_filter_by_workload_state(
     assert agent[2].endswith(" GiB free")
 
 
+def test_an_offline_cars_workloads_are_last_known_and_counted_apart(
+    make_car: Callable[..., Car],
+    open_dashboard: Callable[..., tuple[Dashboard, Page]],
+    broker: Broker,
+    vins: list[str],
+    tmp_path: Path,
+) -> None:
+    first, second, _ = vins
+    away, here = make_car(first), make_car(second)
+    _, page = open_dashboard("--vins", f"{first},{second}")
+    manifest = tmp_path / "nginx.yaml"
+    manifest.write_text(
+        "apiVersion: v0.1\nworkloads:\n  nginx:\n    runtime: podman\n    agent: agent_A\n"
+        "    restartPolicy: NEVER\n    runtimeConfig: |\n      image: docker.io/nginx:1\n"
+    )
+    for vin in (first, second):
+        assert fleetctl(["apply", str(manifest), "--vin", vin], broker.env()) == 0
+    page.wait(lambda: all("1 running" in page.cars()[v][5] for v in (first, second)), 5)
+    assert "2 running" in page.text("by-state")
+
+    away.stop_connector()
+    page.wait(lambda: page.cars()[first][1] == "offline", SECOND)
+    # What it said last, counted apart from what runs.
+    assert page.cars()[first][5].strip() == "1 last known"
+    assert "1 running" in page.cars()[here.vin][5]
+    page.wait(lambda: "1 last known" in page.text("by-state"), SECOND)
+    assert "1 running" in page.text("by-state")
+    page.select_car(first)
+    page.wait(lambda: "nginx" in page.workloads(), 5)
+    row = page.workloads()["nginx"]
+    assert row[2] == "running (last known)"
+    assert row[4].startswith("car offline since 20")
+    # A filter by state finds only what runs now.
+    Select(page.driver.find_element("id", "filter-state")).select_by_value("w:running")
+    page.wait(lambda: set(page.cars()) == {second})
+
+
 @pytest.fixture
 def watched(
     make_car: Callable[..., Car],

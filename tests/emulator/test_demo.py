@@ -80,6 +80,9 @@ def test_make_demo_leaves_no_process_behind(signum: int, to_group: bool) -> None
             if line.startswith("vehicle/1/sensors/speed"):
                 break
         assert seen and seen[-1].startswith("vehicle/1/sensors/speed"), "".join(seen)
+        # Its output goes to a pipe here, as to a file: headings without terminal codes.
+        assert any(line.startswith("== MQTT broker") for line in seen), "".join(seen)
+        assert not any("\x1b" in line for line in seen), "".join(seen)
         started = descendants(make.pid)
         # demo, mosquitto, emulator, connector and sender at least
         assert len(started) >= 5, started

@@ -62,6 +62,14 @@ def test_plan_of_a_re_render(fleet: Any, fleetctl: Any, sender_manifest: Path) -
             "re-rendered from config vehicle-data-sender-config)"
         ) in run.out
         assert "CAR04  ok      config vehicle-data-sender-config: replace" in run.out
+        # What differs, as a unified diff of the rendered field under the workload's line.
+        diff = [line[len("CAR04  ok      ") :] for line in run.out.splitlines()]
+        start = diff.index("  --- runtimeConfig (now)")
+        assert diff[start + 1] == "  +++ runtimeConfig (planned)"
+        assert diff[start + 2].startswith("  @@ ")
+        changed = [line for line in diff[start + 3 :] if line.startswith(("  -", "  +"))]
+        assert any("INTERVAL" in line for line in changed if line.startswith("  -")), diff
+        assert any("INTERVAL=10" in line for line in changed if line.startswith("  +")), diff
     finally:
         fleetctl("delete", str(sender_manifest), "--vin", "CAR04")
 
@@ -105,6 +113,25 @@ def test_validate_exit_codes(fleetctl: Any, tmp_path: Path) -> None:
     run = fleetctl("validate", str(tmp_path / "missing.yaml"), env={})
     assert run.code == 2
     assert "cannot read manifest" in run.err
+
+
+def test_duplicate_keys_are_refused_by_validate_plan_and_apply(
+    fleetctl: Any, tmp_path: Path, sender_manifest: Path
+) -> None:
+    duplicate = tmp_path / "duplicate.yaml"
+    text = sender_manifest.read_text()
+    duplicate.write_text(text.replace("agent: agent_A", "agent: agent_A\n    agent: agent_B"))
+    line = text.splitlines().index("    agent: agent_A") + 2
+    expected = f"duplicate key 'agent' in workloads.vehicle-data-sender at line {line} column 5"
+
+    run = fleetctl("validate", str(duplicate), env={})
+    assert run.code == 1
+    assert run.out.splitlines() == [f"{duplicate}: invalid", f"  error: {expected}"]
+    for command in ("plan", "apply"):
+        run = fleetctl(command, str(duplicate), "--vin", "CAR01")
+        assert run.code == 2
+        assert run.out == ""
+        assert run.err == f"fleetctl: error: {duplicate}: {expected}\n"
 
 
 # -- signed requests ----------------------------------------------------------------------------

@@ -387,6 +387,36 @@ def test_rollback_and_history_commands(cars: Cars, fleetctl: Any, tmp_path: Path
     assert nothing.json()["cars"][0]["error"]["code"] == "INVALID_REQUEST"
 
 
+def test_rollback_dry_run_shows_what_would_come_back(
+    cars: Cars, fleetctl: Any, tmp_path: Path
+) -> None:
+    vin = f"{prefix()}D"
+    cars.start(vin, state_dir=tmp_path / "state")
+    config = MANIFESTS / "config.yaml"
+    assert fleetctl("apply", str(SENDER), "--vin", vin).code == 0
+    assert fleetctl("apply", str(config), "--vin", vin).code == 0
+    updates = cars.updates(vin)
+
+    run = fleetctl("rollback", "--vin", vin, "--dry-run")
+    assert run.code == 0, run.out
+    lines = [line.split(None, 2)[2] for line in run.out.splitlines()[1:-1]]
+    assert lines[0].startswith("would undo #2 apply of ")
+    # config.yaml names only the config (the sender is re-rendered from it).
+    assert lines[1:] == ["config vehicle-data-sender-config: comes back as it was before"]
+    first = fleetctl("rollback", "--vin", vin, "--dry-run", "--entry", "1", "-o", "json")
+    assert first.code == 1  # the config's apply changed its names after it
+    [car] = first.json()["cars"]
+    assert car["error"]["code"] == "WOULD_BE_INVALID"
+    assert car["error"]["message"].startswith("entry 1 is superseded: entry 2 changed ")
+    assert cars.updates(vin) == updates  # nothing was changed
+
+    # What it showed is what the rollback does; then the first apply is undone: a delete.
+    assert fleetctl("rollback", "--vin", vin).code == 0
+    run = fleetctl("rollback", "--vin", vin, "--dry-run", "-o", "json")
+    assert run.json()["cars"][0]["reply"]["workloads"] == {"vehicle-data-sender": "delete"}
+    assert run.json()["cars"][0]["reply"]["would_undo"]["entry"] == 1
+
+
 def test_a_terminal_gets_a_live_table_of_the_waves(
     cars: Cars, broker: Broker, rollout_file: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -497,3 +527,54 @@ def test_abort_stops_a_rollout_running_in_another_process(
     assert final["totals"]["pending"] >= 3
     sent = 1 + sum(counter.counts().values())
     assert sent == final["totals"]["cars"] - final["totals"]["pending"]
+
+
+def test_rollout_shows_the_manifests_warnings_and_status_exits_0_while_running(
+    cars: Cars, broker: Broker, rollout_file: Callable[..., Path], tmp_path: Path, fleetctl: Any
+) -> None:
+    p = prefix()
+    fleet = [f"{p}{n:02d}" for n in range(1, 4)]
+    for vin in fleet:
+        cars.start(vin)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(SENDER.read_text().replace("restartPolicy:", "restartpolicy:"))
+    warning = "warning: unknown key 'restartpolicy' at workloads.vehicle-data-sender"
+    counter = RequestCounter(broker)
+    spec = rollout_file(
+        manifest=str(typo),
+        cars={"vins": ",".join(fleet)},
+        rate={"perMinute": 60},  # a car a second: running for about 2 s
+    )
+    process = subprocess.Popen(
+        [
+            *[sys.executable, "-m", "fleetctl"],
+            "rollout",
+            "start",
+            str(spec),
+            "--db",
+            str(fleetctl.db),
+        ],
+        env={**os.environ, **broker.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        counter.probe.expect(timeout=30)  # the first car's request: it runs
+        [running] = fleetctl("rollout", "list", "-o", "json").json()["rollouts"]
+        status = fleetctl("rollout", "status", running["id"])
+        assert status.code == 0, status.out
+        assert f"rollout {running['id']}: running" in status.out
+        assert warning in status.out
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0
+    finally:
+        process.kill()
+    lines = out.splitlines()
+    assert any(line.startswith(warning) for line in lines), out
+    assert lines.index(next(line for line in lines if line.startswith(warning))) < lines.index(
+        f"rollout {running['id']}: done"
+    )
+    assert fleetctl("rollout", "status", running["id"], "-o", "json").json()["warnings"] == [
+        line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")
+    ]

@@ -134,10 +134,27 @@
 
   // -- drawing ----------------------------------------------------------------------------
 
+  // Only an online car's workload states are live; another car's are what it said last.
+  const LAST_KNOWN = "last known";
+
+  function live(car) {
+    return presenceOf(car) === "online";
+  }
+
   function workloadCounts(car) {
     const counts = {};
+    if (!live(car)) {
+      if (car.workloads.size) counts[LAST_KNOWN] = car.workloads.size;
+      return counts;
+    }
     for (const wl of car.workloads.values()) counts[wl.state] = (counts[wl.state] || 0) + 1;
     return counts;
+  }
+
+  function lastKnownNote(car) {
+    const presence = car.presence || {};
+    if (!car.presence) return "car never seen";
+    return "car " + presence.status + " since " + (presence.since || "an unknown time");
   }
 
   function countsNode(counts) {
@@ -184,6 +201,7 @@
     if (!state) return true;
     if (state.startsWith("p:")) return presenceOf(car) === state.slice(2);
     const wanted = state.slice(2);
+    if (!live(car)) return false; // its states are last known, not current
     for (const wl of car.workloads.values()) if (wl.state === wanted) return true;
     return false;
   }
@@ -207,7 +225,9 @@
     const states = {};
     for (const car of cars.values()) {
       presence[presenceOf(car)] += 1;
-      for (const wl of car.workloads.values()) states[wl.state] = (states[wl.state] || 0) + 1;
+      for (const [state, n] of Object.entries(workloadCounts(car))) {
+        states[state] = (states[state] || 0) + n;
+      }
     }
     $("count-online").textContent = presence.online;
     $("count-offline").textContent = presence.offline;
@@ -240,9 +260,18 @@
       row.dataset.workload = name;
       cell(row, name);
       cell(row, wl.agent);
-      cell(row, "").append(el("span", stateClass(wl.state), wl.state));
-      cell(row, wl.substate);
-      cell(row, wl.info, "info");
+      if (live(car)) {
+        cell(row, "").append(el("span", stateClass(wl.state), wl.state));
+        cell(row, wl.substate);
+        cell(row, wl.info, "info");
+      } else {
+        const note = lastKnownNote(car);
+        const state = el("span", "state state-last-known", wl.state + " (" + LAST_KNOWN + ")");
+        state.title = note;
+        cell(row, "").append(state);
+        cell(row, wl.substate);
+        cell(row, wl.info ? note + "; " + wl.info : note, "info");
+      }
       cell(row, shortTime(wl.since), "since").title = wl.since;
       const actions = cell(row, "");
       if (canReadLogs()) {
