@@ -10,6 +10,7 @@ from typing import Any
 
 from fleet_connector.journal import crashpoints
 from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.mqtt.size import DEFAULT_MAX_MESSAGE_SIZE
 from fleet_connector.mqtt.topics import FORBIDDEN_TOPIC_CHARS
 from fleet_connector.options import (
     ConfigError,
@@ -70,6 +71,15 @@ CONNECTOR_OPTIONS = [
         "MAX_PAYLOAD_SIZE",
         "largest request payload in bytes (default: the policy's, else 1048576)",
         None,
+        positive_int,
+    ),
+    Option(
+        "max_message_size",
+        "--max-message-size",
+        "MAX_MESSAGE_SIZE",
+        "largest MQTT message in bytes the connector publishes; keep it below the broker's "
+        "limit (larger replies become REPLY_TOO_LARGE errors)",
+        DEFAULT_MAX_MESSAGE_SIZE,
         positive_int,
     ),
     Option(
@@ -207,6 +217,7 @@ class Config:
     session_expiry: int = 7 * 24 * 3600
     request_timeout: float = 5.0
     queue_size: int = 1000
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     policy: Policy = field(default_factory=Policy)
     state_dir: Path | None = None
     trusted_keys: Path | None = None
@@ -296,6 +307,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         session_expiry=values["session_expiry"],
         request_timeout=values["request_timeout"],
         queue_size=values["queue_size"],
+        max_message_size=values["max_message_size"],
         policy=Policy.load(
             Path(values["policy_file"]) if values["policy_file"] else None,
             protected=[values["workload_name"]] if values["workload_name"] else [],

@@ -19,6 +19,7 @@ from fleet_connector.journal.crashpoints import CrashPoints
 from fleet_connector.loop import Interrupted, Loop
 from fleet_connector.mqtt.link import MqttLink
 from fleet_connector.mqtt.replies import ReplyCache
+from fleet_connector.mqtt.size import MessageTooLarge
 from fleet_connector.mqtt.takeover import SessionWatch
 from fleet_connector.mqtt.topics import FOLLOWABLE, Operation, Topics
 from fleet_connector.observe.outcomes import Outcomes, follow_spec
@@ -120,11 +121,13 @@ class Connector:
             ],
             on_watched=self._watched,
             on_connected=self._broker_connected,
+            max_message_size=config.max_message_size,
+            on_dropped=self._dropped,
         )
         self.live = WorkloadStates(
             self.control_interface,
             self.topics,
-            lambda topic, payload: self.mqtt.publish(topic, payload, retain=True),
+            self._publish_live,
             lambda: self.mqtt.connected,
             request_timeout=config.request_timeout,
             agent_interval=config.agent_interval,
@@ -173,6 +176,7 @@ class Connector:
                     ack=self.mqtt.ack,
                     limits=self.config.log_limits,
                     request_timeout=self.config.request_timeout,
+                    max_message_size=lambda: self.mqtt.max_message_size,
                 )
                 self.logs.start()
             return self.logs
@@ -333,16 +337,24 @@ class Connector:
                 replies = [_internal(r, e) for r in batch]
             answered = list(zip(batch, replies, strict=True))
             with self.mqtt.together():  # the replies first, all in one write
-                for done, (reply, code) in answered:
-                    self._answer(done, reply, code)
-            for done, (reply, code) in answered:
+                sent = [
+                    (done, *self._answer(done, reply, code)) for done, (reply, code) in answered
+                ]
+            for done, reply, code in sent:
                 self._record(done, reply, code)
 
     def _finish(self, request: Request, reply: str, code: ErrorCode | None) -> None:
-        self._answer(request, reply, code)
-        self._record(request, reply, code)
+        self._record(request, *self._answer(request, reply, code))
 
-    def _answer(self, request: Request, reply: str, code: ErrorCode | None) -> None:
+    def _answer(
+        self, request: Request, reply: str, code: ErrorCode | None
+    ) -> tuple[str, ErrorCode | None]:
+        """Sends the reply, or REPLY_TOO_LARGE in its place; returns what was sent."""
+        size = self.mqtt.reply_size(request, reply)
+        if size > self.mqtt.max_message_size:
+            error = _too_large(request, size, self.mqtt.max_message_size)
+            log.warning("request id=%s: %s", request.request_id, error.message)
+            reply, code = error.to_json(), error.code
         self._replies.done(request, reply, code)
         try:
             self._send_reply(request, reply)
@@ -352,6 +364,21 @@ class Connector:
             log.exception("reply to request id=%s could not be sent", request.request_id)
             with contextlib.suppress(Exception):
                 self.mqtt.ack(request)
+        return reply, code
+
+    def _dropped(self, request: Request, size: int) -> None:
+        """A message for ``request`` the broker would not take was given up: say so instead."""
+        error = _too_large(request, size, self.mqtt.max_message_size, broker=True)
+        try:
+            self.mqtt.answer(request, error.to_json())
+        except Exception:
+            log.exception("error reply to request id=%s could not be sent", request.request_id)
+
+    def _publish_live(self, topic: str, payload: str) -> Any:
+        try:
+            return self.mqtt.publish(topic, payload, retain=True)
+        except MessageTooLarge:
+            return None  # logged; the topic keeps its previous state
 
     def _record(self, request: Request, reply: str, code: ErrorCode | None) -> None:
         """What follows a reply that is out: its log line, and the follow of its outcome."""
@@ -431,10 +458,24 @@ class Connector:
                 self.journal.record_followed(request.journal_entry, json.loads(payload)["outcome"])
             except Exception:
                 log.exception("outcome of request id=%s not journaled", request.request_id)
-        return self.mqtt.answer(request, payload)
+        try:
+            return self.mqtt.answer(request, payload)
+        except MessageTooLarge as e:
+            # The outcome without its details, which is what made it too large.
+            outcome = json.loads(payload)["outcome"]
+            error = RequestError(
+                ErrorCode.REPLY_TOO_LARGE,
+                f"the outcome's details ({e.size} bytes) are over MAX_MESSAGE_SIZE ({e.limit}); "
+                "the workloads' topics vehicle/<VIN>/workloads/<name> have their states",
+            )
+            return self.mqtt.answer(
+                request,
+                json.dumps({"outcome": outcome, "error": json.loads(error.to_json())["error"]}),
+            )
 
     def _publish_drift(self, report: dict[str, Any]) -> None:
-        self.mqtt.publish(self.topics.drift, json.dumps(report), retain=True)
+        with contextlib.suppress(MessageTooLarge):  # logged
+            self.mqtt.publish(self.topics.drift, json.dumps(report), retain=True)
 
     def _control_interface_changed(self, connected: bool) -> None:
         self.live.control_interface_changed(connected)
@@ -464,6 +505,28 @@ class Connector:
             "session_takeovers": self.session.takeovers,
             "last_session_takeover": self.session.last,
         }
+
+
+# What to ask for instead of a reply that is too large, per operation.
+_ASK_LESS = {
+    Operation.STATE: "ask for less with field masks, e.g. "
+    '["desiredState.workloads.<name>"] or ["workloadStates.<agent>"]',
+    Operation.HISTORY: 'ask for fewer entries, e.g. {"limit": 10}, or for one: {"entry": N}',
+    Operation.PLAN: "plan fewer workloads and configs at once",
+    Operation.PLAN_DELETE: "plan fewer workloads and configs at once",
+}
+
+
+def _too_large(request: Request, size: int, limit: int, *, broker: bool = False) -> RequestError:
+    advice = _ASK_LESS.get(request.operation, "split the request into smaller ones")
+    if broker:
+        reason = (
+            f"the broker dropped the connection at this reply of {size} bytes: its limit is "
+            f"below this car's MAX_MESSAGE_SIZE, so the car now sends at most {limit} bytes"
+        )
+    else:
+        reason = f"the reply has {size} bytes, over this car's MAX_MESSAGE_SIZE of {limit} bytes"
+    return RequestError(ErrorCode.REPLY_TOO_LARGE, f"{reason}; {advice}")
 
 
 def _internal(request: Request, error: Exception) -> tuple[str, ErrorCode]:

@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,9 +35,15 @@ from fleet_connector.ankaios.client import ACCESS_DENIED
 from fleet_connector.ankaios.control_interface import ControlInterface, Unavailable, proto_of
 from fleet_connector.config import LogLimits
 from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.mqtt.size import DEFAULT_MAX_MESSAGE_SIZE
 from fleet_connector.mqtt.topics import Operation, Topics
 from fleet_connector.observe.live_model import Key, LiveModel
-from fleet_connector.observe.log_tail import cancel_campaign, instance_name, log_rule_message
+from fleet_connector.observe.log_tail import (
+    cancel_campaign,
+    cut,
+    instance_name,
+    log_rule_message,
+)
 from fleet_connector.observe.workload_states import WorkloadStates
 from fleet_connector.requests.handler import Request
 
@@ -46,6 +53,9 @@ MAX_WORKLOADS = 100
 # A stream that hears nothing from Ankaios for this many request timeouts is given up.
 IDLE_FACTOR = 2
 BATCH_LINES = 500
+# Bytes of a batch message besides its lines (topic not included), and of a line besides its text.
+BATCH_OVERHEAD = 1024
+LINE_OVERHEAD = 64
 _TICK = 0.1
 _FIELDS = frozenset({"workloads", "tail", "since", "until", "follow"})
 
@@ -125,6 +135,7 @@ class _Stream:
     waiting: deque[tuple[str, str, str]] = field(default_factory=deque)
     waiting_bytes: int = 0
     dropped: int = 0
+    cut: int = 0
     tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
     accepted: int | None = None
@@ -152,6 +163,7 @@ class LogStreams:
         ack: Any,
         limits: LogLimits,
         request_timeout: float,
+        max_message_size: Callable[[], int] = lambda: DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         """``answer(request, payload)`` publishes for a request; ``ack(request)`` ends its
         delivery."""
@@ -162,6 +174,7 @@ class LogStreams:
         self._ack = ack
         self.limits = limits
         self._timeout = request_timeout
+        self._max_message_size = max_message_size
         self._idle = IDLE_FACTOR * request_timeout
         self._lock = threading.Lock()
         self._streams: list[_Stream] = []
@@ -227,12 +240,14 @@ class LogStreams:
                     stream.accepted = len(proto.logsRequestAccepted.workloadNames)
             elif response.content_type == ResponseType.LOGS_ENTRY:
                 for entry in proto.logEntriesResponse.logEntries:
-                    size = len(entry.message)
+                    line, was_cut = cut(entry.message)
+                    size = len(line)
                     if stream.waiting_bytes + size > stream.capacity:
                         stream.dropped += 1
                         continue
+                    stream.cut += was_cut
                     name = entry.workloadName
-                    stream.waiting.append((name.workloadName, name.id, entry.message))
+                    stream.waiting.append((name.workloadName, name.id, line))
                     stream.waiting_bytes += size
             elif response.content_type == ResponseType.LOGS_STOP_RESPONSE:
                 stream.stopped += 1
@@ -462,17 +477,28 @@ class LogStreams:
             stream.refilled = now
             batch: list[dict[str, str]] = []
             room = limits.max_lines - stream.sent
+            # A batch is one message: its lines, as JSON writes them, fit in one with room
+            # for the topic, the properties and the batch's other fields.
+            space = self._max_message_size() - len(stream.request.reply_topic) - BATCH_OVERHEAD
             while stream.waiting and len(batch) < min(BATCH_LINES, room):
                 workload, instance_id, line = stream.waiting[0]
                 if len(line) > stream.tokens and batch:
                     break
                 if len(line) > stream.tokens and stream.tokens < limits.bytes_per_second:
                     break  # wait for a full bucket; a longer line still goes alone
+                size = len(json.dumps(line)) + len(workload) + len(instance_id) + LINE_OVERHEAD
+                if size > space and batch:
+                    break  # the next batch
                 stream.waiting.popleft()
                 stream.waiting_bytes -= len(line)
                 stream.tokens -= len(line)
+                if size > space:  # alone, and still too large (a very small MAX_MESSAGE_SIZE)
+                    line = line[: max(0, space - LINE_OVERHEAD - 2 * len(workload)) // 12]
+                    stream.cut += 1
+                space -= size
                 batch.append({"workload": workload, "instance_id": instance_id, "line": line})
             dropped, stream.dropped = (stream.dropped, 0) if batch else (0, stream.dropped)
+            was_cut, stream.cut = (stream.cut, 0) if batch else (0, stream.cut)
             stream.sent += len(batch)
             if stream.end is None:
                 if stream.sent >= limits.max_lines:
@@ -490,6 +516,8 @@ class LogStreams:
                 message = {"seq": stream.seq, "lines": batch}
                 if dropped:
                     message["dropped"] = dropped
+                if was_cut:
+                    message["cut"] = was_cut
                 stream.seq += 1
             if finished:
                 self._streams.remove(stream)

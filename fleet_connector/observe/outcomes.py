@@ -50,6 +50,10 @@ MAX_SETTLE = 600.0
 MAX_DEADLINE = 3600.0
 MAX_OPEN = 1000
 LOG_LINES = 20
+# A failed workload's last lines in an outcome: each line at most LOG_LINE characters, and all
+# lines of one outcome together at most LOG_CHARS, so that an outcome always fits in a message.
+LOG_LINE = 1000
+LOG_CHARS = 64 * 1024
 LOG_TIMEOUT = 2.0
 # The first outcome found wins for the request as a whole.
 _PRECEDENCE = ("interrupted", "failed", "timeout", "not_scheduled", "removed", "running")
@@ -113,6 +117,7 @@ class _Target:
     seen: bool = False
     logs: list[str] | None = None
     logs_error: str | None = None
+    logs_cut: int = 0
 
     def report(self) -> dict[str, Any]:
         state = self.last
@@ -127,6 +132,8 @@ class _Target:
             report["logs"] = self.logs
         if self.logs_error is not None:
             report["logs_error"] = self.logs_error
+        if self.logs_cut:
+            report["logs_cut"] = self.logs_cut
         return report
 
 
@@ -243,10 +250,25 @@ class Outcomes:
 
     def _with_logs(self, follow: _Follow, failed: list[_Target]) -> None:
         keys = [_key(t.last) for t in failed if t.last is not None]
-        tail = last_lines(self._ci, keys, LOG_LINES, LOG_TIMEOUT)
+        tail = last_lines(self._ci, keys, LOG_LINES, LOG_TIMEOUT, LOG_LINE)
+        room = LOG_CHARS
         for target in failed:
-            target.logs = tail.lines.get(target.workload, [])
+            lines = tail.lines.get(target.workload, [])
             target.logs_error = tail.error
+            target.logs_cut = tail.cut.get(target.workload, 0)
+            # The newest lines matter most: keep them while there is room.
+            kept: list[str] = []
+            for line in reversed(lines):
+                if len(line) > room:
+                    break
+                room -= len(line)
+                kept.append(line)
+            if len(kept) < len(lines):
+                target.logs_error = target.logs_error or (
+                    f"{len(lines) - len(kept)} older lines left out: an outcome holds at most "
+                    f"{LOG_CHARS} characters of log lines"
+                )
+            target.logs = kept[::-1]
         self._send(follow)
 
     def _send(self, follow: _Follow) -> None:
