@@ -246,7 +246,11 @@ class Handler:
     def _plan(self, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
         # Plans need the Ankaios server model and the template renderer; a car that is
         # never asked for one does not load them (bench/README.md, "Footprint").
-        from fleet_connector.requests.plan import CurrentStateError, plan  # noqa: PLC0415
+        from fleet_connector.requests.plan import (  # noqa: PLC0415
+            CurrentStateError,
+            plan,
+            render_limits,
+        )
 
         # A plan shows the current definitions it would replace (from/to).
         self._policy.check_field_masks(DEFINITIONS)
@@ -258,18 +262,22 @@ class Handler:
                 read.append(self._ankaios.desired_state())
             return read[0]
 
-        try:
-            self._check_manifest(manifest, deleting=deleting, read_state=current)
-        except RequestError as e:
-            verdict = {"verdict": "denied", "code": str(e.code), "message": e.message}
-        else:
-            verdict = {"verdict": "allowed"}
-        try:
-            reply = plan(current(), manifest, deleting=deleting)
-        except CurrentStateError as e:
-            raise RequestError(
-                ErrorCode.INTERNAL, f"the current state could not be modelled: {e}"
-            ) from None
+        # One render budget for the policy's look and the plan's: refused once it is used up.
+        with render_limits():
+            try:
+                self._check_manifest(manifest, deleting=deleting, read_state=current)
+            except RequestError as e:
+                if e.code is ErrorCode.RENDER_LIMIT:
+                    raise
+                verdict = {"verdict": "denied", "code": str(e.code), "message": e.message}
+            else:
+                verdict = {"verdict": "allowed"}
+            try:
+                reply = plan(current(), manifest, deleting=deleting)
+            except CurrentStateError as e:
+                raise RequestError(
+                    ErrorCode.INTERNAL, f"the current state could not be modelled: {e}"
+                ) from None
         reply["policy"] = verdict
         return reply
 
