@@ -21,7 +21,7 @@ from fleet_connector.options import (
     resolve,
 )
 from fleet_connector.requests.policy import Policy
-from fleet_connector.requests.signatures import load_trusted_keys
+from fleet_connector.requests.signatures import DEFAULT_MAX_VALIDITY, load_trusted_keys
 
 DEFAULT_CONTROL_INTERFACE = Path("/run/ankaios/control_interface")
 
@@ -110,6 +110,15 @@ CONNECTOR_OPTIONS = [
         "refuse apply and delete requests that are not signed by a trusted key",
         False,
         is_switch=True,
+    ),
+    Option(
+        "signed_max_validity",
+        "--signed-max-validity",
+        "SIGNED_MAX_VALIDITY",
+        "longest validity in seconds of a signed request (its not-after from now); also how "
+        "long after STATE_DIR was new or lost signed requests need a not-after past that",
+        DEFAULT_MAX_VALIDITY,
+        positive_int,
     ),
     Option(
         "strict",
@@ -222,6 +231,7 @@ class Config:
     state_dir: Path | None = None
     trusted_keys: Path | None = None
     require_signed: bool = False
+    signed_max_validity: int = DEFAULT_MAX_VALIDITY
     strict: bool = False
     agent_interval: float = 10.0
     log_limits: LogLimits = field(default_factory=LogLimits)
@@ -316,6 +326,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         state_dir=Path(values["state_dir"]) if values["state_dir"] else None,
         trusted_keys=_trusted_keys(values["trusted_keys"], values["state_dir"]),
         require_signed=values["require_signed"],
+        signed_max_validity=values["signed_max_validity"],
         strict=values["strict"],
         agent_interval=values["agent_interval"],
         log_limits=LogLimits(

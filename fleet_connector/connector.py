@@ -100,6 +100,7 @@ class Connector:
                 config.trusted_keys,
                 self.store,
                 require_signed=config.require_signed,
+                max_validity=config.signed_max_validity,
             ),
             changes=self._changes,
             crash=self._crash,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import os
 import re
 import threading
@@ -89,6 +90,10 @@ _VIN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _COUNTER = re.compile(r"[1-9][0-9]{0,17}")
 _TIME = re.compile(r"0|[1-9][0-9]{0,11}")
 _HEADER_LIMIT = 8192
+# The longest validity a car accepts by default: fleetctl's default --sign-valid-for.
+DEFAULT_MAX_VALIDITY = 3600
+# Clocks differ: an operator's may be this far ahead of the car's.
+CLOCK_SKEW = 60
 
 
 def _refused(message: str) -> RequestError:
@@ -302,6 +307,7 @@ class Verifier:
         store: Store | None,
         *,
         require_signed: bool = False,
+        max_validity: int = DEFAULT_MAX_VALIDITY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if trusted_keys is not None and store is None:
@@ -312,17 +318,25 @@ class Verifier:
         self._path = trusted_keys
         self._store = store
         self._require = require_signed
+        self._max_validity = max_validity
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._loaded: tuple[int, int] | None = None
         if trusted_keys is not None:
             self._reload()
+        self._counters_since = 0.0
         if store is not None:
-            with store.transaction() as db:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS signature_counters ("
-                    " key TEXT PRIMARY KEY, counter INTEGER NOT NULL, accepted_at TEXT NOT NULL)"
+            self._counters_since = keep_counters(store, clock())
+            window_ends = self._counters_since + max_validity + CLOCK_SKEW
+            if window_ends > clock():
+                log.warning(
+                    "signature counters kept since %s only (STATE_DIR is new, or was lost): "
+                    "until %s, signed requests are accepted only with a not-after from %s on, "
+                    "so none signed before can be replayed",
+                    _iso(int(self._counters_since)),
+                    _iso(int(window_ends)),
+                    _iso(math.ceil(window_ends)),
                 )
 
     def _reload(self) -> None:
@@ -410,8 +424,41 @@ class Verifier:
             raise _refused(
                 f"it expired at {_iso(claims.not_after)} (the car's time is {_iso(int(now))})"
             )
+        if claims.not_after > now + self._max_validity + CLOCK_SKEW:
+            raise _refused(
+                f"its not-after {_iso(claims.not_after)} is more than SIGNED_MAX_VALIDITY "
+                f"({self._max_validity} s) after the car's time {_iso(int(now))}; sign with a "
+                "shorter validity"
+            )
+        self._check_lost_counters(claims)
         if not redelivered:
             self._consume(claims)
+
+    def _check_lost_counters(self, claims: Claims) -> None:
+        """Refuses what may have been signed before the counters were lost.
+
+        The counters were kept since ``_counters_since`` only (a new or lost STATE_DIR, a
+        database set aside): whatever the car accepted before then had a not-after at most
+        SIGNED_MAX_VALIDITY after it was accepted, so a request with a later not-after cannot
+        have been accepted before, and one with an earlier not-after might have been.
+        """
+        window_ends = self._counters_since + self._max_validity + CLOCK_SKEW
+        if claims.not_after >= window_ends:
+            return
+        log.warning(
+            "signed request refused: its not-after %s is before %s, and the signature counters "
+            "are kept since %s only (STATE_DIR new or lost): it may have been accepted before",
+            _iso(claims.not_after),
+            _iso(math.ceil(window_ends)),
+            _iso(int(self._counters_since)),
+        )
+        raise _refused(
+            f"this car's signature counters are kept since {_iso(int(self._counters_since))} "
+            "only (its STATE_DIR is new, or was lost), so a request signed before then could "
+            f"be a replay; until {_iso(math.ceil(window_ends))} it accepts only a not-after from "
+            f"{_iso(math.ceil(window_ends))} on: sign again with a longer validity (at most "
+            f"SIGNED_MAX_VALIDITY, {self._max_validity} s) or wait until then"
+        )
 
     def _consume(self, claims: Claims) -> None:
         """Accepts the counter, or refuses a replay; one transaction, so once only."""
@@ -431,6 +478,30 @@ class Verifier:
                 "accepted_at = excluded.accepted_at",
                 (claims.key, claims.counter, _iso(int(self._clock()))),
             )
+
+
+def keep_counters(store: Store, now: float) -> float:
+    """Makes the counters' tables; returns since when the counters are kept (Unix seconds).
+
+    A database that has no counters yet (a new STATE_DIR, one that was deleted, one set aside
+    as unreadable) keeps them from ``now``: the car cannot tell a first start from a lost
+    state, so it takes both for a loss. One from before this was recorded kept them all along.
+    """
+    with store.transaction() as db:
+        existed = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'signature_counters'"
+        ).fetchone()
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS signature_counters ("
+            " key TEXT PRIMARY KEY, counter INTEGER NOT NULL, accepted_at TEXT NOT NULL)"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS signature_counters_since (since REAL NOT NULL)")
+        row = db.execute("SELECT since FROM signature_counters_since").fetchone()
+        if row is not None:
+            return float(row[0])
+        since = 0.0 if existed else now
+        db.execute("INSERT INTO signature_counters_since (since) VALUES (?)", (since,))
+        return since
 
 
 def _iso(seconds: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, Broker, Requester
+from testkit.counters import kept_counters
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
@@ -43,7 +45,7 @@ def trusted(tmp_path: Path, key: SigningKey) -> Path:
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
+    return kept_counters(tmp_path / "state")
 
 
 @pytest.fixture
@@ -362,3 +364,70 @@ def test_fuzzed_envelopes_through_the_broker_get_an_error_reply(
     running_signed_car: Connector, requester: Requester, data: bytes
 ) -> None:
     refusal(requester.apply(data))
+
+
+@pytest.mark.parametrize("loss", ["deleted", "corrupt"])
+def test_a_superseded_signed_delete_is_not_carried_out_again_after_the_state_was_lost(
+    signed_car: Callable[..., Connector],
+    *,
+    emulator: Emulator,
+    requester: Requester,
+    key: SigningKey,
+    signer: Signer,
+    state_dir: Path,
+    loss: str,
+) -> None:
+    car = signed_car()
+    assert "added_workloads" in requester.apply(signer.envelope(key, counter=1))
+    captured = signer.envelope(key, operation=Operation.DELETE, counter=2)
+    assert "deleted_workloads" in requester.delete(captured)
+    assert "added_workloads" in requester.apply(signer.envelope(key, counter=3))
+    car.stop()
+    if loss == "deleted":
+        shutil.rmtree(state_dir)
+    else:  # unreadable: set aside at the start, a new database made
+        for path in state_dir.iterdir():
+            path.write_bytes(b"not a database" * 100)
+    signed_car()
+    updates = update_requests(emulator)
+    message = refusal(requester.delete(captured))
+    assert "counters are kept since" in message and "could be a replay" in message
+    assert update_requests(emulator) == updates
+    assert SENDER in workloads(emulator)
+
+
+def test_a_not_after_beyond_signed_max_validity_is_refused(
+    signed_car: Callable[..., Connector],
+    emulator: Emulator,
+    requester: Requester,
+    key: SigningKey,
+    signer: Signer,
+) -> None:
+    signed_car(signed_max_validity=600)
+    year_33658 = 999_999_999_999 - int(time.time())
+    for valid_for in (year_33658, 600 + 120):
+        message = refusal(requester.apply(signer.envelope(key, valid_for=valid_for)))
+        assert "is more than SIGNED_MAX_VALIDITY (600 s) after the car's time" in message
+    assert workloads(emulator) == {}
+    assert "added_workloads" in requester.apply(signer.envelope(key, valid_for=600))
+
+
+def test_after_a_loss_only_a_not_after_past_the_loss_plus_the_validity_is_accepted(
+    tmp_path: Path, trusted: Path, key: SigningKey
+) -> None:
+    now = [1_800_000_000.0]
+    store = Store(tmp_path / "state")  # new: the car cannot tell it from a lost one
+    verifier = Verifier("1", trusted, store, max_validity=3600, clock=lambda: now[0])
+    now[0] += 10
+
+    def admit(counter: int, not_after: float) -> bytes:
+        claims = Claims(key.key_id, Operation.APPLY, ("1",), counter, int(not_after))
+        return verifier.admit(Operation.APPLY, sign(key, claims, b"x").envelope())
+
+    # Signed before the loss, and accepted then perhaps: its not-after is within the window.
+    with pytest.raises(RequestError, match="could be a replay"):
+        admit(1, now[0] + 3000)
+    assert admit(2, 1_800_000_000 + 3600 + 60) == b"x"
+    now[0] += 3700  # the window is over: any validity up to the maximum
+    assert admit(3, now[0] + 60) == b"x"
+    store.close()
