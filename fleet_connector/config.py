@@ -21,7 +21,7 @@ from fleet_connector.options import (
     resolve,
 )
 from fleet_connector.requests.policy import Policy
-from fleet_connector.requests.signatures import DEFAULT_MAX_VALIDITY, load_trusted_keys
+from fleet_connector.requests.signatures import DEFAULT_MAX_VALIDITY
 
 DEFAULT_CONTROL_INTERFACE = Path("/run/ankaios/control_interface")
 
@@ -265,7 +265,9 @@ def check_vin(vin: str) -> None:
 
 
 def _trusted_keys(path: str | None, state_dir: str | None) -> Path | None:
-    """The TRUSTED_KEYS file, read once here so that a bad one stops the start."""
+    """The TRUSTED_KEYS file. Not read here: one that cannot be read must not keep the car
+    from starting (it could then not be reached to fix it); the car trusts no key instead
+    and says so in its presence (see Verifier)."""
     if not path:
         return None
     if not state_dir:
@@ -273,10 +275,6 @@ def _trusted_keys(path: str | None, state_dir: str | None) -> Path | None:
             "TRUSTED_KEYS needs STATE_DIR: the car must remember each key's last counter "
             "across restarts, or a signed request could be replayed"
         )
-    try:
-        load_trusted_keys(Path(path))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot use TRUSTED_KEYS {path!r}: {e}") from None
     return Path(path)
 
 

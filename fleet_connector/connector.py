@@ -90,18 +90,19 @@ class Connector:
         self.reconciler: Reconciler | None = None
         if config.state_dir:
             self._keep_journal(config, ankaios)
+        self.verifier = Verifier(
+            config.vin,
+            config.trusted_keys,
+            self.store,
+            require_signed=config.require_signed,
+            max_validity=config.signed_max_validity,
+        )
         self._handler = Handler(
             ankaios,
             config.policy,
             strict=config.strict,
             redact=Redactor([config.broker.password]),
-            verifier=Verifier(
-                config.vin,
-                config.trusted_keys,
-                self.store,
-                require_signed=config.require_signed,
-                max_validity=config.signed_max_validity,
-            ),
+            verifier=self.verifier,
             changes=self._changes,
             crash=self._crash,
         )
@@ -134,6 +135,7 @@ class Connector:
             agent_interval=config.agent_interval,
         )
         self.outcomes = Outcomes(self.live, self.control_interface, self._publish_outcome)
+        self.verifier.on_keys_change(self._keys_changed)
         # Made at the first logs request or cancel: most cars never stream, and until then
         # neither the module nor its thread is needed (bench/README.md, "Footprint").
         self.logs: LogStreams | None = None
@@ -492,8 +494,13 @@ class Connector:
         if self.mqtt.connected:
             self.mqtt.publish_status("online")
 
+    def _keys_changed(self) -> None:
+        """TRUSTED_KEYS became unusable, or usable again: presence says so."""
+        if self.mqtt.connected and self.loop.in_loop:
+            self.mqtt.publish_status("online")
+
     def _presence(self, status: str) -> dict[str, Any]:
-        return {
+        presence: dict[str, Any] = {
             "status": status,
             "vin": self.config.vin,
             "connector_version": self._versions[0],
@@ -506,6 +513,10 @@ class Connector:
             "session_takeovers": self.session.takeovers,
             "last_session_takeover": self.session.last,
         }
+        keys = self.verifier.keys_status()
+        if keys is not None:
+            presence["trusted_keys"] = keys
+        return presence
 
 
 # What to ask for instead of a reply that is too large, per operation.

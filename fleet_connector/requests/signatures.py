@@ -320,9 +320,14 @@ class Verifier:
         self._require = require_signed
         self._max_validity = max_validity
         self._clock = clock
-        self._lock = threading.Lock()
+        # Reentrant: a change of TRUSTED_KEYS found while checking a request publishes
+        # presence, which reads the keys' state.
+        self._lock = threading.RLock()
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._loaded: tuple[int, int] | None = None
+        self.keys_error: str | None = None
+        """Why TRUSTED_KEYS cannot be used now; then every signed request is refused."""
+        self._on_keys_change: Callable[[], None] | None = None
         if trusted_keys is not None:
             self._reload()
         self._counters_since = 0.0
@@ -339,16 +344,55 @@ class Verifier:
                     _iso(math.ceil(window_ends)),
                 )
 
-    def _reload(self) -> None:
-        """Reads TRUSTED_KEYS again when it changed, so keys rotate without a restart."""
+    def _reload(self, *, notify: bool = True) -> None:
+        """Reads TRUSTED_KEYS again when it changed, so keys rotate without a restart.
+
+        A file that cannot be read or has a bad line trusts no key at all: keeping the keys
+        read before would keep a key accepted that was being revoked (removed in the same
+        edit that brought a typo, or with the file deleted). Fixed, it is read again.
+        """
         assert self._path is not None
-        stat = os.stat(self._path)
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._loaded:
+        try:
+            stat = os.stat(self._path)
+            stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+            if stamp == self._loaded and self.keys_error is None:
+                return
+            keys = load_trusted_keys(self._path)
+        except (OSError, ValueError) as e:
+            error = str(e)
+            if error != self.keys_error:
+                log.error(
+                    "TRUSTED_KEYS %s cannot be used (%s): no signed request is accepted until "
+                    "it is fixed",
+                    self._path,
+                    error,
+                )
+            self._keys, self._loaded = {}, None
+            self._set_keys_error(error, notify)
             return
-        self._keys = load_trusted_keys(self._path)
-        self._loaded = stamp
-        log.info("trusted keys from %s: %s", self._path, ", ".join(sorted(self._keys)) or "none")
+        self._keys, self._loaded = keys, stamp
+        self._set_keys_error(None, notify)
+        log.info("trusted keys from %s: %s", self._path, ", ".join(sorted(keys)) or "none")
+
+    def _set_keys_error(self, error: str | None, notify: bool) -> None:
+        changed = error != self.keys_error
+        self.keys_error = error
+        if changed and notify and self._on_keys_change is not None:
+            self._on_keys_change()
+
+    def keys_status(self) -> dict[str, object] | None:
+        """For presence: whether TRUSTED_KEYS can be used (None without TRUSTED_KEYS)."""
+        if self._path is None:
+            return None
+        with self._lock:
+            self._reload(notify=False)  # what it finds is what this presence says
+            if self.keys_error is not None:
+                return {"state": "error", "error": self.keys_error}
+            return {"state": "ok", "keys": sorted(self._keys)}
+
+    def on_keys_change(self, callback: Callable[[], None]) -> None:
+        """``callback()`` whenever TRUSTED_KEYS becomes unusable or usable again."""
+        self._on_keys_change = callback
 
     def admit(
         self,
@@ -400,10 +444,12 @@ class Verifier:
     ) -> None:
         if self._path is None or self._store is None:
             raise _refused("this car has no TRUSTED_KEYS to check signatures with")
-        try:
-            self._reload()
-        except (OSError, ValueError) as e:
-            log.error("cannot read TRUSTED_KEYS again (%s); keeping the keys read before", e)
+        self._reload()
+        if self.keys_error is not None:
+            raise _refused(
+                f"this car's TRUSTED_KEYS cannot be used ({self.keys_error}), so it trusts no "
+                "key until the file is fixed"
+            )
         public = self._keys.get(claims.key)
         if public is None:
             raise _refused(f"key {claims.key!r} is not trusted by this car")

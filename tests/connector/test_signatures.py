@@ -292,10 +292,11 @@ def test_configuration_checks(tmp_path: Path, trusted: Path) -> None:
         config.load(["--vin", "1", "--trusted-keys", str(trusted)], {})
     with pytest.raises(ConfigError, match="REQUIRE_SIGNED needs TRUSTED_KEYS"):
         config.load(["--vin", "1"], {"REQUIRE_SIGNED": "true"})
+    # A TRUSTED_KEYS that cannot be used does not stop the start: the car could not be
+    # reached to fix it (it trusts no key instead; see the test below).
     bad = tmp_path / "bad-keys"
     bad.write_text("ops-1 rsa AAAA\n")
-    with pytest.raises(ConfigError, match="expected '<key id> ed25519 <base64 key>'"):
-        config.load(["--vin", "1", "--state-dir", str(tmp_path)], {"TRUSTED_KEYS": str(bad)})
+    config.load(["--vin", "1", "--state-dir", str(tmp_path)], {"TRUSTED_KEYS": str(bad)})
     loaded = config.load(
         ["--vin", "1", "--require-signed"],
         {"TRUSTED_KEYS": str(trusted), "STATE_DIR": str(tmp_path / "s")},
@@ -431,3 +432,51 @@ def test_after_a_loss_only_a_not_after_past_the_loss_plus_the_validity_is_accept
     now[0] += 3700  # the window is over: any validity up to the maximum
     assert admit(3, now[0] + 60) == b"x"
     store.close()
+
+
+def presence_keys(requester: Requester) -> Any:
+    """The trusted_keys part of the car's latest presence."""
+    requester.probe.subscribe(requester.topics.status)
+    status = _json(requester.probe.expect(requester.topics.status).payload)
+    return status.get("trusted_keys")
+
+
+@pytest.mark.parametrize("damage", ["typo", "deleted", "broken-at-start"])
+def test_trusted_keys_that_cannot_be_read_trust_no_key_and_the_car_stays_reachable(
+    signed_car: Callable[..., Connector],
+    *,
+    emulator: Emulator,
+    requester: Requester,
+    key: SigningKey,
+    trusted: Path,
+    signer: Signer,
+    damage: str,
+) -> None:
+    spare = SigningKey.generate("ops-2")
+    trusted.write_text(f"{key.trusted_line()}\n{spare.trusted_line()}\n")
+    # Revoking ops-1: its line removed, in the same edit as a typo (or the file removed).
+    revoked = f"{spare.trusted_line()}\nops-3 ed25519 not-base64\n"
+    if damage == "broken-at-start":
+        trusted.write_text(revoked)
+    signed_car(require_signed=True)
+    if damage == "typo":
+        assert "added_workloads" in requester.apply(signer.envelope(key, counter=1))
+        trusted.write_text(revoked)
+    elif damage == "deleted":
+        assert "added_workloads" in requester.apply(signer.envelope(key, counter=1))
+        trusted.unlink()
+    before = workloads(emulator)
+    for signing_key in (key, spare):
+        message = refusal(
+            requester.delete(signer.envelope(signing_key, counter=9, operation=Operation.DELETE))
+        )
+        assert "TRUSTED_KEYS cannot be used" in message and "trusts no key" in message
+    assert workloads(emulator) == before
+    # Reported in presence; reads are still answered.
+    assert presence_keys(requester)["state"] == "error"
+    assert "desired_state" in requester.state(["desiredState.workloads"])
+    # Fixed, the file is read again: the remaining key works, the revoked one does not.
+    trusted.write_text(f"{spare.trusted_line()}\n")
+    assert "not trusted" in refusal(requester.apply(signer.envelope(key, counter=10)))
+    assert "added_workloads" in requester.apply(signer.envelope(spare, counter=10))
+    assert presence_keys(requester) == {"state": "ok", "keys": ["ops-2"]}
