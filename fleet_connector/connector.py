@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fleet_connector.ankaios.client import Ankaios
 from fleet_connector.ankaios.control_interface import ControlInterface
 from fleet_connector.config import Config
-from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.errors import ErrorCode, RequestError, StorageError
 from fleet_connector.journal.crashpoints import CrashPoints
 from fleet_connector.loop import Interrupted, Loop
 from fleet_connector.mqtt.link import MqttLink
@@ -86,6 +86,8 @@ class Connector:
         self._crash = CrashPoints(config.crash_at)
         ankaios = Ankaios(self.control_interface, config.request_timeout)
         self.journal: Journal | None = None
+        self.state_error: str | None = None
+        """Why STATE_DIR cannot be used, when it is set and cannot be."""
         self._changes: Changes | None = None
         self.reconciler: Reconciler | None = None
         if config.state_dir:
@@ -96,6 +98,7 @@ class Connector:
             self.store,
             require_signed=config.require_signed,
             max_validity=config.signed_max_validity,
+            store_error=self.state_error,
         )
         self._handler = Handler(
             ankaios,
@@ -105,6 +108,7 @@ class Connector:
             verifier=self.verifier,
             changes=self._changes,
             crash=self._crash,
+            journal_error=self.state_error,
         )
         self.mqtt = MqttLink(
             config.broker,
@@ -151,8 +155,18 @@ class Connector:
         from fleet_connector.journal.store import Store  # noqa: PLC0415
 
         assert config.state_dir is not None
-        self.store = Store(config.state_dir)
-        self.journal = Journal(self.store, config.journal_entries, config.journal_bytes)
+        try:
+            self.store = Store(config.state_dir)
+            self.journal = Journal(self.store, config.journal_entries, config.journal_bytes)
+        except StorageError as e:
+            # A car that cannot be reached is worse than one without its journal: it runs
+            # as without STATE_DIR, says so in presence, and refuses what needs the store.
+            if self.store is not None:
+                self.store.close()
+            self.store, self.journal = None, None
+            self.state_error = str(e)
+            log.error("%s; running without the journal and signature counters", e)
+            return
         self._changes = Changes(ankaios, self.journal, self._crash)
         self.reconciler = Reconciler(
             ankaios,
@@ -516,6 +530,12 @@ class Connector:
         keys = self.verifier.keys_status()
         if keys is not None:
             presence["trusted_keys"] = keys
+        if self.config.state_dir is not None:
+            presence["state_dir"] = (
+                {"state": "ok"}
+                if self.state_error is None
+                else {"state": "error", "error": self.state_error}
+            )
         return presence
 
 

@@ -15,7 +15,7 @@ from ankaios_sdk._protos import _ank_base
 
 from fleet_connector.ankaios.client import Ankaios
 from fleet_connector.ankaios.manifest import Manifest, parse_manifest
-from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.errors import ErrorCode, RequestError, StorageError
 from fleet_connector.journal.crashpoints import CrashPoints
 from fleet_connector.mqtt.topics import Operation
 from fleet_connector.requests.policy import Policy
@@ -103,6 +103,7 @@ class Handler:
         redact: Redactor | None = None,
         changes: Changes | None = None,
         crash: CrashPoints | None = None,
+        journal_error: str | None = None,
     ) -> None:
         self._ankaios = ankaios
         self._redact = redact or Redactor(())
@@ -111,6 +112,7 @@ class Handler:
         self._verifier = verifier
         self._changes = changes
         self._crash = crash or CrashPoints()
+        self._journal_error = journal_error
 
     def handle(self, request: Request) -> tuple[str, ErrorCode | None]:
         """The reply text and, for a failure, its error code."""
@@ -121,6 +123,11 @@ class Handler:
             reply = self._execute(request, payload)
         except RequestError as e:
             return e.to_json(), e.code
+        except StorageError as e:
+            # Before Ankaios got it: the journal row (or the signature counter) that must
+            # come first could not be written.
+            error = RequestError(ErrorCode.STORAGE_ERROR, f"{e}; the request was not carried out")
+            return error.to_json(), error.code
         except Exception as e:
             log.exception("request %s failed unexpectedly", request.request_id or "-")
             error = RequestError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
@@ -283,10 +290,15 @@ class Handler:
 
     def _journaled(self, request: Request, payload: bytes) -> dict[str, Any]:
         if self._changes is None:
+            why = (
+                f"STATE_DIR cannot be used: {self._journal_error}"
+                if self._journal_error
+                else "STATE_DIR is not set"
+            )
             raise RequestError(
                 ErrorCode.NO_JOURNAL,
                 f"{request.operation.value} needs the journal, and this connector keeps none "
-                "(STATE_DIR is not set)",
+                f"({why})",
             )
         # Loaded here: without STATE_DIR there are no changes (above), and the journal's
         # modules stay out of the connector (see Connector).

@@ -44,7 +44,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.errors import ErrorCode, RequestError, StorageError
 from fleet_connector.mqtt.topics import Operation
 
 if TYPE_CHECKING:
@@ -309,8 +309,11 @@ class Verifier:
         require_signed: bool = False,
         max_validity: int = DEFAULT_MAX_VALIDITY,
         clock: Callable[[], float] = time.time,
+        store_error: str | None = None,
     ) -> None:
-        if trusted_keys is not None and store is None:
+        """``store_error``: why STATE_DIR, where the counters are kept, cannot be used; then
+        every signed request is refused (a counter that cannot be kept stops no replay)."""
+        if trusted_keys is not None and store is None and store_error is None:
             raise ValueError("TRUSTED_KEYS needs STATE_DIR, where the replay counters are kept")
         if require_signed and trusted_keys is None:
             raise ValueError("REQUIRE_SIGNED needs TRUSTED_KEYS")
@@ -320,6 +323,7 @@ class Verifier:
         self._require = require_signed
         self._max_validity = max_validity
         self._clock = clock
+        self._store_error = store_error
         # Reentrant: a change of TRUSTED_KEYS found while checking a request publishes
         # presence, which reads the keys' state.
         self._lock = threading.RLock()
@@ -331,8 +335,12 @@ class Verifier:
         if trusted_keys is not None:
             self._reload()
         self._counters_since = 0.0
-        if store is not None:
-            self._counters_since = keep_counters(store, clock())
+        if store is not None and store_error is None:
+            try:
+                self._counters_since = keep_counters(store, clock())
+            except StorageError as e:
+                self._store_error = str(e)
+                return
             window_ends = self._counters_since + max_validity + CLOCK_SKEW
             if window_ends > clock():
                 log.warning(
@@ -442,6 +450,10 @@ class Verifier:
         operation: Operation,
         redelivered: bool = False,
     ) -> None:
+        if self._path is not None and self._store_error is not None:
+            raise _refused(
+                f"this car cannot keep the counters that stop replays ({self._store_error})"
+            )
         if self._path is None or self._store is None:
             raise _refused("this car has no TRUSTED_KEYS to check signatures with")
         self._reload()
