@@ -22,7 +22,7 @@ from fleet_connector.mqtt.replies import ReplyCache
 from fleet_connector.mqtt.size import MessageTooLarge
 from fleet_connector.mqtt.takeover import SessionWatch
 from fleet_connector.mqtt.topics import FOLLOWABLE, Operation, Topics
-from fleet_connector.observe.outcomes import Outcomes, follow_spec
+from fleet_connector.observe.outcomes import FollowSpec, Outcomes, follow_spec
 from fleet_connector.observe.workload_states import WorkloadStates
 from fleet_connector.requests.handler import JOURNALED, Handler, Request
 from fleet_connector.requests.redaction import Redactor
@@ -264,6 +264,7 @@ class Connector:
         if isinstance(admitted, str):
             log.info("request id=%s redelivered; answered from cache", request.request_id)
             self.mqtt.reply(request, admitted)
+            self._follow_again(request, admitted)
             return
         with self._queued_lock:
             full = self._queued_bytes + len(request.payload) > QUEUE_BYTES
@@ -413,7 +414,55 @@ class Connector:
             except RequestError:
                 spec = None  # refused before it ran; cannot happen here
             if spec is not None:
-                self.outcomes.follow(request, spec, json.loads(reply))
+                self._follow(request, spec, reply)
+
+    def _follow_again(self, request: Request, reply: str) -> None:
+        """A followed change answered again from the reply cache gets its outcome too: a
+        requester that went away (fleetctl killed, then ``rollout resume``) waits for it."""
+        if request.operation not in FOLLOWABLE:
+            return
+        try:
+            spec = follow_spec(request)
+            answered = json.loads(reply)
+        except (RequestError, ValueError):
+            return
+        if spec is not None and isinstance(answered, dict) and "error" not in answered:
+            self._follow(request, spec, reply)
+
+    def _follow(self, request: Request, spec: FollowSpec, reply: str) -> None:
+        """Follows a change to its outcome, unless its outcome is known or on its way.
+
+        Known: the journal recorded the outcome message of this very request (it arrived
+        before and was followed to the end); it is sent again. On its way: a follow of the
+        request is open, and its outcome goes to the same reply topic. Otherwise (no
+        journal, or the connector restarted while following) it is followed again.
+        """
+        report = self._recorded_outcome(request)
+        if report is not None:
+            log.info(
+                "request id=%s: its followed outcome again, from the journal", request.request_id
+            )
+            try:
+                self.mqtt.answer(request, report)
+            except Exception:
+                log.exception("outcome of request id=%s could not be sent", request.request_id)
+            return
+        if self.outcomes.following(request):
+            return
+        self.outcomes.follow(request, spec, json.loads(reply))
+
+    def _recorded_outcome(self, request: Request) -> str | None:
+        if self.journal is None:
+            return None
+        try:
+            entry = request.journal_entry
+            if entry is None and request.journal_key is not None and request.operation in JOURNALED:
+                found = self.journal.by_key(request.journal_key)
+                entry = found.seq if found is not None else None
+            return self.journal.followed_report(entry) if entry is not None else None
+        except Exception:
+            log.exception("journal could not be read for request id=%s", request.request_id)
+            return None
 
     def _watched(self, message: Any) -> None:
         is_cancel, request_id = self.topics.parse_logs_cancel(message.topic)
@@ -472,7 +521,9 @@ class Connector:
         """A followed outcome goes into the change's journal entry too, then out."""
         if self.journal is not None and request.journal_entry is not None:
             try:
-                self.journal.record_followed(request.journal_entry, json.loads(payload)["outcome"])
+                self.journal.record_followed(
+                    request.journal_entry, json.loads(payload)["outcome"], payload
+                )
             except Exception:
                 log.exception("outcome of request id=%s not journaled", request.request_id)
         try:

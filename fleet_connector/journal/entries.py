@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS journal (
     reply TEXT,
     replied INTEGER NOT NULL DEFAULT 0,
     followed TEXT,
+    followed_report TEXT,
     rollback_of INTEGER,
     rolled_back_by INTEGER
 );
@@ -168,6 +169,9 @@ class Journal:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(journal)")}
+            if "followed_report" not in columns:  # a journal from before it was kept
+                db.execute("ALTER TABLE journal ADD COLUMN followed_report TEXT")
 
     # -- reading ------------------------------------------------------------------------
 
@@ -309,10 +313,19 @@ class Journal:
         with self._store.transaction() as db:
             db.execute("UPDATE journal SET replied = 1 WHERE seq = ?", (seq,))
 
-    def record_followed(self, seq: int, outcome: str) -> None:
-        """The outcome an apply was followed to (e.g. ``running``, ``failed``)."""
+    def record_followed(self, seq: int, outcome: str, report: str | None = None) -> None:
+        """The outcome an apply was followed to (e.g. ``running``, ``failed``) and the
+        message that said so, to send it again to a request that arrives again."""
         with self._store.transaction() as db:
-            db.execute("UPDATE journal SET followed = ? WHERE seq = ?", (outcome, seq))
+            db.execute(
+                "UPDATE journal SET followed = ?, followed_report = ? WHERE seq = ?",
+                (outcome, report, seq),
+            )
+
+    def followed_report(self, seq: int) -> str | None:
+        """The outcome message of a followed change, once it was sent."""
+        rows = self._store.query("SELECT followed_report FROM journal WHERE seq = ?", (seq,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def _prune(self, db: sqlite3.Connection, newest: int) -> None:
         """Drops the oldest rows beyond the bounds; the newest row always stays."""
@@ -323,7 +336,7 @@ class Journal:
         )
         sizes = db.execute(
             "SELECT seq, length(manifest) + length(snapshot) + coalesce(length(reply), 0) "
-            "FROM journal ORDER BY seq DESC"
+            "+ coalesce(length(followed_report), 0) FROM journal ORDER BY seq DESC"
         ).fetchall()
         total = 0
         for seq, size in sizes:

@@ -164,6 +164,8 @@ class Outcomes:
         self._publish = publish
         self._open: list[_Follow] = []
         self._count = 0
+        # Open follows per request (see following), counted from follow() to their outcome.
+        self._following: dict[tuple[str, str, bytes | None], int] = {}
         # Held while follows are evaluated, so that stop() and an outcome never both answer one.
         self._lock = threading.RLock()
         # Made for the first failed workload, which most cars never see: concurrent.futures
@@ -185,7 +187,14 @@ class Outcomes:
         targets = _targets(request, reply)
         with self._lock:
             self._count += 1
+            self._following[_follow_key(request)] = self._following.get(_follow_key(request), 0) + 1
         self._live.call_soon(lambda: self._add(_Follow(light, spec, targets)))
+
+    def following(self, request: Request) -> bool:
+        """Whether a follow of this request (same topic, reply topic and correlation data)
+        is open: its outcome goes where this one's would."""
+        with self._lock:
+            return _follow_key(request) in self._following
 
     def _add(self, follow: _Follow) -> None:
         with self._lock:
@@ -285,6 +294,10 @@ class Outcomes:
         self._publish(follow.request, json.dumps(payload))
         with self._lock:
             self._count -= 1
+            key = _follow_key(follow.request)
+            left = self._following.pop(key, 1) - 1
+            if left:
+                self._following[key] = left
         log.info(
             "follow id=%s topic=%s outcome=%s duration_ms=%.1f%s",
             follow.request.request_id,
@@ -293,6 +306,10 @@ class Outcomes:
             (time.monotonic() - follow.started) * 1000,
             follow.request.log_trace,
         )
+
+
+def _follow_key(request: Request) -> tuple[str, str, bytes | None]:
+    return (request.topic, request.reply_topic, request.correlation_data)
 
 
 def _key(state: InstanceState) -> Key:
