@@ -29,6 +29,8 @@ from fleet_connector.journal.store import Store
 if TYPE_CHECKING:
     import sqlite3
 
+# The largest entry number SQLite can hold; a larger one in a request names no entry.
+MAX_SEQ = 2**63 - 1
 PENDING = "PENDING"
 """Outcome of a row whose request was (maybe) sent to Ankaios without an answer recorded."""
 OK = "OK"
@@ -185,6 +187,8 @@ class Journal:
         return self._one("request_key = ?", (key,))
 
     def get(self, seq: int) -> Entry | None:
+        if not 0 < seq <= MAX_SEQ:  # SQLite's integers end there; no entry lies beyond
+            return None
         return self._one("seq = ?", (seq,))
 
     def by_request_id(self, request_id: str) -> Entry | None:
@@ -377,8 +381,10 @@ def history(journal: Journal, payload: bytes) -> dict[str, Any]:
         raise RequestError(ErrorCode.INVALID_REQUEST, usage)
     for field in selector:
         value = selector[field]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RequestError(ErrorCode.INVALID_REQUEST, f"{field} must be a number from 1")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_SEQ:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"{field} must be a number from 1 to {MAX_SEQ}"
+            )
     if "entry" in selector:
         entry = journal.get(selector["entry"])
         if entry is None:

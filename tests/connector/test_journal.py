@@ -425,3 +425,13 @@ def test_what_the_cloud_applied_is_pruned_with_the_journal(
     expected = connector.store.query("SELECT kind, name FROM journal_expected")
     assert expected == [("config", "c29")]
     assert (tmp_path / DATABASE).stat().st_size < 2_000_000
+
+
+@pytest.mark.parametrize("operation", [Operation.HISTORY, Operation.ROLLBACK])
+@pytest.mark.parametrize("entry", [2**63, 10**30, 0, -1])
+def test_an_entry_number_beyond_the_journals_is_an_invalid_request(
+    journaled: Connector, requester: Requester, operation: Operation, entry: int
+) -> None:
+    error = requester.call(operation, json.dumps({"entry": entry}), "big")["error"]
+    assert error["code"] == "INVALID_REQUEST", error
+    assert "entry" in error["message"]
