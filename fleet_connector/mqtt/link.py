@@ -564,13 +564,11 @@ class MqttLink:
                 f"the request id has more than {MAX_REQUEST_ID_BYTES} bytes",
             )
         elif response_topic is not None:
-            if self._topics.owns(response_topic):
+            refusal = self._topics.response_topic_refusal(response_topic, parsed.operation)
+            if refusal is None:
                 request.reply_topic = response_topic
             else:
-                request.problem = RequestError(
-                    ErrorCode.INVALID_REQUEST,
-                    f"response topic {response_topic!r} is not under {self._topics.base}/",
-                )
+                request.problem = RequestError(ErrorCode.INVALID_REQUEST, refusal)
         self._on_request(request)
 
     def _clear_retained(self, client: mqtt.Client, topic: str) -> None:
