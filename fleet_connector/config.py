@@ -170,6 +170,14 @@ CONNECTOR_OPTIONS = [
         positive_int,
     ),
     Option(
+        "log_max_streams_per_requester",
+        "--log-max-streams-per-requester",
+        "LOG_MAX_STREAMS_PER_REQUESTER",
+        "log streams one requester may have open at once (see docs/connector.md, Logs)",
+        2,
+        positive_int,
+    ),
+    Option(
         "journal_entries",
         "--journal-entries",
         "JOURNAL_MAX_ENTRIES",
@@ -213,6 +221,8 @@ class LogLimits:
     """Seconds a stream may follow; a larger ``follow`` is refused."""
     max_streams: int = 4
     """Streams open at once; one more is refused ``BUSY``."""
+    max_streams_per_requester: int = 2
+    """Streams one requester may have open at once, so one cannot take every slot."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +342,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             bytes_per_second=values["log_max_rate"],
             max_follow=values["log_max_follow"],
             max_streams=values["log_max_streams"],
+            max_streams_per_requester=values["log_max_streams_per_requester"],
         ),
         journal_entries=values["journal_entries"],
         journal_bytes=values["journal_bytes"],

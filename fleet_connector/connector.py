@@ -474,7 +474,11 @@ class Connector:
             properties = message.properties if self.mqtt.v5 else None
             logs = self._log_streams()
             if logs is not None:
-                logs.cancel(request_id, getattr(properties, "CorrelationData", None))
+                logs.cancel(
+                    request_id,
+                    getattr(properties, "CorrelationData", None),
+                    getattr(properties, "ResponseTopic", None),
+                )
         else:
             self.live.watched(message)
 

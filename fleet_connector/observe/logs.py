@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -67,6 +68,24 @@ class LogQuery:
     since: str | None
     until: str | None
     follow: float
+
+
+_COUNTER = re.compile(r"-[0-9]+$")
+
+
+def requester(request: Request, topics: Topics) -> str:
+    """Who asked, as far as a request tells (MQTT does not say who published it).
+
+    The MQTT 5 response topic a requester receives its replies on; else the request id
+    without a trailing counter (``dash-3f2a9c1d-7``: ``dash-3f2a9c1d``), so one tool's
+    streams count together; else nothing (plain requests share one requester).
+    """
+    own = topics.response(Operation.LOGS, request.request_id if request.has_topic_id else None)
+    if request.reply_topic != own:
+        return request.reply_topic
+    if not request.has_topic_id or request.request_id is None:
+        return ""
+    return _COUNTER.sub("", request.request_id)
 
 
 def parse_log_request(payload: bytes, limits: LogLimits) -> LogQuery:
@@ -178,9 +197,9 @@ class LogStreams:
         self._idle = IDLE_FACTOR * request_timeout
         self._lock = threading.Lock()
         self._streams: list[_Stream] = []
-        self._inbox: queue.Queue[Request | tuple[str, str | None, bytes | None] | None] = (
-            queue.Queue(1000)
-        )
+        self._inbox: queue.Queue[
+            Request | tuple[str, str | None, bytes | None, str | None] | None
+        ] = queue.Queue(1000)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -212,10 +231,12 @@ class LogStreams:
             return
         self._wake.set()
 
-    def cancel(self, request_id: str | None, correlation: bytes | None) -> None:
-        """A cancel off MQTT: ends the stream with this id (or correlation data)."""
+    def cancel(
+        self, request_id: str | None, correlation: bytes | None, response_topic: str | None = None
+    ) -> None:
+        """A cancel off MQTT: ends the requester's stream with this id or correlation data."""
         try:
-            self._inbox.put_nowait(("cancel", request_id, correlation))
+            self._inbox.put_nowait(("cancel", request_id, correlation, response_topic))
         except queue.Full:
             return
         self._wake.set()
@@ -275,7 +296,7 @@ class LogStreams:
                     if isinstance(item, Request):
                         self._open(item)
                     elif item is not None:
-                        self._cancel(item[1], item[2])
+                        self._cancel(item[1], item[2], item[3])
                 except Exception as e:
                     log.exception("log streams: unexpected failure")
                     if isinstance(item, Request):
@@ -316,6 +337,17 @@ class LogStreams:
                         ErrorCode.BUSY,
                         f"{self.limits.max_streams} log streams are open (LOG_MAX_STREAMS); "
                         "try again later",
+                    )
+                who = requester(request, self._topics)
+                if (
+                    sum(1 for s in self._streams if requester(s.request, self._topics) == who)
+                    >= self.limits.max_streams_per_requester
+                ):
+                    raise RequestError(
+                        ErrorCode.BUSY,
+                        f"requester {who or '(no id)'} has {self.limits.max_streams_per_requester}"
+                        " log streams open (LOG_MAX_STREAMS_PER_REQUESTER); cancel one or try "
+                        "again later",
                     )
             instances = self._instances(query.workloads)
         except RequestError as e:
@@ -381,12 +413,27 @@ class LogStreams:
             )
         return current
 
-    def _cancel(self, request_id: str | None, correlation: bytes | None) -> None:
+    def _cancel(
+        self, request_id: str | None, correlation: bytes | None, response_topic: str | None
+    ) -> None:
+        # Where this requester's replies go: its MQTT 5 response topic, else the id's.
+        reply_topic = self._topics.response(Operation.LOGS, request_id)
+        if (
+            response_topic is not None
+            and self._topics.response_topic_refusal(response_topic, Operation.LOGS) is None
+        ):
+            reply_topic = response_topic
         with self._lock:
             matching = [
                 s
                 for s in self._streams
-                if (correlation is not None and s.request.correlation_data == correlation)
+                # With correlation data, the stream of the requester with that correlation
+                # data: correlation data alone is no requester's own (two may pick the same).
+                if (
+                    correlation is not None
+                    and s.request.correlation_data == correlation
+                    and s.request.reply_topic == reply_topic
+                )
                 # Without correlation data a cancel names a stream by its topic id alone, so
                 # it must not reach streams that correlation data identifies.
                 or (
@@ -401,14 +448,14 @@ class LogStreams:
             # Answered where the stream's batches would have gone.
             error = RequestError(
                 ErrorCode.INVALID_REQUEST,
-                f"no open log stream {request_id or '(without id)'} to cancel",
+                f"no open log stream {request_id or '(without id)'} of this requester to cancel",
             )
             self._answer(
                 Request(
                     Operation.LOGS,
                     b"",
                     topic="",
-                    reply_topic=self._topics.response(Operation.LOGS, request_id),
+                    reply_topic=reply_topic,
                     correlation_data=correlation,
                 ),
                 error.to_json(),
