@@ -29,6 +29,7 @@ from fleet_connector.loop import Loop
 from fleet_connector.mqtt.broker import BrokerSettings, FallbackClient
 from fleet_connector.mqtt.size import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    QUICK_LOSS,
     STRIKES,
     Culprits,
     MessageTooLarge,
@@ -88,6 +89,7 @@ class MqttLink:
         # Lowered below the size of a message the broker dropped the connection for.
         self._broker_limit: int | None = None
         self._culprits = Culprits()
+        self._connected_at = 0.0
         # Requests whose messages (reply, outcome, log batches) await the broker's PUBACK,
         # by message id: a message given up is answered with an error on the same topic.
         self._for_request: dict[int, Request] = {}
@@ -416,6 +418,7 @@ class MqttLink:
             return
         self._delay = None
         self._connected.set()
+        self._connected_at = time.monotonic()
         self.session.connected()
         log.info(
             "MQTT connected to %s (session %s)",
@@ -437,7 +440,7 @@ class MqttLink:
             if self._connected.is_set():
                 log.warning("MQTT connection lost: %s; reconnecting", reason)
                 self.session.lost(getattr(reason, "value", None), self._client_id)
-                self._give_up(client)
+                self._give_up(client, time.monotonic() - self._connected_at < QUICK_LOSS)
             elif not self._refused:
                 log.warning(
                     "MQTT broker %s closed the connection before accepting it: %s",
@@ -453,11 +456,11 @@ class MqttLink:
         delay = self._delay or RECONNECT_MIN_DELAY
         self._next_attempt = time.monotonic() + delay
 
-    def _give_up(self, client: mqtt.Client) -> None:
+    def _give_up(self, client: mqtt.Client, quick: bool) -> None:
         """Gives up a message the broker keeps dropping the connection for (its size limit is
         below MAX_MESSAGE_SIZE): it is not published again, messages as large are no longer
         sent, and a request it answered gets an error reply instead."""
-        for message in self._culprits.connection_lost(client):
+        for message in self._culprits.connection_lost(client, quick=quick):
             size = packet_size(message.topic, bytes(message.payload), message.properties)
             self._broker_limit = min(self._broker_limit or size, size - 1)
             log.error(

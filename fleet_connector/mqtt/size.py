@@ -21,8 +21,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 1_000_000
 _HEADER = 16
 # Connection losses with the same message the oldest unacknowledged one before it is given
 # up: a broker handles a connection's messages in order, so the one it dropped the connection
-# for is the oldest it never acknowledged. Two, so one ordinary network loss never costs a message.
+# for is the oldest it never acknowledged. Two, so one ordinary network loss never costs a
+# message; the second must come right after a connect (QUICK_LOSS), when paho sent it again.
 STRIKES = 2
+QUICK_LOSS = 10.0
 
 
 class MessageTooLarge(ValueError):
@@ -59,7 +61,10 @@ class Culprits:
     def __init__(self) -> None:
         self._suspects: dict[int, _Suspect] = {}
 
-    def connection_lost(self, client: mqtt.Client) -> list[mqtt.MQTTMessage]:
+    def connection_lost(self, client: mqtt.Client, *, quick: bool) -> list[mqtt.MQTTMessage]:
+        """``quick``: the connection was lost right after it was made, that is right after
+        paho published its unacknowledged messages again. Only such a loss counts again for
+        the same message: a link that is merely flaky loses connections at any time."""
         # paho keeps the QoS 1 messages it waits a PUBACK for in order of sending.
         with client._out_message_mutex:
             queued = client._out_messages
@@ -75,7 +80,7 @@ class Culprits:
             if oldest is None:
                 return []
             suspect = self._suspects.setdefault(oldest.mid, _Suspect(oldest, 0))
-            suspect.strikes += 1
+            suspect.strikes = suspect.strikes + 1 if quick else 1
             if suspect.strikes < STRIKES:
                 return []
             del self._suspects[oldest.mid]
