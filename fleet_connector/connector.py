@@ -263,6 +263,12 @@ class Connector:
             return
         if isinstance(admitted, str):
             log.info("request id=%s redelivered; answered from cache", request.request_id)
+            size = self.mqtt.reply_size(request, admitted)
+            if size > self.mqtt.max_message_size:  # the limit was lowered since it was sent
+                self.mqtt.reply(
+                    request, _too_large(request, size, self.mqtt.max_message_size).to_json()
+                )
+                return
             self.mqtt.reply(request, admitted)
             self._follow_again(request, admitted)
             return

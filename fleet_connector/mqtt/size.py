@@ -40,7 +40,11 @@ class MessageTooLarge(ValueError):
 
 def packet_size(topic: str, payload: str | bytes, properties: Any = None) -> int:
     """The size of the PUBLISH packet that carries ``payload`` (to a few bytes)."""
-    body = len(payload.encode()) if isinstance(payload, str) else len(payload)
+    if isinstance(payload, str):
+        # isascii() is a flag CPython keeps: no encoding of a large reply just to measure it.
+        body = len(payload) if payload.isascii() else len(payload.encode())
+    else:
+        body = len(payload)
     packed = len(properties.pack()) if properties is not None else 0
     return _HEADER + len(topic.encode()) + body + packed
 
