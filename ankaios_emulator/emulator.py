@@ -22,6 +22,7 @@ from typing import Any
 
 from ankaios_sdk._protos import _ank_base as ank_base
 
+from ankaios_model.render_budget import RenderLimit
 from ankaios_model.state import RenderedWorkload, UpdateError, UpdateOutcome, filter_tree
 from ankaios_model.tree import tree_to_proto
 
@@ -758,7 +759,9 @@ class Emulator:
                         session.send_response(_update_success(rid, outcome))
                     self._set_initial_states(outcome.added)
                     self._forget_unstarted(outcome.deleted)
-            except UpdateError as exc:
+            except (UpdateError, RenderLimit) as exc:
+                # RenderLimit: Ankaios has no such bound, but an emulator that spends minutes
+                # on a runaway template serves nobody else meanwhile; it answers an error.
                 session.send_response(
                     ank_base.Response(requestId=rid, error=ank_base.Error(message=str(exc)))
                 )

@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ankaios_model import render_budget
+from ankaios_model.render_budget import RenderBudget
+
 __all__ = ["RenderError", "render"]
 
 _UNNAMED = "Unnamed template"
@@ -371,8 +374,10 @@ def _truthy(value: Any) -> bool:
 
 
 class _Renderer:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, budget: RenderBudget) -> None:
         self.name = name
+        # Every element rendered and every character written draws on it (render_budget.py).
+        self.budget = budget
 
     def param(self, token: str, frames: list[_Frame]) -> Any:
         """A helper parameter's value: literal, path or ``(sub-expression)``."""
@@ -407,15 +412,20 @@ class _Renderer:
         return RenderError(f'Error rendering "{self.name}" line {line}, col {col}: {exc.reason}')
 
     def nodes(self, nodes: list[Any], frames: list[_Frame], out: list[str]) -> None:
+        self.budget.step()  # also an iteration of a block with an empty body
         for node in nodes:
+            self.budget.step()
             if isinstance(node, _Text):
+                self.budget.wrote(len(node.text))
                 out.append(node.text)
             elif isinstance(node, _Expr):
                 try:
                     value = self.expression(node.path, frames)
                 except _Failure as exc:
                     raise self.fail(exc, node.line, node.col) from None
-                out.append(_to_text(value))
+                text = _to_text(value)
+                self.budget.wrote(len(text))
+                out.append(text)
             elif isinstance(node, _Block):
                 try:
                     self.block(node, frames, out)
@@ -485,7 +495,7 @@ class _Renderer:
                 ctx[key] = value
             else:
                 ctx.pop(key, None)
-        inner = _Renderer("indent")
+        inner = _Renderer("indent", self.budget)
         buf: list[str] = []
         inner.nodes(_INDENT_PARTIAL, [_Frame(ctx)], buf)
         text = "".join(buf)
@@ -501,6 +511,7 @@ class _Renderer:
             rebuilt += "\n" + ("" if is_last and line == "" else node.indent + line)
         if node.standalone:
             rebuilt = node.indent + rebuilt
+        self.budget.wrote(len(rebuilt))
         out.append(rebuilt)
 
 
@@ -653,11 +664,15 @@ HELPERS: dict[str, Callable[[str, list[Any]], Any]] = {
 
 
 def render(template: str, context: Mapping[str, Any]) -> str:
-    """Render ``template`` against ``context`` (alias -> config value), strictly."""
+    """Render ``template`` against ``context`` (alias -> config value), strictly.
+
+    Raises :class:`~ankaios_model.render_budget.RenderLimit` when it would cost more than
+    the budget allows (:func:`ankaios_model.render_budget.limited`).
+    """
     try:
         nodes = _parse(template)
     except _Failure as exc:
         raise RenderError(exc.reason) from None
     out: list[str] = []
-    _Renderer(_UNNAMED).nodes(nodes, [_Frame(dict(context))], out)
+    _Renderer(_UNNAMED, render_budget.current()).nodes(nodes, [_Frame(dict(context))], out)
     return "".join(out)

@@ -10,6 +10,7 @@ from typing import Any
 
 from fleet_connector.journal import crashpoints
 from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.mqtt.size import DEFAULT_MAX_MESSAGE_SIZE
 from fleet_connector.mqtt.topics import FORBIDDEN_TOPIC_CHARS
 from fleet_connector.options import (
     ConfigError,
@@ -20,7 +21,7 @@ from fleet_connector.options import (
     resolve,
 )
 from fleet_connector.requests.policy import Policy
-from fleet_connector.requests.signatures import load_trusted_keys
+from fleet_connector.requests.signatures import DEFAULT_MAX_VALIDITY
 
 DEFAULT_CONTROL_INTERFACE = Path("/run/ankaios/control_interface")
 
@@ -73,6 +74,15 @@ CONNECTOR_OPTIONS = [
         positive_int,
     ),
     Option(
+        "max_message_size",
+        "--max-message-size",
+        "MAX_MESSAGE_SIZE",
+        "largest MQTT message in bytes the connector publishes; keep it below the broker's "
+        "limit (larger replies become REPLY_TOO_LARGE errors)",
+        DEFAULT_MAX_MESSAGE_SIZE,
+        positive_int,
+    ),
+    Option(
         "workload_name",
         "--workload-name",
         "ANKAIOS_WORKLOAD_NAME",
@@ -100,6 +110,15 @@ CONNECTOR_OPTIONS = [
         "refuse apply and delete requests that are not signed by a trusted key",
         False,
         is_switch=True,
+    ),
+    Option(
+        "signed_max_validity",
+        "--signed-max-validity",
+        "SIGNED_MAX_VALIDITY",
+        "longest validity in seconds of a signed request (its not-after from now); also how "
+        "long after STATE_DIR was new or lost signed requests need a not-after past that",
+        DEFAULT_MAX_VALIDITY,
+        positive_int,
     ),
     Option(
         "strict",
@@ -148,6 +167,14 @@ CONNECTOR_OPTIONS = [
         "LOG_MAX_STREAMS",
         "log streams open at once",
         4,
+        positive_int,
+    ),
+    Option(
+        "log_max_streams_per_requester",
+        "--log-max-streams-per-requester",
+        "LOG_MAX_STREAMS_PER_REQUESTER",
+        "log streams one requester may have open at once (see docs/connector.md, Logs)",
+        2,
         positive_int,
     ),
     Option(
@@ -208,6 +235,8 @@ class LogLimits:
     """Seconds a stream may follow; a larger ``follow`` is refused."""
     max_streams: int = 4
     """Streams open at once; one more is refused ``BUSY``."""
+    max_streams_per_requester: int = 2
+    """Streams one requester may have open at once, so one cannot take every slot."""
 
 
 @dataclass(frozen=True)
@@ -221,10 +250,12 @@ class Config:
     session_expiry: int = 7 * 24 * 3600
     request_timeout: float = 5.0
     queue_size: int = 1000
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     policy: Policy = field(default_factory=Policy)
     state_dir: Path | None = None
     trusted_keys: Path | None = None
     require_signed: bool = False
+    signed_max_validity: int = DEFAULT_MAX_VALIDITY
     strict: bool = False
     agent_interval: float = 10.0
     log_limits: LogLimits = field(default_factory=LogLimits)
@@ -298,7 +329,9 @@ def parse_labels(text: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def _trusted_keys(path: str | None, state_dir: str | None) -> Path | None:
-    """The TRUSTED_KEYS file, read once here so that a bad one stops the start."""
+    """The TRUSTED_KEYS file. Not read here: one that cannot be read must not keep the car
+    from starting (it could then not be reached to fix it); the car trusts no key instead
+    and says so in its presence (see Verifier)."""
     if not path:
         return None
     if not state_dir:
@@ -306,10 +339,6 @@ def _trusted_keys(path: str | None, state_dir: str | None) -> Path | None:
             "TRUSTED_KEYS needs STATE_DIR: the car must remember each key's last counter "
             "across restarts, or a signed request could be replayed"
         )
-    try:
-        load_trusted_keys(Path(path))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot use TRUSTED_KEYS {path!r}: {e}") from None
     return Path(path)
 
 
@@ -357,6 +386,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         session_expiry=values["session_expiry"],
         request_timeout=values["request_timeout"],
         queue_size=values["queue_size"],
+        max_message_size=values["max_message_size"],
         policy=Policy.load(
             Path(values["policy_file"]) if values["policy_file"] else None,
             protected=[values["workload_name"]] if values["workload_name"] else [],
@@ -365,6 +395,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         state_dir=Path(values["state_dir"]) if values["state_dir"] else None,
         trusted_keys=_trusted_keys(values["trusted_keys"], values["state_dir"]),
         require_signed=values["require_signed"],
+        signed_max_validity=values["signed_max_validity"],
         strict=values["strict"],
         agent_interval=values["agent_interval"],
         log_limits=LogLimits(
@@ -372,6 +403,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             bytes_per_second=values["log_max_rate"],
             max_follow=values["log_max_follow"],
             max_streams=values["log_max_streams"],
+            max_streams_per_requester=values["log_max_streams_per_requester"],
         ),
         journal_entries=values["journal_entries"],
         journal_bytes=values["journal_bytes"],

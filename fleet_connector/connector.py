@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 from fleet_connector.ankaios.client import Ankaios
 from fleet_connector.ankaios.control_interface import ControlInterface
 from fleet_connector.config import Config
-from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.errors import ErrorCode, RequestError, StorageError
 from fleet_connector.journal.crashpoints import CrashPoints
 from fleet_connector.loop import Interrupted, Loop
 from fleet_connector.mqtt.link import MqttLink
 from fleet_connector.mqtt.replies import ReplyCache
+from fleet_connector.mqtt.size import MessageTooLarge
 from fleet_connector.mqtt.takeover import SessionWatch
 from fleet_connector.mqtt.topics import FOLLOWABLE, Operation, Topics
-from fleet_connector.observe.outcomes import Outcomes, follow_spec
+from fleet_connector.observe.outcomes import FollowSpec, Outcomes, follow_spec
 from fleet_connector.observe.workload_states import WorkloadStates
 from fleet_connector.requests.handler import JOURNALED, Handler, Request
 from fleet_connector.requests.redaction import Redactor
@@ -85,24 +86,30 @@ class Connector:
         self._crash = CrashPoints(config.crash_at)
         ankaios = Ankaios(self.control_interface, config.request_timeout)
         self.journal: Journal | None = None
+        self.state_error: str | None = None
+        """Why STATE_DIR cannot be used, when it is set and cannot be."""
         self._changes: Changes | None = None
         self.reconciler: Reconciler | None = None
         if config.state_dir:
             self._keep_journal(config, ankaios)
+        self.verifier = Verifier(
+            config.vin,
+            config.trusted_keys,
+            self.store,
+            require_signed=config.require_signed,
+            max_validity=config.signed_max_validity,
+            store_error=self.state_error,
+        )
         self._handler = Handler(
             ankaios,
             config.policy,
             strict=config.strict,
             redact=Redactor([config.broker.password]),
-            verifier=Verifier(
-                config.vin,
-                config.trusted_keys,
-                self.store,
-                require_signed=config.require_signed,
-            ),
+            verifier=self.verifier,
             changes=self._changes,
             crash=self._crash,
             own_workload=config.workload_name,
+            journal_error=self.state_error,
         )
         self.mqtt = MqttLink(
             config.broker,
@@ -121,16 +128,19 @@ class Connector:
             ],
             on_watched=self._watched,
             on_connected=self._broker_connected,
+            max_message_size=config.max_message_size,
+            on_dropped=self._dropped,
         )
         self.live = WorkloadStates(
             self.control_interface,
             self.topics,
-            lambda topic, payload: self.mqtt.publish(topic, payload, retain=True),
+            self._publish_live,
             lambda: self.mqtt.connected,
             request_timeout=config.request_timeout,
             agent_interval=config.agent_interval,
         )
         self.outcomes = Outcomes(self.live, self.control_interface, self._publish_outcome)
+        self.verifier.on_keys_change(self._keys_changed)
         # Made at the first logs request or cancel: most cars never stream, and until then
         # neither the module nor its thread is needed (bench/README.md, "Footprint").
         self.logs: LogStreams | None = None
@@ -146,8 +156,18 @@ class Connector:
         from fleet_connector.journal.store import Store  # noqa: PLC0415
 
         assert config.state_dir is not None
-        self.store = Store(config.state_dir)
-        self.journal = Journal(self.store, config.journal_entries, config.journal_bytes)
+        try:
+            self.store = Store(config.state_dir)
+            self.journal = Journal(self.store, config.journal_entries, config.journal_bytes)
+        except StorageError as e:
+            # A car that cannot be reached is worse than one without its journal: it runs
+            # as without STATE_DIR, says so in presence, and refuses what needs the store.
+            if self.store is not None:
+                self.store.close()
+            self.store, self.journal = None, None
+            self.state_error = str(e)
+            log.error("%s; running without the journal and signature counters", e)
+            return
         self._changes = Changes(ankaios, self.journal, self._crash)
         self.reconciler = Reconciler(
             ankaios,
@@ -174,6 +194,7 @@ class Connector:
                     ack=self.mqtt.ack,
                     limits=self.config.log_limits,
                     request_timeout=self.config.request_timeout,
+                    max_message_size=lambda: self.mqtt.max_message_size,
                 )
                 self.logs.start()
             return self.logs
@@ -243,7 +264,14 @@ class Connector:
             return
         if isinstance(admitted, str):
             log.info("request id=%s redelivered; answered from cache", request.request_id)
+            size = self.mqtt.reply_size(request, admitted)
+            if size > self.mqtt.max_message_size:  # the limit was lowered since it was sent
+                self.mqtt.reply(
+                    request, _too_large(request, size, self.mqtt.max_message_size).to_json()
+                )
+                return
             self.mqtt.reply(request, admitted)
+            self._follow_again(request, admitted)
             return
         with self._queued_lock:
             full = self._queued_bytes + len(request.payload) > QUEUE_BYTES
@@ -334,16 +362,24 @@ class Connector:
                 replies = [_internal(r, e) for r in batch]
             answered = list(zip(batch, replies, strict=True))
             with self.mqtt.together():  # the replies first, all in one write
-                for done, (reply, code) in answered:
-                    self._answer(done, reply, code)
-            for done, (reply, code) in answered:
+                sent = [
+                    (done, *self._answer(done, reply, code)) for done, (reply, code) in answered
+                ]
+            for done, reply, code in sent:
                 self._record(done, reply, code)
 
     def _finish(self, request: Request, reply: str, code: ErrorCode | None) -> None:
-        self._answer(request, reply, code)
-        self._record(request, reply, code)
+        self._record(request, *self._answer(request, reply, code))
 
-    def _answer(self, request: Request, reply: str, code: ErrorCode | None) -> None:
+    def _answer(
+        self, request: Request, reply: str, code: ErrorCode | None
+    ) -> tuple[str, ErrorCode | None]:
+        """Sends the reply, or REPLY_TOO_LARGE in its place; returns what was sent."""
+        size = self.mqtt.reply_size(request, reply)
+        if size > self.mqtt.max_message_size:
+            error = _too_large(request, size, self.mqtt.max_message_size)
+            log.warning("request id=%s: %s", request.request_id, error.message)
+            reply, code = error.to_json(), error.code
         self._replies.done(request, reply, code)
         try:
             self._send_reply(request, reply)
@@ -353,6 +389,21 @@ class Connector:
             log.exception("reply to request id=%s could not be sent", request.request_id)
             with contextlib.suppress(Exception):
                 self.mqtt.ack(request)
+        return reply, code
+
+    def _dropped(self, request: Request, size: int) -> None:
+        """A message for ``request`` the broker would not take was given up: say so instead."""
+        error = _too_large(request, size, self.mqtt.max_message_size, broker=True)
+        try:
+            self.mqtt.answer(request, error.to_json())
+        except Exception:
+            log.exception("error reply to request id=%s could not be sent", request.request_id)
+
+    def _publish_live(self, topic: str, payload: str) -> Any:
+        try:
+            return self.mqtt.publish(topic, payload, retain=True)
+        except MessageTooLarge:
+            return None  # logged; the topic keeps its previous state
 
     def _record(self, request: Request, reply: str, code: ErrorCode | None) -> None:
         """What follows a reply that is out: its log line, and the follow of its outcome."""
@@ -370,7 +421,55 @@ class Connector:
             except RequestError:
                 spec = None  # refused before it ran; cannot happen here
             if spec is not None:
-                self.outcomes.follow(request, spec, json.loads(reply))
+                self._follow(request, spec, reply)
+
+    def _follow_again(self, request: Request, reply: str) -> None:
+        """A followed change answered again from the reply cache gets its outcome too: a
+        requester that went away (fleetctl killed, then ``rollout resume``) waits for it."""
+        if request.operation not in FOLLOWABLE:
+            return
+        try:
+            spec = follow_spec(request)
+            answered = json.loads(reply)
+        except (RequestError, ValueError):
+            return
+        if spec is not None and isinstance(answered, dict) and "error" not in answered:
+            self._follow(request, spec, reply)
+
+    def _follow(self, request: Request, spec: FollowSpec, reply: str) -> None:
+        """Follows a change to its outcome, unless its outcome is known or on its way.
+
+        Known: the journal recorded the outcome message of this very request (it arrived
+        before and was followed to the end); it is sent again. On its way: a follow of the
+        request is open, and its outcome goes to the same reply topic. Otherwise (no
+        journal, or the connector restarted while following) it is followed again.
+        """
+        report = self._recorded_outcome(request)
+        if report is not None:
+            log.info(
+                "request id=%s: its followed outcome again, from the journal", request.request_id
+            )
+            try:
+                self.mqtt.answer(request, report)
+            except Exception:
+                log.exception("outcome of request id=%s could not be sent", request.request_id)
+            return
+        if self.outcomes.following(request):
+            return
+        self.outcomes.follow(request, spec, json.loads(reply))
+
+    def _recorded_outcome(self, request: Request) -> str | None:
+        if self.journal is None:
+            return None
+        try:
+            entry = request.journal_entry
+            if entry is None and request.journal_key is not None and request.operation in JOURNALED:
+                found = self.journal.by_key(request.journal_key)
+                entry = found.seq if found is not None else None
+            return self.journal.followed_report(entry) if entry is not None else None
+        except Exception:
+            log.exception("journal could not be read for request id=%s", request.request_id)
+            return None
 
     def _watched(self, message: Any) -> None:
         is_cancel, request_id = self.topics.parse_logs_cancel(message.topic)
@@ -382,7 +481,11 @@ class Connector:
             properties = message.properties if self.mqtt.v5 else None
             logs = self._log_streams()
             if logs is not None:
-                logs.cancel(request_id, getattr(properties, "CorrelationData", None))
+                logs.cancel(
+                    request_id,
+                    getattr(properties, "CorrelationData", None),
+                    getattr(properties, "ResponseTopic", None),
+                )
         else:
             self.live.watched(message)
 
@@ -429,13 +532,29 @@ class Connector:
         """A followed outcome goes into the change's journal entry too, then out."""
         if self.journal is not None and request.journal_entry is not None:
             try:
-                self.journal.record_followed(request.journal_entry, json.loads(payload)["outcome"])
+                self.journal.record_followed(
+                    request.journal_entry, json.loads(payload)["outcome"], payload
+                )
             except Exception:
                 log.exception("outcome of request id=%s not journaled", request.request_id)
-        return self.mqtt.answer(request, payload)
+        try:
+            return self.mqtt.answer(request, payload)
+        except MessageTooLarge as e:
+            # The outcome without its details, which is what made it too large.
+            outcome = json.loads(payload)["outcome"]
+            error = RequestError(
+                ErrorCode.REPLY_TOO_LARGE,
+                f"the outcome's details ({e.size} bytes) are over MAX_MESSAGE_SIZE ({e.limit}); "
+                "the workloads' topics vehicle/<VIN>/workloads/<name> have their states",
+            )
+            return self.mqtt.answer(
+                request,
+                json.dumps({"outcome": outcome, "error": json.loads(error.to_json())["error"]}),
+            )
 
     def _publish_drift(self, report: dict[str, Any]) -> None:
-        self.mqtt.publish(self.topics.drift, json.dumps(report), retain=True)
+        with contextlib.suppress(MessageTooLarge):  # logged
+            self.mqtt.publish(self.topics.drift, json.dumps(report), retain=True)
 
     def _control_interface_changed(self, connected: bool) -> None:
         self.live.control_interface_changed(connected)
@@ -451,8 +570,13 @@ class Connector:
         if self.mqtt.connected:
             self.mqtt.publish_status("online")
 
+    def _keys_changed(self) -> None:
+        """TRUSTED_KEYS became unusable, or usable again: presence says so."""
+        if self.mqtt.connected and self.loop.in_loop:
+            self.mqtt.publish_status("online")
+
     def _presence(self, status: str) -> dict[str, Any]:
-        return {
+        presence: dict[str, Any] = {
             "status": status,
             "vin": self.config.vin,
             "connector_version": self._versions[0],
@@ -466,6 +590,38 @@ class Connector:
             "last_session_takeover": self.session.last,
             "labels": dict(self.config.labels),
         }
+        keys = self.verifier.keys_status()
+        if keys is not None:
+            presence["trusted_keys"] = keys
+        if self.config.state_dir is not None:
+            presence["state_dir"] = (
+                {"state": "ok"}
+                if self.state_error is None
+                else {"state": "error", "error": self.state_error}
+            )
+        return presence
+
+
+# What to ask for instead of a reply that is too large, per operation.
+_ASK_LESS = {
+    Operation.STATE: "ask for less with field masks, e.g. "
+    '["desiredState.workloads.<name>"] or ["workloadStates.<agent>"]',
+    Operation.HISTORY: 'ask for fewer entries, e.g. {"limit": 10}, or for one: {"entry": N}',
+    Operation.PLAN: "plan fewer workloads and configs at once",
+    Operation.PLAN_DELETE: "plan fewer workloads and configs at once",
+}
+
+
+def _too_large(request: Request, size: int, limit: int, *, broker: bool = False) -> RequestError:
+    advice = _ASK_LESS.get(request.operation, "split the request into smaller ones")
+    if broker:
+        reason = (
+            f"the broker dropped the connection at this reply of {size} bytes: its limit is "
+            f"below this car's MAX_MESSAGE_SIZE, so the car now sends at most {limit} bytes"
+        )
+    else:
+        reason = f"the reply has {size} bytes, over this car's MAX_MESSAGE_SIZE of {limit} bytes"
+    return RequestError(ErrorCode.REPLY_TOO_LARGE, f"{reason}; {advice}")
 
 
 def _internal(request: Request, error: Exception) -> tuple[str, ErrorCode]:

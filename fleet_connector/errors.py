@@ -29,8 +29,18 @@ class ErrorCode(enum.StrEnum):
     """A signature is missing where REQUIRE_SIGNED asks for one, or does not hold."""
     NO_JOURNAL = "NO_JOURNAL"
     """Rollback and history need the journal; the connector keeps none (no STATE_DIR)."""
+    STORAGE_ERROR = "STORAGE_ERROR"
+    """STATE_DIR cannot be written (a full disk, read-only); the change was not carried out."""
+    REPLY_TOO_LARGE = "REPLY_TOO_LARGE"
+    """The reply would be larger than the broker takes (MAX_MESSAGE_SIZE); ask for less."""
+    RENDER_LIMIT = "RENDER_LIMIT"
+    """Rendering the templates needs more work or output than the connector allows."""
     INTERNAL = "INTERNAL"
     """A defect in the connector; the message says what happened."""
+
+
+class StorageError(Exception):
+    """The state directory cannot be opened or written (read-only, full, gone)."""
 
 
 class RequestError(Exception):

@@ -11,15 +11,18 @@ longer hold the snapshot, Ankaios carried the change out and it is not sent a se
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ankaios_sdk._protos import _ank_base
 
 from fleet_connector.ankaios.client import Ankaios
-from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.errors import ErrorCode, RequestError, StorageError
 from fleet_connector.journal.crashpoints import CrashPoints
 from fleet_connector.journal.entries import OK, PENDING, Entry, Journal, names_of
+
+log = logging.getLogger(__name__)
 
 # Outcomes after which Ankaios may or may not have carried the change out.
 _UNCERTAIN = frozenset({PENDING, str(ErrorCode.TIMEOUT)})
@@ -128,7 +131,12 @@ class Changes:
             return Outcome(e.to_json(), e.code, seq)
         self._crash.reach("after-ankaios")
         reply = json.dumps({**result, **(extra or {})})
-        self.journal.finish(seq, OK, reply, expected=state)
+        try:
+            self.journal.finish(seq, OK, reply, expected=state)
+        except StorageError as e:
+            # Carried out: that is the answer. The row stays pending; a redelivery finds
+            # the change in Ankaios (see _recover) and is not sent again.
+            log.error("change %d was carried out, but the journal could not record it: %s", seq, e)
         self._crash.reach("after-journal")
         return Outcome(reply, None, seq)
 

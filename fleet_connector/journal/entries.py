@@ -8,8 +8,9 @@ transaction. A row is written *pending* before Ankaios gets the request and fini
 it answered, which is what lets a redelivered request be answered instead of re-applied.
 
 Beside the rows, ``journal_expected`` holds, per workload and config name, what the cloud
-last put there (a definition, or nothing for a deletion). It is not pruned with the rows,
-so reconciling after an Ankaios restart still knows what was applied long ago.
+last put there (a definition, or nothing for a deletion). A name stays in it while a row
+that names it does: pruned with the rows, so the journal's bounds hold for the whole file,
+and reconciling after an Ankaios restart knows what the kept rows applied.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from fleet_connector.journal.store import Store
 if TYPE_CHECKING:
     import sqlite3
 
+# The largest entry number SQLite can hold; a larger one in a request names no entry.
+MAX_SEQ = 2**63 - 1
 PENDING = "PENDING"
 """Outcome of a row whose request was (maybe) sent to Ankaios without an answer recorded."""
 OK = "OK"
@@ -47,6 +50,7 @@ CREATE TABLE IF NOT EXISTS journal (
     reply TEXT,
     replied INTEGER NOT NULL DEFAULT 0,
     followed TEXT,
+    followed_report TEXT,
     rollback_of INTEGER,
     rolled_back_by INTEGER
 );
@@ -167,6 +171,9 @@ class Journal:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(journal)")}
+            if "followed_report" not in columns:  # a journal from before it was kept
+                db.execute("ALTER TABLE journal ADD COLUMN followed_report TEXT")
 
     # -- reading ------------------------------------------------------------------------
 
@@ -180,6 +187,8 @@ class Journal:
         return self._one("request_key = ?", (key,))
 
     def get(self, seq: int) -> Entry | None:
+        if not 0 < seq <= MAX_SEQ:  # SQLite's integers end there; no entry lies beyond
+            return None
         return self._one("seq = ?", (seq,))
 
     def by_request_id(self, request_id: str) -> Entry | None:
@@ -308,10 +317,19 @@ class Journal:
         with self._store.transaction() as db:
             db.execute("UPDATE journal SET replied = 1 WHERE seq = ?", (seq,))
 
-    def record_followed(self, seq: int, outcome: str) -> None:
-        """The outcome an apply was followed to (e.g. ``running``, ``failed``)."""
+    def record_followed(self, seq: int, outcome: str, report: str | None = None) -> None:
+        """The outcome an apply was followed to (e.g. ``running``, ``failed``) and the
+        message that said so, to send it again to a request that arrives again."""
         with self._store.transaction() as db:
-            db.execute("UPDATE journal SET followed = ? WHERE seq = ?", (outcome, seq))
+            db.execute(
+                "UPDATE journal SET followed = ?, followed_report = ? WHERE seq = ?",
+                (outcome, report, seq),
+            )
+
+    def followed_report(self, seq: int) -> str | None:
+        """The outcome message of a followed change, once it was sent."""
+        rows = self._store.query("SELECT followed_report FROM journal WHERE seq = ?", (seq,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def _prune(self, db: sqlite3.Connection, newest: int) -> None:
         """Drops the oldest rows beyond the bounds; the newest row always stays."""
@@ -322,7 +340,7 @@ class Journal:
         )
         sizes = db.execute(
             "SELECT seq, length(manifest) + length(snapshot) + coalesce(length(reply), 0) "
-            "FROM journal ORDER BY seq DESC"
+            "+ coalesce(length(followed_report), 0) FROM journal ORDER BY seq DESC"
         ).fetchall()
         total = 0
         for seq, size in sizes:
@@ -330,6 +348,17 @@ class Journal:
             if total > self.max_bytes and seq != newest:
                 db.execute("DELETE FROM journal WHERE seq <= ?", (seq,))
                 break
+        # What the cloud last put under a name goes with the last row that names it: kept
+        # for ever, it held every config ever applied (30 applies of 240 KB: a 7.3 MB file
+        # with JOURNAL_MAX_BYTES at 200,000).
+        named: set[tuple[str, str]] = set()
+        for (masks,) in db.execute("SELECT masks FROM journal"):
+            workloads, configs = names_of(json.loads(masks))
+            named.update(("workload", name) for name in workloads)
+            named.update(("config", name) for name in configs)
+        for kind, name in db.execute("SELECT kind, name FROM journal_expected").fetchall():
+            if (kind, name) not in named:
+                db.execute("DELETE FROM journal_expected WHERE kind = ? AND name = ?", (kind, name))
 
 
 HISTORY_LIMIT = 1000
@@ -352,8 +381,10 @@ def history(journal: Journal, payload: bytes) -> dict[str, Any]:
         raise RequestError(ErrorCode.INVALID_REQUEST, usage)
     for field in selector:
         value = selector[field]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RequestError(ErrorCode.INVALID_REQUEST, f"{field} must be a number from 1")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_SEQ:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"{field} must be a number from 1 to {MAX_SEQ}"
+            )
     if "entry" in selector:
         entry = journal.get(selector["entry"])
         if entry is None:

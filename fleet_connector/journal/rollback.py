@@ -17,7 +17,7 @@ from ankaios_sdk._protos import _ank_base
 from google.protobuf import json_format
 
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.journal.entries import OK, Entry, Journal
+from fleet_connector.journal.entries import MAX_SEQ, OK, Entry, Journal
 
 
 def _invalid(message: str) -> RequestError:
@@ -58,9 +58,11 @@ def parse_target(payload: bytes) -> dict[str, Any]:
     if len(selector) > 1:
         raise _invalid("name a journal entry by entry or by request_id, not both")
     if "entry" in selector and (
-        not isinstance(selector["entry"], int) or isinstance(selector["entry"], bool)
+        not isinstance(selector["entry"], int)
+        or isinstance(selector["entry"], bool)
+        or not 0 < selector["entry"] <= MAX_SEQ
     ):
-        raise _invalid("entry must be a journal entry number")
+        raise _invalid(f"entry must be a journal entry number, from 1 to {MAX_SEQ}")
     if "request_id" in selector and not isinstance(selector["request_id"], str):
         raise _invalid("request_id must be a string")
     return selector

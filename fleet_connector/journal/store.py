@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fleet_connector.errors import StorageError
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -29,20 +31,27 @@ class Store:
     """One SQLite database in the state directory; safe to use from several threads."""
 
     def __init__(self, directory: Path, name: str = DATABASE) -> None:
+        """Raises :class:`StorageError` for a directory that cannot be made, opened or
+        written (read-only, full): the connector then runs without it."""
         self.directory = directory
         self.path = directory / name
         self.set_aside: Path | None = None
         """Where an unreadable database found at start was moved, if one was."""
-        directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         # Imported here: a connector without STATE_DIR never pays for SQLite (about 1 MiB).
         import sqlite3  # noqa: PLC0415
 
         try:
-            self._db = self._open()
-        except sqlite3.DatabaseError as e:
-            self.set_aside = self._set_aside(e)
-            self._db = self._open()
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db = self._open()
+            except sqlite3.OperationalError:
+                raise  # cannot open or write it (read-only, full): nothing to set aside
+            except sqlite3.DatabaseError as e:
+                self.set_aside = self._set_aside(e)
+                self._db = self._open()
+        except (OSError, sqlite3.Error) as e:
+            raise StorageError(f"state directory {directory} cannot be used: {e}") from e
 
     def _open(self) -> sqlite3.Connection:
         import sqlite3  # noqa: PLC0415
@@ -70,15 +79,31 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: committed (durably) when the block ends, rolled back on error."""
+        """A write transaction: committed (durably) when the block ends, rolled back on error.
+
+        A write the disk refuses (full, read-only, I/O error) raises :class:`StorageError`,
+        with nothing written.
+        """
+        import sqlite3  # noqa: PLC0415
+
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise self._unwritable(e) from e
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.OperationalError):
+                    raise self._unwritable(e) from e
                 raise
-            self._db.execute("COMMIT")
+
+    def _unwritable(self, error: Exception) -> StorageError:
+        log.error("state database %s cannot be written: %s", self.path, error)
+        return StorageError(f"the state directory {self.directory} cannot be written: {error}")
 
     def query(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:

@@ -27,6 +27,14 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from fleet_connector.errors import ErrorCode, RequestError
 from fleet_connector.loop import Loop
 from fleet_connector.mqtt.broker import BrokerSettings, FallbackClient
+from fleet_connector.mqtt.size import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    QUICK_LOSS,
+    STRIKES,
+    Culprits,
+    MessageTooLarge,
+    packet_size,
+)
 from fleet_connector.mqtt.takeover import SessionWatch
 from fleet_connector.mqtt.topics import MAX_REQUEST_ID_BYTES, Topics
 from fleet_connector.requests.handler import Request
@@ -73,8 +81,20 @@ class MqttLink:
         watch: Sequence[str] = (),
         on_watched: Callable[[mqtt.MQTTMessage], None] | None = None,
         on_connected: Callable[[], None] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        on_dropped: Callable[[Request, int], None] | None = None,
     ) -> None:
         self._topics = topics
+        self._max_message_size = max_message_size
+        # Lowered below the size of a message the broker dropped the connection for.
+        self._broker_limit: int | None = None
+        self._culprits = Culprits()
+        self._connected_at = 0.0
+        # Requests whose messages (reply, outcome, log batches) await the broker's PUBACK,
+        # by message id: a message given up is answered with an error on the same topic.
+        self._for_request: dict[int, Request] = {}
+        self._for_request_lock = threading.Lock()
+        self._on_dropped = on_dropped
         # Filters of topics the connector itself publishes (live states), read back to find
         # retained messages left by an earlier run; handed to on_watched off the request path.
         self._watch = list(watch)
@@ -137,6 +157,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_subscribe = self._handle_subscribe
+        client.on_publish = self._handle_publish
         # A publish from another thread (live states, log streams) wakes the loop to write it.
         client.on_socket_register_write = self._wake
         return client
@@ -295,9 +316,39 @@ class MqttLink:
                     properties.CorrelationData = request.correlation_data
                 if trace:
                     properties.UserProperty = trace
-        return self._client.publish(
-            topic or request.reply_topic, payload, qos=QOS, properties=properties
+        target = topic or request.reply_topic
+        self._check_size(target, payload, properties)
+        info = self._client.publish(target, payload, qos=QOS, properties=properties)
+        if self._on_dropped is not None and info.mid is not None:
+            with self._for_request_lock:
+                self._for_request[info.mid] = request
+                if len(self._for_request) > 4 * MAX_INFLIGHT:  # never acknowledged: forget
+                    del self._for_request[next(iter(self._for_request))]
+        return info
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest message that may be published now: MAX_MESSAGE_SIZE, or less once the
+        broker dropped the connection for a smaller one."""
+        if self._broker_limit is None:
+            return self._max_message_size
+        return min(self._max_message_size, self._broker_limit)
+
+    def reply_size(self, request: Request, payload: str) -> int:
+        """The size of the message that would carry ``payload`` as the request's reply."""
+        extra = len(request.correlation_data or b"") + sum(
+            len(k) + len(v) + 4 for k, v in request.user_properties if k in TRACE_PROPERTIES
         )
+        return packet_size(request.reply_topic, payload) + extra + 8
+
+    def _check_size(self, topic: str, payload: str | bytes, properties: Any) -> None:
+        size = packet_size(topic, payload, properties if self._v5 else None)
+        limit = self.max_message_size
+        if size > limit:
+            log.error(
+                "message of %d bytes for %.200s not published: over %d bytes", size, topic, limit
+            )
+            raise MessageTooLarge(topic, size, limit)
 
     def ack(self, request: Request) -> None:
         """Tells the broker the request is dealt with; until then it would redeliver it."""
@@ -312,7 +363,11 @@ class MqttLink:
         retain: bool = False,
         properties: Properties | None = None,
     ) -> mqtt.MQTTMessageInfo:
-        """Publishes with QoS 1; MQTT 5 properties are dropped on a 3.1.1 connection."""
+        """Publishes with QoS 1; MQTT 5 properties are dropped on a 3.1.1 connection.
+
+        Raises :class:`MessageTooLarge` for a message over :attr:`max_message_size`.
+        """
+        self._check_size(topic, payload, properties)
         return self._client.publish(
             topic, payload, qos=QOS, retain=retain, properties=properties if self._v5 else None
         )
@@ -322,9 +377,9 @@ class MqttLink:
         return self._v5
 
     def publish_status(self, status: str) -> mqtt.MQTTMessageInfo:
-        return self._client.publish(
-            self._topics.status, self._status_payload(status), qos=QOS, retain=True
-        )
+        payload = self._status_payload(status)
+        self._check_size(self._topics.status, payload, None)
+        return self._client.publish(self._topics.status, payload, qos=QOS, retain=True)
 
     def _subscriptions(self) -> list[tuple[str, Any]]:
         """Every filter with its QoS (3.1.1) or subscription options (MQTT 5)."""
@@ -363,6 +418,7 @@ class MqttLink:
             return
         self._delay = None
         self._connected.set()
+        self._connected_at = time.monotonic()
         self.session.connected()
         log.info(
             "MQTT connected to %s (session %s)",
@@ -384,6 +440,7 @@ class MqttLink:
             if self._connected.is_set():
                 log.warning("MQTT connection lost: %s; reconnecting", reason)
                 self.session.lost(getattr(reason, "value", None), self._client_id)
+                self._give_up(client, time.monotonic() - self._connected_at < QUICK_LOSS)
             elif not self._refused:
                 log.warning(
                     "MQTT broker %s closed the connection before accepting it: %s",
@@ -398,6 +455,33 @@ class MqttLink:
         # paho's own thread would wait before reconnecting too; so does the loop.
         delay = self._delay or RECONNECT_MIN_DELAY
         self._next_attempt = time.monotonic() + delay
+
+    def _give_up(self, client: mqtt.Client, quick: bool) -> None:
+        """Gives up a message the broker keeps dropping the connection for (its size limit is
+        below MAX_MESSAGE_SIZE): it is not published again, messages as large are no longer
+        sent, and a request it answered gets an error reply instead."""
+        for message in self._culprits.connection_lost(client, quick=quick):
+            size = packet_size(message.topic, bytes(message.payload), message.properties)
+            self._broker_limit = min(self._broker_limit or size, size - 1)
+            log.error(
+                "MQTT broker dropped the connection at a message of %d bytes for %.200s %d times; "
+                "given up, and messages of that size are no longer sent: the broker's limit is "
+                "below MAX_MESSAGE_SIZE (%d)",
+                size,
+                message.topic,
+                STRIKES,
+                self._max_message_size,
+            )
+            with self._for_request_lock:
+                request = self._for_request.pop(message.mid, None)
+            if request is not None and self._on_dropped is not None:
+                self._on_dropped(request, size)
+
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        with self._for_request_lock:
+            self._for_request.pop(mid, None)
 
     def _handle_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
@@ -483,13 +567,11 @@ class MqttLink:
                 f"the request id has more than {MAX_REQUEST_ID_BYTES} bytes",
             )
         elif response_topic is not None:
-            if self._topics.owns(response_topic):
+            refusal = self._topics.response_topic_refusal(response_topic, parsed.operation)
+            if refusal is None:
                 request.reply_topic = response_topic
             else:
-                request.problem = RequestError(
-                    ErrorCode.INVALID_REQUEST,
-                    f"response topic {response_topic!r} is not under {self._topics.base}/",
-                )
+                request.problem = RequestError(ErrorCode.INVALID_REQUEST, refusal)
         self._on_request(request)
 
     def _clear_retained(self, client: mqtt.Client, topic: str) -> None:

@@ -151,6 +151,38 @@ class Topics:
                     return RequestTopic(operation, request_id, follow)
         return None
 
+    def response_topic_refusal(self, topic: str, operation: Operation) -> str | None:
+        """Why an MQTT 5 response topic may not carry a reply to ``operation``; None if it may.
+
+        A reply goes under this vehicle's base, and never where the car publishes by itself
+        or takes requests: a requester could otherwise make the car overwrite its presence
+        or a workload's live state, forge another operation's reply, or send itself a
+        request (or a log cancel). Topics of the operation's own replies, and others under
+        the base (``<base>/replies/<requester>``), are fine.
+        """
+        if not self.owns(topic):
+            return f"response topic {topic!r} is not under {self.base}/"
+        own = [self.status, self.drift]
+        own_trees = [
+            self.workloads_filter[:-1],
+            self.agents_filter[:-1],
+            self.logs_cancel() + "/",
+        ]
+        if topic in own or topic == self.logs_cancel() or topic.startswith(tuple(own_trees)):
+            return f"response topic {topic!r} is one the connector publishes on or listens to"
+        for other in Operation:
+            for stem in (self.request(other), self.response(other)):
+                if topic != stem and not topic.startswith(stem + "/"):
+                    continue
+                if stem == self.response(operation):
+                    return None
+                return (
+                    f"response topic {topic!r} belongs to {other.value} requests or replies; "
+                    f"a {operation.value} reply goes to {self.response(operation)}[/...] or "
+                    f"another topic under {self.base}/"
+                )
+        return None
+
     def owns(self, topic: str) -> bool:
         """Whether a topic lies under this vehicle's base (for MQTT 5 response topics)."""
         return topic.startswith(self.base + "/") and not FORBIDDEN_TOPIC_CHARS.difference(

@@ -27,6 +27,9 @@ def timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
+MAX_INFO = 4096
+
+
 @dataclass(frozen=True)
 class InstanceState:
     """One instance's execution state, in Ankaios's spelling (``Pending``/``Initial``)."""
@@ -46,7 +49,9 @@ class InstanceState:
             "instance_id": self.instance_id,
             "state": public_state(self.state),
             "substate": self.substate,
-            "info": self.info,
+            # Ankaios's additional information (a runtime's error text) can be any length;
+            # a workload's retained topic and an outcome stay small messages.
+            "info": self.info[:MAX_INFO],
             "since": timestamp(self.since),
         }
 

@@ -14,6 +14,16 @@ from fleet_connector.ankaios.client import ACCESS_DENIED
 from fleet_connector.ankaios.control_interface import ControlInterface, Unavailable, proto_of
 from fleet_connector.observe.live_model import Key
 
+# Longest log line passed on, in characters; a longer one is cut there and the cut counted.
+# A workload printing 200,000 characters without a newline made one batch of 2.4 MB, more
+# than the broker takes (docs/connector.md, "Logs").
+MAX_LINE = 16 * 1024
+
+
+def cut(line: str, limit: int = MAX_LINE) -> tuple[str, bool]:
+    """The line cut to ``limit`` characters, and whether it was."""
+    return (line, False) if len(line) <= limit else (line[:limit], True)
+
 
 def instance_name(key: Key) -> _ank_base.WorkloadInstanceName:
     agent, workload, instance_id = key
@@ -44,14 +54,20 @@ class Tail:
     lines: dict[str, list[str]] = field(default_factory=dict)
     """workload name -> its last lines"""
     error: str | None = None
+    cut: dict[str, int] = field(default_factory=dict)
+    """workload name -> how many of its lines were cut to ``line_limit``"""
 
 
-def last_lines(ci: ControlInterface, keys: list[Key], tail: int, timeout: float) -> Tail:
-    """Up to ``tail`` last lines of each instance; waits at most ``timeout`` for them."""
+def last_lines(
+    ci: ControlInterface, keys: list[Key], tail: int, timeout: float, line_limit: int = MAX_LINE
+) -> Tail:
+    """Up to ``tail`` last lines of each instance, each at most ``line_limit`` characters;
+    waits at most ``timeout`` for them."""
     result = Tail({key[1]: [] for key in keys})
     if not keys:
         return result
     inbox: queue.Queue[Response] = queue.Queue()
+    received: dict[str, list[tuple[str, bool]]] = {}
     request = _ank_base.Request(
         logsRequest=_ank_base.LogsRequest(
             workloadNames=[instance_name(k) for k in keys], follow=False, tail=tail
@@ -81,15 +97,20 @@ def last_lines(ci: ControlInterface, keys: list[Key], tail: int, timeout: float)
                 open_streams = len(proto.logsRequestAccepted.workloadNames)
             elif response.content_type == ResponseType.LOGS_ENTRY:
                 for entry in proto.logEntriesResponse.logEntries:
-                    result.lines.setdefault(entry.workloadName.workloadName, []).append(
-                        entry.message
-                    )
+                    lines = received.setdefault(entry.workloadName.workloadName, [])
+                    lines.append(cut(entry.message, line_limit))
+                    if len(lines) > 2 * tail + 1:  # only the last ``tail`` are kept
+                        del lines[: len(lines) - tail]
             elif response.content_type == ResponseType.LOGS_STOP_RESPONSE:
                 open_streams = (open_streams or 1) - 1
     finally:
         ci.close_stream(request_id)
         if open_streams != 0:
             cancel_campaign(ci, request_id, timeout)
-    for name, lines in result.lines.items():
-        result.lines[name] = lines[-tail:] if tail else []
+    for name, lines in received.items():
+        kept = lines[-tail:] if tail else []
+        result.lines[name] = [line for line, _ in kept]
+        cuts = sum(1 for _, was_cut in kept if was_cut)
+        if cuts:
+            result.cut[name] = cuts
     return result

@@ -20,9 +20,11 @@ import dataclasses
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,9 +36,15 @@ from fleet_connector.ankaios.client import ACCESS_DENIED
 from fleet_connector.ankaios.control_interface import ControlInterface, Unavailable, proto_of
 from fleet_connector.config import LogLimits
 from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.mqtt.size import DEFAULT_MAX_MESSAGE_SIZE
 from fleet_connector.mqtt.topics import Operation, Topics
 from fleet_connector.observe.live_model import Key, LiveModel
-from fleet_connector.observe.log_tail import cancel_campaign, instance_name, log_rule_message
+from fleet_connector.observe.log_tail import (
+    cancel_campaign,
+    cut,
+    instance_name,
+    log_rule_message,
+)
 from fleet_connector.observe.workload_states import WorkloadStates
 from fleet_connector.requests.handler import Request
 
@@ -46,6 +54,9 @@ MAX_WORKLOADS = 100
 # A stream that hears nothing from Ankaios for this many request timeouts is given up.
 IDLE_FACTOR = 2
 BATCH_LINES = 500
+# Bytes of a batch message besides its lines (topic not included), and of a line besides its text.
+BATCH_OVERHEAD = 1024
+LINE_OVERHEAD = 64
 _TICK = 0.1
 _FIELDS = frozenset({"workloads", "tail", "since", "until", "follow"})
 
@@ -57,6 +68,24 @@ class LogQuery:
     since: str | None
     until: str | None
     follow: float
+
+
+_COUNTER = re.compile(r"-[0-9]+$")
+
+
+def requester(request: Request, topics: Topics) -> str:
+    """Who asked, as far as a request tells (MQTT does not say who published it).
+
+    The MQTT 5 response topic a requester receives its replies on; else the request id
+    without a trailing counter (``dash-3f2a9c1d-7``: ``dash-3f2a9c1d``), so one tool's
+    streams count together; else nothing (plain requests share one requester).
+    """
+    own = topics.response(Operation.LOGS, request.request_id if request.has_topic_id else None)
+    if request.reply_topic != own:
+        return request.reply_topic
+    if not request.has_topic_id or request.request_id is None:
+        return ""
+    return _COUNTER.sub("", request.request_id)
 
 
 def parse_log_request(payload: bytes, limits: LogLimits) -> LogQuery:
@@ -125,6 +154,7 @@ class _Stream:
     waiting: deque[tuple[str, str, str]] = field(default_factory=deque)
     waiting_bytes: int = 0
     dropped: int = 0
+    cut: int = 0
     tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
     accepted: int | None = None
@@ -152,6 +182,7 @@ class LogStreams:
         ack: Any,
         limits: LogLimits,
         request_timeout: float,
+        max_message_size: Callable[[], int] = lambda: DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         """``answer(request, payload)`` publishes for a request; ``ack(request)`` ends its
         delivery."""
@@ -162,12 +193,13 @@ class LogStreams:
         self._ack = ack
         self.limits = limits
         self._timeout = request_timeout
+        self._max_message_size = max_message_size
         self._idle = IDLE_FACTOR * request_timeout
         self._lock = threading.Lock()
         self._streams: list[_Stream] = []
-        self._inbox: queue.Queue[Request | tuple[str, str | None, bytes | None] | None] = (
-            queue.Queue(1000)
-        )
+        self._inbox: queue.Queue[
+            Request | tuple[str, str | None, bytes | None, str | None] | None
+        ] = queue.Queue(1000)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -199,10 +231,12 @@ class LogStreams:
             return
         self._wake.set()
 
-    def cancel(self, request_id: str | None, correlation: bytes | None) -> None:
-        """A cancel off MQTT: ends the stream with this id (or correlation data)."""
+    def cancel(
+        self, request_id: str | None, correlation: bytes | None, response_topic: str | None = None
+    ) -> None:
+        """A cancel off MQTT: ends the requester's stream with this id or correlation data."""
         try:
-            self._inbox.put_nowait(("cancel", request_id, correlation))
+            self._inbox.put_nowait(("cancel", request_id, correlation, response_topic))
         except queue.Full:
             return
         self._wake.set()
@@ -227,12 +261,14 @@ class LogStreams:
                     stream.accepted = len(proto.logsRequestAccepted.workloadNames)
             elif response.content_type == ResponseType.LOGS_ENTRY:
                 for entry in proto.logEntriesResponse.logEntries:
-                    size = len(entry.message)
+                    line, was_cut = cut(entry.message)
+                    size = len(line)
                     if stream.waiting_bytes + size > stream.capacity:
                         stream.dropped += 1
                         continue
+                    stream.cut += was_cut
                     name = entry.workloadName
-                    stream.waiting.append((name.workloadName, name.id, entry.message))
+                    stream.waiting.append((name.workloadName, name.id, line))
                     stream.waiting_bytes += size
             elif response.content_type == ResponseType.LOGS_STOP_RESPONSE:
                 stream.stopped += 1
@@ -260,7 +296,7 @@ class LogStreams:
                     if isinstance(item, Request):
                         self._open(item)
                     elif item is not None:
-                        self._cancel(item[1], item[2])
+                        self._cancel(item[1], item[2], item[3])
                 except Exception as e:
                     log.exception("log streams: unexpected failure")
                     if isinstance(item, Request):
@@ -301,6 +337,17 @@ class LogStreams:
                         ErrorCode.BUSY,
                         f"{self.limits.max_streams} log streams are open (LOG_MAX_STREAMS); "
                         "try again later",
+                    )
+                who = requester(request, self._topics)
+                if (
+                    sum(1 for s in self._streams if requester(s.request, self._topics) == who)
+                    >= self.limits.max_streams_per_requester
+                ):
+                    raise RequestError(
+                        ErrorCode.BUSY,
+                        f"requester {who or '(no id)'} has {self.limits.max_streams_per_requester}"
+                        " log streams open (LOG_MAX_STREAMS_PER_REQUESTER); cancel one or try "
+                        "again later",
                     )
             instances = self._instances(query.workloads)
         except RequestError as e:
@@ -366,12 +413,27 @@ class LogStreams:
             )
         return current
 
-    def _cancel(self, request_id: str | None, correlation: bytes | None) -> None:
+    def _cancel(
+        self, request_id: str | None, correlation: bytes | None, response_topic: str | None
+    ) -> None:
+        # Where this requester's replies go: its MQTT 5 response topic, else the id's.
+        reply_topic = self._topics.response(Operation.LOGS, request_id)
+        if (
+            response_topic is not None
+            and self._topics.response_topic_refusal(response_topic, Operation.LOGS) is None
+        ):
+            reply_topic = response_topic
         with self._lock:
             matching = [
                 s
                 for s in self._streams
-                if (correlation is not None and s.request.correlation_data == correlation)
+                # With correlation data, the stream of the requester with that correlation
+                # data: correlation data alone is no requester's own (two may pick the same).
+                if (
+                    correlation is not None
+                    and s.request.correlation_data == correlation
+                    and s.request.reply_topic == reply_topic
+                )
                 # Without correlation data a cancel names a stream by its topic id alone, so
                 # it must not reach streams that correlation data identifies.
                 or (
@@ -386,14 +448,14 @@ class LogStreams:
             # Answered where the stream's batches would have gone.
             error = RequestError(
                 ErrorCode.INVALID_REQUEST,
-                f"no open log stream {request_id or '(without id)'} to cancel",
+                f"no open log stream {request_id or '(without id)'} of this requester to cancel",
             )
             self._answer(
                 Request(
                     Operation.LOGS,
                     b"",
                     topic="",
-                    reply_topic=self._topics.response(Operation.LOGS, request_id),
+                    reply_topic=reply_topic,
                     correlation_data=correlation,
                 ),
                 error.to_json(),
@@ -462,17 +524,28 @@ class LogStreams:
             stream.refilled = now
             batch: list[dict[str, str]] = []
             room = limits.max_lines - stream.sent
+            # A batch is one message: its lines, as JSON writes them, fit in one with room
+            # for the topic, the properties and the batch's other fields.
+            space = self._max_message_size() - len(stream.request.reply_topic) - BATCH_OVERHEAD
             while stream.waiting and len(batch) < min(BATCH_LINES, room):
                 workload, instance_id, line = stream.waiting[0]
                 if len(line) > stream.tokens and batch:
                     break
                 if len(line) > stream.tokens and stream.tokens < limits.bytes_per_second:
                     break  # wait for a full bucket; a longer line still goes alone
+                size = len(json.dumps(line)) + len(workload) + len(instance_id) + LINE_OVERHEAD
+                if size > space and batch:
+                    break  # the next batch
                 stream.waiting.popleft()
                 stream.waiting_bytes -= len(line)
                 stream.tokens -= len(line)
+                if size > space:  # alone, and still too large (a very small MAX_MESSAGE_SIZE)
+                    line = line[: max(0, space - LINE_OVERHEAD - 2 * len(workload)) // 12]
+                    stream.cut += 1
+                space -= size
                 batch.append({"workload": workload, "instance_id": instance_id, "line": line})
             dropped, stream.dropped = (stream.dropped, 0) if batch else (0, stream.dropped)
+            was_cut, stream.cut = (stream.cut, 0) if batch else (0, stream.cut)
             stream.sent += len(batch)
             if stream.end is None:
                 if stream.sent >= limits.max_lines:
@@ -490,6 +563,8 @@ class LogStreams:
                 message = {"seq": stream.seq, "lines": batch}
                 if dropped:
                     message["dropped"] = dropped
+                if was_cut:
+                    message["cut"] = was_cut
                 stream.seq += 1
             if finished:
                 self._streams.remove(stream)

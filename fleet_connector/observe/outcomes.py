@@ -56,6 +56,10 @@ MAX_SETTLE = 600.0
 MAX_DEADLINE = 3600.0
 MAX_OPEN = 1000
 LOG_LINES = 20
+# A failed workload's last lines in an outcome: each line at most LOG_LINE characters, and all
+# lines of one outcome together at most LOG_CHARS, so that an outcome always fits in a message.
+LOG_LINE = 1000
+LOG_CHARS = 64 * 1024
 LOG_TIMEOUT = 2.0
 # The first outcome found wins for the request as a whole.
 _PRECEDENCE = ("interrupted", "failed", "timeout", "not_scheduled", "removed", "running")
@@ -123,6 +127,7 @@ class _Target:
     seen: bool = False
     logs: list[str] | None = None
     logs_error: str | None = None
+    logs_cut: int = 0
 
     def report(self) -> dict[str, Any]:
         state = self.last
@@ -137,6 +142,8 @@ class _Target:
             report["logs"] = self.logs
         if self.logs_error is not None:
             report["logs_error"] = self.logs_error
+        if self.logs_cut:
+            report["logs_cut"] = self.logs_cut
         return report
 
 
@@ -169,6 +176,8 @@ class Outcomes:
         self._publish = publish
         self._open: list[_Follow] = []
         self._count = 0
+        # Open follows per request (see following), counted from follow() to their outcome.
+        self._following: dict[tuple[str, str, bytes | None], int] = {}
         # Held while follows are evaluated, so that stop() and an outcome never both answer one.
         self._lock = threading.RLock()
         # Made for the first failed workload, which most cars never see: concurrent.futures
@@ -190,7 +199,14 @@ class Outcomes:
         targets = _targets(request, reply)
         with self._lock:
             self._count += 1
+            self._following[_follow_key(request)] = self._following.get(_follow_key(request), 0) + 1
         self._live.call_soon(lambda: self._add(_Follow(light, spec, targets)))
+
+    def following(self, request: Request) -> bool:
+        """Whether a follow of this request (same topic, reply topic and correlation data)
+        is open: its outcome goes where this one's would."""
+        with self._lock:
+            return _follow_key(request) in self._following
 
     def _add(self, follow: _Follow) -> None:
         with self._lock:
@@ -255,10 +271,25 @@ class Outcomes:
 
     def _with_logs(self, follow: _Follow, failed: list[_Target]) -> None:
         keys = [_key(t.last) for t in failed if t.last is not None]
-        tail = last_lines(self._ci, keys, LOG_LINES, LOG_TIMEOUT)
+        tail = last_lines(self._ci, keys, LOG_LINES, LOG_TIMEOUT, LOG_LINE)
+        room = LOG_CHARS
         for target in failed:
-            target.logs = tail.lines.get(target.workload, [])
+            lines = tail.lines.get(target.workload, [])
             target.logs_error = tail.error
+            target.logs_cut = tail.cut.get(target.workload, 0)
+            # The newest lines matter most: keep them while there is room.
+            kept: list[str] = []
+            for line in reversed(lines):
+                if len(line) > room:
+                    break
+                room -= len(line)
+                kept.append(line)
+            if len(kept) < len(lines):
+                target.logs_error = target.logs_error or (
+                    f"{len(lines) - len(kept)} older lines left out: an outcome holds at most "
+                    f"{LOG_CHARS} characters of log lines"
+                )
+            target.logs = kept[::-1]
         self._send(follow)
 
     def _send(self, follow: _Follow) -> None:
@@ -275,6 +306,10 @@ class Outcomes:
         self._publish(follow.request, json.dumps(payload))
         with self._lock:
             self._count -= 1
+            key = _follow_key(follow.request)
+            left = self._following.pop(key, 1) - 1
+            if left:
+                self._following[key] = left
         log.info(
             "follow id=%s topic=%s outcome=%s duration_ms=%.1f%s",
             follow.request.request_id,
@@ -283,6 +318,10 @@ class Outcomes:
             (time.monotonic() - follow.started) * 1000,
             follow.request.log_trace,
         )
+
+
+def _follow_key(request: Request) -> tuple[str, str, bytes | None]:
+    return (request.topic, request.reply_topic, request.correlation_data)
 
 
 def _key(state: InstanceState) -> Key:

@@ -15,7 +15,7 @@ from ankaios_sdk._protos import _ank_base
 
 from fleet_connector.ankaios.client import Ankaios
 from fleet_connector.ankaios.manifest import Manifest, parse_manifest
-from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.errors import ErrorCode, RequestError, StorageError
 from fleet_connector.journal.crashpoints import CrashPoints
 from fleet_connector.mqtt.topics import Operation
 from fleet_connector.requests.policy import Policy
@@ -105,6 +105,7 @@ class Handler:
         changes: Changes | None = None,
         crash: CrashPoints | None = None,
         own_workload: str | None = None,
+        journal_error: str | None = None,
     ) -> None:
         self._ankaios = ankaios
         self._own_workload = own_workload
@@ -115,6 +116,7 @@ class Handler:
         self._verifier = verifier
         self._changes = changes
         self._crash = crash or CrashPoints()
+        self._journal_error = journal_error
 
     def handle(self, request: Request) -> tuple[str, ErrorCode | None]:
         """The reply text and, for a failure, its error code."""
@@ -125,6 +127,11 @@ class Handler:
             reply = self._execute(request, payload)
         except RequestError as e:
             return e.to_json(), e.code
+        except StorageError as e:
+            # Before Ankaios got it: the journal row (or the signature counter) that must
+            # come first could not be written.
+            error = RequestError(ErrorCode.STORAGE_ERROR, f"{e}; the request was not carried out")
+            return error.to_json(), error.code
         except Exception as e:
             log.exception("request %s failed unexpectedly", request.request_id or "-")
             error = RequestError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
@@ -253,7 +260,11 @@ class Handler:
     def _plan(self, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
         # Plans need the Ankaios server model and the template renderer; a car that is
         # never asked for one does not load them (bench/README.md, "Footprint").
-        from fleet_connector.requests.plan import CurrentStateError, plan  # noqa: PLC0415
+        from fleet_connector.requests.plan import (  # noqa: PLC0415
+            CurrentStateError,
+            plan,
+            render_limits,
+        )
 
         # A plan shows the current definitions it would replace (from/to).
         self._policy.check_field_masks(DEFINITIONS)
@@ -265,27 +276,36 @@ class Handler:
                 read.append(self._ankaios.desired_state())
             return read[0]
 
-        try:
-            self._check_manifest(manifest, deleting=deleting, read_state=current)
-        except RequestError as e:
-            verdict = {"verdict": "denied", "code": str(e.code), "message": e.message}
-        else:
-            verdict = {"verdict": "allowed"}
-        try:
-            reply = plan(current(), manifest, deleting=deleting)
-        except CurrentStateError as e:
-            raise RequestError(
-                ErrorCode.INTERNAL, f"the current state could not be modelled: {e}"
-            ) from None
+        # One render budget for the policy's look and the plan's: refused once it is used up.
+        with render_limits():
+            try:
+                self._check_manifest(manifest, deleting=deleting, read_state=current)
+            except RequestError as e:
+                if e.code is ErrorCode.RENDER_LIMIT:
+                    raise
+                verdict = {"verdict": "denied", "code": str(e.code), "message": e.message}
+            else:
+                verdict = {"verdict": "allowed"}
+            try:
+                reply = plan(current(), manifest, deleting=deleting)
+            except CurrentStateError as e:
+                raise RequestError(
+                    ErrorCode.INTERNAL, f"the current state could not be modelled: {e}"
+                ) from None
         reply["policy"] = verdict
         return reply
 
     def _journaled(self, request: Request, payload: bytes) -> dict[str, Any]:
         if self._changes is None:
+            why = (
+                f"STATE_DIR cannot be used: {self._journal_error}"
+                if self._journal_error
+                else "STATE_DIR is not set"
+            )
             raise RequestError(
                 ErrorCode.NO_JOURNAL,
                 f"{request.operation.value} needs the journal, and this connector keeps none "
-                "(STATE_DIR is not set)",
+                f"({why})",
             )
         # Loaded here: without STATE_DIR there are no changes (above), and the journal's
         # modules stay out of the connector (see Connector).

@@ -15,15 +15,18 @@ Ankaios, and the two states are compared:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ankaios_sdk._protos import _ank_base
 
+from ankaios_model.render_budget import RenderLimit, limited
 from ankaios_model.rendering import RenderedWorkload
 from ankaios_model.state import DesiredState, UpdateError
 from fleet_connector.ankaios.manifest import CONFIGS_PREFIX, WORKLOADS_PREFIX, Manifest
+from fleet_connector.errors import ErrorCode, RequestError
 
 CREATE = "create"
 REPLACE = "replace"
@@ -47,6 +50,22 @@ class CurrentStateError(Exception):
     """The state read from Ankaios could not be modelled (it should not happen)."""
 
 
+@contextlib.contextmanager
+def render_limits() -> Iterator[None]:
+    """All rendering inside (a plan, a policy check: everything one request needs) draws on
+    one budget; used up, the request is refused RENDER_LIMIT at once instead of holding the
+    only request worker, which also serves MQTT, for as long as the templates take."""
+    try:
+        with limited():
+            yield
+    except RenderLimit as e:
+        raise RequestError(
+            ErrorCode.RENDER_LIMIT,
+            f"{e}: this car renders templates only that far (nested #each over long lists, "
+            "or large configs written many times); nothing was changed",
+        ) from None
+
+
 def server_model(current: _ank_base.CompleteState) -> DesiredState:
     """The Ankaios server's desired state, rebuilt from a state read from Ankaios."""
     desired = current.desiredState
@@ -64,6 +83,13 @@ def server_model(current: _ank_base.CompleteState) -> DesiredState:
 
 def plan(current: _ank_base.CompleteState, manifest: Manifest, *, deleting: bool) -> dict[str, Any]:
     """Per workload and config what the update would do, and whether Ankaios would take it."""
+    with render_limits():
+        return _plan(current, manifest, deleting=deleting)
+
+
+def _plan(
+    current: _ank_base.CompleteState, manifest: Manifest, *, deleting: bool
+) -> dict[str, Any]:
     model = server_model(current)
     before_spec, before = model.spec(), model.rendered()
     update = Manifest.delete_state() if deleting else manifest.apply_state()

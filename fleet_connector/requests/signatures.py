@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import os
 import re
 import threading
@@ -43,7 +44,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.errors import ErrorCode, RequestError, StorageError
 from fleet_connector.mqtt.topics import Operation
 
 if TYPE_CHECKING:
@@ -89,6 +90,10 @@ _VIN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _COUNTER = re.compile(r"[1-9][0-9]{0,17}")
 _TIME = re.compile(r"0|[1-9][0-9]{0,11}")
 _HEADER_LIMIT = 8192
+# The longest validity a car accepts by default: fleetctl's default --sign-valid-for.
+DEFAULT_MAX_VALIDITY = 3600
+# Clocks differ: an operator's may be this far ahead of the car's.
+CLOCK_SKEW = 60
 
 
 def _refused(message: str) -> RequestError:
@@ -302,9 +307,13 @@ class Verifier:
         store: Store | None,
         *,
         require_signed: bool = False,
+        max_validity: int = DEFAULT_MAX_VALIDITY,
         clock: Callable[[], float] = time.time,
+        store_error: str | None = None,
     ) -> None:
-        if trusted_keys is not None and store is None:
+        """``store_error``: why STATE_DIR, where the counters are kept, cannot be used; then
+        every signed request is refused (a counter that cannot be kept stops no replay)."""
+        if trusted_keys is not None and store is None and store_error is None:
             raise ValueError("TRUSTED_KEYS needs STATE_DIR, where the replay counters are kept")
         if require_signed and trusted_keys is None:
             raise ValueError("REQUIRE_SIGNED needs TRUSTED_KEYS")
@@ -312,29 +321,86 @@ class Verifier:
         self._path = trusted_keys
         self._store = store
         self._require = require_signed
+        self._max_validity = max_validity
         self._clock = clock
-        self._lock = threading.Lock()
+        self._store_error = store_error
+        # Reentrant: a change of TRUSTED_KEYS found while checking a request publishes
+        # presence, which reads the keys' state.
+        self._lock = threading.RLock()
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._loaded: tuple[int, int] | None = None
+        self.keys_error: str | None = None
+        """Why TRUSTED_KEYS cannot be used now; then every signed request is refused."""
+        self._on_keys_change: Callable[[], None] | None = None
         if trusted_keys is not None:
             self._reload()
-        if store is not None:
-            with store.transaction() as db:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS signature_counters ("
-                    " key TEXT PRIMARY KEY, counter INTEGER NOT NULL, accepted_at TEXT NOT NULL)"
+        self._counters_since = 0.0
+        if store is not None and store_error is None:
+            try:
+                self._counters_since = keep_counters(store, clock())
+            except StorageError as e:
+                self._store_error = str(e)
+                return
+            window_ends = self._counters_since + max_validity + CLOCK_SKEW
+            if window_ends > clock():
+                log.warning(
+                    "signature counters kept since %s only (STATE_DIR is new, or was lost): "
+                    "until %s, signed requests are accepted only with a not-after from %s on, "
+                    "so none signed before can be replayed",
+                    _iso(int(self._counters_since)),
+                    _iso(int(window_ends)),
+                    _iso(math.ceil(window_ends)),
                 )
 
-    def _reload(self) -> None:
-        """Reads TRUSTED_KEYS again when it changed, so keys rotate without a restart."""
+    def _reload(self, *, notify: bool = True) -> None:
+        """Reads TRUSTED_KEYS again when it changed, so keys rotate without a restart.
+
+        A file that cannot be read or has a bad line trusts no key at all: keeping the keys
+        read before would keep a key accepted that was being revoked (removed in the same
+        edit that brought a typo, or with the file deleted). Fixed, it is read again.
+        """
         assert self._path is not None
-        stat = os.stat(self._path)
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._loaded:
+        try:
+            stat = os.stat(self._path)
+            stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+            if stamp == self._loaded and self.keys_error is None:
+                return
+            keys = load_trusted_keys(self._path)
+        except (OSError, ValueError) as e:
+            error = str(e)
+            if error != self.keys_error:
+                log.error(
+                    "TRUSTED_KEYS %s cannot be used (%s): no signed request is accepted until "
+                    "it is fixed",
+                    self._path,
+                    error,
+                )
+            self._keys, self._loaded = {}, None
+            self._set_keys_error(error, notify)
             return
-        self._keys = load_trusted_keys(self._path)
-        self._loaded = stamp
-        log.info("trusted keys from %s: %s", self._path, ", ".join(sorted(self._keys)) or "none")
+        self._keys, self._loaded = keys, stamp
+        self._set_keys_error(None, notify)
+        log.info("trusted keys from %s: %s", self._path, ", ".join(sorted(keys)) or "none")
+
+    def _set_keys_error(self, error: str | None, notify: bool) -> None:
+        changed = error != self.keys_error
+        self.keys_error = error
+        if changed and notify and self._on_keys_change is not None:
+            self._on_keys_change()
+
+    def keys_status(self) -> dict[str, object] | None:
+        """For presence: whether TRUSTED_KEYS can be used (None without TRUSTED_KEYS)."""
+        if self._path is None:
+            return None
+        with self._lock:
+            self._reload(notify=False)  # what it finds is what this presence says
+            if self.keys_error is not None:
+                return {"state": "error", "error": self.keys_error}
+            return {"state": "ok", "keys": sorted(self._keys)}
+
+    def on_keys_change(self, callback: Callable[[], None]) -> None:
+        """``callback()`` whenever TRUSTED_KEYS becomes unusable or usable again."""
+        self._on_keys_change = callback
 
     def admit(
         self,
@@ -384,12 +450,18 @@ class Verifier:
         operation: Operation,
         redelivered: bool = False,
     ) -> None:
+        if self._path is not None and self._store_error is not None:
+            raise _refused(
+                f"this car cannot keep the counters that stop replays ({self._store_error})"
+            )
         if self._path is None or self._store is None:
             raise _refused("this car has no TRUSTED_KEYS to check signatures with")
-        try:
-            self._reload()
-        except (OSError, ValueError) as e:
-            log.error("cannot read TRUSTED_KEYS again (%s); keeping the keys read before", e)
+        self._reload()
+        if self.keys_error is not None:
+            raise _refused(
+                f"this car's TRUSTED_KEYS cannot be used ({self.keys_error}), so it trusts no "
+                "key until the file is fixed"
+            )
         public = self._keys.get(claims.key)
         if public is None:
             raise _refused(f"key {claims.key!r} is not trusted by this car")
@@ -410,8 +482,41 @@ class Verifier:
             raise _refused(
                 f"it expired at {_iso(claims.not_after)} (the car's time is {_iso(int(now))})"
             )
+        if claims.not_after > now + self._max_validity + CLOCK_SKEW:
+            raise _refused(
+                f"its not-after {_iso(claims.not_after)} is more than SIGNED_MAX_VALIDITY "
+                f"({self._max_validity} s) after the car's time {_iso(int(now))}; sign with a "
+                "shorter validity"
+            )
+        self._check_lost_counters(claims)
         if not redelivered:
             self._consume(claims)
+
+    def _check_lost_counters(self, claims: Claims) -> None:
+        """Refuses what may have been signed before the counters were lost.
+
+        The counters were kept since ``_counters_since`` only (a new or lost STATE_DIR, a
+        database set aside): whatever the car accepted before then had a not-after at most
+        SIGNED_MAX_VALIDITY after it was accepted, so a request with a later not-after cannot
+        have been accepted before, and one with an earlier not-after might have been.
+        """
+        window_ends = self._counters_since + self._max_validity + CLOCK_SKEW
+        if claims.not_after >= window_ends:
+            return
+        log.warning(
+            "signed request refused: its not-after %s is before %s, and the signature counters "
+            "are kept since %s only (STATE_DIR new or lost): it may have been accepted before",
+            _iso(claims.not_after),
+            _iso(math.ceil(window_ends)),
+            _iso(int(self._counters_since)),
+        )
+        raise _refused(
+            f"this car's signature counters are kept since {_iso(int(self._counters_since))} "
+            "only (its STATE_DIR is new, or was lost), so a request signed before then could "
+            f"be a replay; until {_iso(math.ceil(window_ends))} it accepts only a not-after from "
+            f"{_iso(math.ceil(window_ends))} on: sign again with a longer validity (at most "
+            f"SIGNED_MAX_VALIDITY, {self._max_validity} s) or wait until then"
+        )
 
     def _consume(self, claims: Claims) -> None:
         """Accepts the counter, or refuses a replay; one transaction, so once only."""
@@ -431,6 +536,30 @@ class Verifier:
                 "accepted_at = excluded.accepted_at",
                 (claims.key, claims.counter, _iso(int(self._clock()))),
             )
+
+
+def keep_counters(store: Store, now: float) -> float:
+    """Makes the counters' tables; returns since when the counters are kept (Unix seconds).
+
+    A database that has no counters yet (a new STATE_DIR, one that was deleted, one set aside
+    as unreadable) keeps them from ``now``: the car cannot tell a first start from a lost
+    state, so it takes both for a loss. One from before this was recorded kept them all along.
+    """
+    with store.transaction() as db:
+        existed = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'signature_counters'"
+        ).fetchone()
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS signature_counters ("
+            " key TEXT PRIMARY KEY, counter INTEGER NOT NULL, accepted_at TEXT NOT NULL)"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS signature_counters_since (since REAL NOT NULL)")
+        row = db.execute("SELECT since FROM signature_counters_since").fetchone()
+        if row is not None:
+            return float(row[0])
+        since = 0.0 if existed else now
+        db.execute("INSERT INTO signature_counters_since (since) VALUES (?)", (since,))
+        return since
 
 
 def _iso(seconds: int) -> str:

@@ -18,7 +18,7 @@ from ankaios_model.rendering import RenderedWorkload
 from ankaios_model.state import UpdateError
 from ankaios_model.workload_images import CannotTell
 from fleet_connector.errors import RequestError
-from fleet_connector.requests.plan import CurrentStateError, server_model
+from fleet_connector.requests.plan import CurrentStateError, render_limits, server_model
 
 
 def started_workloads(
@@ -36,14 +36,15 @@ def started_workloads(
             f"reading desiredState.workloads and desiredState.configs from Ankaios failed "
             f"({e.code}: {e.message})"
         ) from None
-    try:
-        model = server_model(current)
-    except CurrentStateError as e:
-        raise CannotTell(f"the car's state could not be modelled: {e}") from None
-    before = model.rendered()
-    try:
-        model.update(state, masks)
-    except UpdateError as e:
-        raise CannotTell(f"Ankaios would not take the update as it is: {e}") from None
+    with render_limits():
+        try:
+            model = server_model(current)
+        except CurrentStateError as e:
+            raise CannotTell(f"the car's state could not be modelled: {e}") from None
+        before = model.rendered()
+        try:
+            model.update(state, masks)
+        except UpdateError as e:
+            raise CannotTell(f"Ankaios would not take the update as it is: {e}") from None
     after = model.rendered()
     return [workload for name, workload in sorted(after.items()) if before.get(name) != workload]

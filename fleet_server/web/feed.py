@@ -50,8 +50,9 @@ def _document(raw: str | None) -> dict[str, Any]:
 def car_view(car: Car) -> Change:
     """One car as the page's model has it: presence, workloads and agents as short text.
 
-    An offline car's workloads are last known, never running: state ``unknown`` and the
-    state it last reported in the info column.
+    An offline car's workloads go to the page as they were last reported: the page (shared
+    with ``fleetctl dashboard``) shows them as "last known" with the time the car went
+    offline, never as running, and counts them apart.
     """
     reported = _document(car.presence)
     presence = {name: text(reported.get(name)) for name in PRESENCE_FIELDS}
@@ -68,9 +69,6 @@ def car_view(car: Car) -> Change:
             "info": text(w.info),
             "since": w.since,
         }
-        if not car.online:
-            last = "/".join(s for s in (w.state, w.substate) if s)
-            view.update(state="unknown", substate="", info=f"last known: {last}")
         workloads[w.name] = view
     agents = {
         a.name: {

@@ -189,7 +189,9 @@ def add_validity(parser: argparse.ArgumentParser) -> None:
         default=signing.DEFAULT_VALID_FOR,
         metavar="SECONDS",
         help="a car refuses the signed request after this long (default: "
-        f"{signing.DEFAULT_VALID_FOR}); keep it longer than a car may be offline",
+        f"{signing.DEFAULT_VALID_FOR}), and a longer one than its SIGNED_MAX_VALIDITY "
+        "(default: 3600); for a car offline longer, sign again when it is back "
+        "(a rollout signs each attempt anew)",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, MqttProbe, Requester
@@ -87,3 +88,41 @@ def test_a_read_never_overtakes_an_earlier_write(
         after = replies[f"after-{i}"]["desired_state"]["workloads"]
         assert "vehicle-data-sender" in after
     assert replies["write"]["added_workloads"]
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "status",
+        "drift",
+        "workloads/vehicle-data-sender",
+        "agents/agent_A",
+        "manifest/apply/req",
+        "manifest/apply/req/x",
+        "logs/cancel/x",
+        "manifest/apply/resp/someone-elses",
+    ],
+)
+def test_a_response_topic_the_connector_owns_is_refused(
+    connector: Connector, probe: MqttProbe, vin: str, suffix: str
+) -> None:
+    """A requester must not make the car publish where it publishes by itself (presence, live
+    states, drift), where it takes requests, or forge another operation's reply."""
+    target = f"vehicle/{vin}/{suffix}"
+    probe.subscribe(target)
+    probe.subscribe(f"vehicle/{vin}/state/resp")
+    publish_v5(probe, f"vehicle/{vin}/state/req", '["workloadStates"]', target, b"c2")
+    reply = probe.expect(f"vehicle/{vin}/state/resp")
+    error = json.loads(reply.payload)["error"]
+    assert error["code"] == "INVALID_REQUEST"
+    assert target in error["message"]
+    probe.expect_nothing(0.3)
+
+
+def test_a_response_topic_of_the_operations_own_replies_is_taken(
+    connector: Connector, probe: MqttProbe, vin: str
+) -> None:
+    target = f"vehicle/{vin}/state/resp/operator-7/inbox"
+    probe.subscribe(target)
+    publish_v5(probe, f"vehicle/{vin}/state/req", '["workloadStates"]', target, b"c3")
+    assert "workload_states" in json.loads(probe.expect(target).payload)

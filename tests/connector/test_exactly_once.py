@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from testkit import MANIFESTS, Broker, MqttProbe, Requester
+from testkit.counters import kept_counters
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
@@ -146,6 +147,7 @@ def test_a_signed_change_redelivered_after_a_crash_is_no_replay(
     trusted.write_text(key.trusted_line() + "\n")
     claims = Claims(key.key_id, Operation.APPLY, (vin,), 1, int(time.time()) + 600)
     envelope = sign(key, claims, SENDER_MANIFEST).envelope()
+    kept_counters(tmp_path / "state")
     replies, updates, bodies = count_after_crash(
         broker,
         probe,

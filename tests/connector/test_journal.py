@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,13 +14,14 @@ from typing import Any
 import pytest
 import yaml
 from ankaios_sdk import Ankaios, AnkaiosResponseError, ControlInterface
-from testkit import MANIFESTS, Requester
+from testkit import MANIFESTS, Broker, Requester
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
 from fleet_connector.journal.store import DATABASE
 from fleet_connector.mqtt.topics import Operation
 from fleet_connector.requests.policy import Policy
+from fleet_connector.requests.signatures import Claims, SigningKey, sign
 
 SENDER = "vehicle-data-sender"
 CONFIG = "vehicle-data-sender-config"
@@ -384,3 +389,115 @@ def test_rollback_of_an_access_rule_change_restores_the_control_interface(
             assert ank.get_state(["workloadStates"]).get_workload_states() is not None
             with pytest.raises(AnkaiosResponseError, match="Access denied"):
                 ank.get_state(["desiredState"])
+
+
+def test_a_read_only_state_dir_does_not_stop_the_car(
+    broker: Broker, emulator: Emulator, requester: Requester, tmp_path: Path, vin: str
+) -> None:
+    """The connector in a mount namespace of its own whose STATE_DIR is a read-only file
+    system, as a read-only host mount is (the start crashed with a traceback)."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    trusted = tmp_path / "trusted-keys"
+    trusted.write_text(SigningKey.generate("ops-1").trusted_line() + "\n")
+    env = {
+        **os.environ,
+        **broker.env(),
+        "VIN": vin,
+        "ANKAIOS_CONTROL_INTERFACE_PATH": str(emulator.control_interface),
+        "MQTT_CLIENT_ID": f"fleet-connector-{vin}",
+        "STATE_DIR": str(state_dir),
+        "TRUSTED_KEYS": str(trusted),
+    }
+    script = f'mount -t tmpfs -o ro tmpfs "{state_dir}" && exec "$0" -m fleet_connector'
+    log = tmp_path / "connector.log"
+    with log.open("wb") as out:
+        car = subprocess.Popen(
+            ["unshare", "--map-root-user", "--mount", "sh", "-c", script, sys.executable],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        status = requester.wait_online()
+        assert status["state_dir"]["state"] == "error", status
+        assert "unable to open database file" in status["state_dir"]["error"]
+        # Changes are carried out without the journal; what needs it says why not.
+        assert requester.apply(SENDER_MANIFEST)["added_workloads"]
+        error = requester.call(Operation.HISTORY, "{}", "h")["error"]
+        assert error["code"] == "NO_JOURNAL"
+        assert "STATE_DIR cannot be used" in error["message"]
+        assert "desired_state" in requester.state(["desiredState.workloads"])
+    finally:
+        car.terminate()
+        car.wait(10)
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_state_dir_that_cannot_be_made_refuses_signed_changes_under_require_signed(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    trusted = tmp_path / "trusted-keys"
+    key = SigningKey.generate("ops-1")
+    trusted.write_text(key.trusted_line() + "\n")
+    connector = start_connector(
+        emulator.control_interface,
+        state_dir=blocker / "state",
+        trusted_keys=trusted,
+        require_signed=True,
+    )
+    assert connector.state_error is not None
+    claims = Claims(key.key_id, Operation.APPLY, (connector.config.vin,), 1, int(time.time()) + 60)
+    reply = requester.apply(sign(key, claims, SENDER_MANIFEST).envelope())
+    assert reply["error"]["code"] == "SIGNATURE_INVALID"
+    assert "cannot keep the counters that stop replays" in reply["error"]["message"]
+    assert requester.apply(SENDER_MANIFEST)["error"]["code"] == "SIGNATURE_INVALID"
+    assert sender_in_ankaios(emulator) is None
+
+
+def test_a_full_disk_is_an_error_code_and_nothing_is_carried_out(
+    emulator: Emulator, journaled: Connector, requester: Requester
+) -> None:
+    assert journaled.store is not None
+    # SQLite's own "database or disk is full": the database may not grow by a page.
+    (pages,) = journaled.store.query("PRAGMA page_count")[0]
+    journaled.store.query(f"PRAGMA max_page_count = {pages}")
+    big = "apiVersion: v0.1\nconfigs:\n  big: " + "x" * 200_000 + "\n"
+    error = requester.call(Operation.APPLY, big, "full")["error"]
+    assert error["code"] == "STORAGE_ERROR", error
+    assert "disk is full" in error["message"] and "not carried out" in error["message"]
+    configs = emulator.complete_state(["desiredState.configs"])["desiredState"]
+    assert "big" not in configs.get("configs", {})
+
+
+def test_what_the_cloud_applied_is_pruned_with_the_journal(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    tmp_path: Path,
+) -> None:
+    connector = start_connector(
+        emulator.control_interface, state_dir=tmp_path, journal_bytes=200_000
+    )
+    for n in range(30):
+        config = f"apiVersion: v0.1\nconfigs:\n  c{n}: {'y' * 240_000}\n"
+        assert "error" not in requester.call(Operation.APPLY, config, f"r{n}")
+    assert connector.store is not None
+    expected = connector.store.query("SELECT kind, name FROM journal_expected")
+    assert expected == [("config", "c29")]
+    assert (tmp_path / DATABASE).stat().st_size < 2_000_000
+
+
+@pytest.mark.parametrize("operation", [Operation.HISTORY, Operation.ROLLBACK])
+@pytest.mark.parametrize("entry", [2**63, 10**30, 0, -1])
+def test_an_entry_number_beyond_the_journals_is_an_invalid_request(
+    journaled: Connector, requester: Requester, operation: Operation, entry: int
+) -> None:
+    error = requester.call(operation, json.dumps({"entry": entry}), "big")["error"]
+    assert error["code"] == "INVALID_REQUEST", error
+    assert "entry" in error["message"]

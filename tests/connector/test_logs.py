@@ -310,6 +310,7 @@ def test_a_cancel_without_id_or_correlation_ends_no_stream_identified_by_correla
         assert "end" not in json.loads(probe.expect(mine).payload)
     cancel = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     cancel.CorrelationData = b"my-stream"
+    cancel.ResponseTopic = mine  # the requester: its correlation data where its replies go
     probe.publish(f"vehicle/{vin}/logs/cancel", b"", properties=cancel)
     assert stream(probe, mine)[-1]["end"] == "cancelled"
 
@@ -340,3 +341,51 @@ def test_a_defect_while_opening_a_stream_is_answered_internal_and_streams_go_on(
     monkeypatch.setattr(LogStreams, "_instances", real)
     topic = ask(probe, vin, {"workloads": ["ticker"], "tail": 1}, "after")
     assert stream(probe, topic)[-1]["end"] == "done"
+
+
+def test_one_requester_cannot_take_every_stream_slot(
+    car_with: Callable[..., Emulator], probe: MqttProbe, vin: str
+) -> None:
+    car_with({"ticker": "ticker:1"}, log_limits=LogLimits(max_streams=4))
+    follow = {"workloads": ["ticker"], "tail": 0, "follow": 60}
+    for n in (1, 2):  # a tool numbers its requests: dash-<its id>-<n>
+        assert "lines" in json.loads(
+            probe.expect(ask(probe, vin, follow, f"dash-aaaa-{n}")).payload
+        )
+    third = stream(probe, ask(probe, vin, follow, "dash-aaaa-3"))[-1]["error"]
+    assert third["code"] == "BUSY"
+    assert "dash-aaaa" in third["message"] and "LOG_MAX_STREAMS_PER_REQUESTER" in third["message"]
+    # Another requester still gets a slot.
+    other = ask(probe, vin, follow, "dash-bbbb-1")
+    assert "lines" in json.loads(probe.expect(other).payload)
+
+
+def test_a_cancel_ends_only_the_stream_of_the_requester_with_that_correlation_data(
+    car_with: Callable[..., Emulator], probe: MqttProbe, vin: str
+) -> None:
+    """Two requesters that happen to pick the same correlation data: one's cancel must not
+    end the other's stream."""
+    car_with({"ticker": "ticker:1"})
+    inboxes = [f"vehicle/{vin}/logs/resp/alice", f"vehicle/{vin}/logs/resp/bob"]
+    for inbox in inboxes:
+        probe.subscribe(inbox)
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.CorrelationData = b"1"
+        properties.ResponseTopic = inbox
+        body = json.dumps({"workloads": ["ticker"], "tail": 0, "follow": 60})
+        probe.publish(f"vehicle/{vin}/logs/req", body, properties=properties)
+        assert "lines" in json.loads(probe.expect(inbox).payload)
+    cancel = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    cancel.CorrelationData = b"1"
+    cancel.ResponseTopic = inboxes[0]
+    probe.publish(f"vehicle/{vin}/logs/cancel", b"", properties=cancel)
+    ends: dict[str, str] = {}
+    seen_bob = 0
+    while inboxes[0] not in ends or seen_bob < 3:
+        message = probe.expect(timeout=15)
+        body = json.loads(message.payload)
+        if "end" in body:
+            ends[message.topic] = body["end"]
+        elif message.topic == inboxes[1] and inboxes[0] in ends:
+            seen_bob += 1  # bob's batches go on after alice's stream ended
+    assert ends == {inboxes[0]: "cancelled"}

@@ -270,3 +270,34 @@ def test_a_files_only_change_is_running_once_the_restarted_instance_holds(
         assert since >= applied_at + 0.6
         assert time.time() - since >= 0.5
         assert car.start_count("steady") == 2
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_followed_apply_sent_again_gets_its_outcome_again(
+    car: Emulator,
+    start_connector: Callable[..., Connector],
+    *,
+    probe: MqttProbe,
+    vin: str,
+    tmp_path: Any,
+    journal: bool,
+) -> None:
+    """fleetctl killed after sending, then ``rollout resume``: the same request again, answered
+    from the reply cache, and the requester waits for the outcome as well."""
+    start_connector(car.control_interface, state_dir=tmp_path / "state" if journal else None)
+    body = manifest("steady", image="steady:1")
+    first_reply, first_outcome = followed(
+        probe, vin, "apply", body, "again", level="follow;settle=0.2"
+    )
+    assert first_outcome["outcome"] == "running"
+    reply, outcome = followed(probe, vin, "apply", body, "again", level="follow;settle=0.2")
+    assert reply == first_reply
+    if journal:  # the outcome recorded in the journal entry, as it was sent
+        assert outcome == first_outcome
+    else:  # followed again: the instance runs on
+        assert outcome["outcome"] == "running"
+        assert (
+            outcome["workloads"]["steady"]["instance_id"]
+            == (first_outcome["workloads"]["steady"]["instance_id"])
+        )
+    assert len(car.instance_names("steady")) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,60 @@ def test_plan_of_a_broken_manifest_is_an_error(
 def test_plan_with_request_id(connector: Connector, requester: Requester) -> None:
     reply = requester.send(Operation.PLAN, TUTORIAL, "p-1")
     assert reply.topic == requester.topics.response(Operation.PLAN, "p-1")
+
+
+def nested_each(depth: int, items: int) -> str:
+    """A small manifest whose template renders ``items ** depth`` times (#25: 80⁴ froze the car)."""
+    opening = "".join("{{#each " + "../" * level + "l}}" for level in range(depth))
+    closing = "{{/each}}" * depth
+    values = ", ".join(f"'{i}'" for i in range(items))
+    return (
+        "apiVersion: v0.1\n"
+        "workloads:\n"
+        "  bomb:\n"
+        "    runtime: podman\n"
+        "    agent: agent_A\n"
+        "    configs:\n"
+        "      l: list\n"
+        f"    runtimeConfig: 'image: x{opening}{{{{this}}}}{closing}'\n"
+        "configs:\n"
+        f"  list: [{values}]\n"
+    )
+
+
+def test_a_plan_that_renders_too_much_is_refused_quickly_and_reads_are_answered_meanwhile(
+    connector: Connector, requester: Requester
+) -> None:
+    probe = requester.probe
+    bomb = nested_each(4, 80)
+    assert len(bomb) < 2000
+    started = time.monotonic()
+    probe.publish(requester.topics.request(Operation.PLAN, "bomb"), bomb)
+    # A state request right behind it is answered within a second.
+    probe.publish(requester.topics.request(Operation.STATE, "read"), "[]")
+    replies: dict[str, Any] = {}
+    while len(replies) < 2:
+        message = probe.expect(timeout=30)
+        replies[message.topic] = json.loads(message.payload)
+        if message.topic == requester.topics.response(Operation.STATE, "read"):
+            assert time.monotonic() - started < 1.0
+            assert "error" not in replies[message.topic]
+    refused = replies[requester.topics.response(Operation.PLAN, "bomb")]
+    assert refused["error"]["code"] == "RENDER_LIMIT"
+    assert "200000 steps" in refused["error"]["message"]
+    # What a template may reasonably cost still renders.
+    reply = requester.call(Operation.PLAN, nested_each(2, 80))
+    assert reply["ankaios"] == {"verdict": "accepted"}
+
+
+def test_an_apply_the_policy_must_render_is_refused_render_limit_and_nothing_changes(
+    emulator: Emulator, start_connector: Callable[..., Connector], requester: Requester
+) -> None:
+    start_connector(emulator.control_interface, policy=Policy(allowed_image_prefixes=("x",)))
+    before = snapshot(emulator)
+    started = time.monotonic()
+    reply = requester.apply(nested_each(4, 80))
+    assert time.monotonic() - started < 2.0
+    assert reply["error"]["code"] == "RENDER_LIMIT"
+    assert "nothing was changed" in reply["error"]["message"]
+    assert snapshot(emulator) == before

@@ -484,6 +484,57 @@ def test_the_connectors_password_is_not_readable_through_the_state(
             connector.stop()
 
 
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        r"hunter\u002d2\u002dsecret",  # YAML and JSON: \uXXXX
+        r"hunter\x2d2\x2dsecret",  # YAML: \xXX
+        r"hunter\u002D2-secr\U00000065t",  # upper case, 8-digit
+    ],
+)
+def test_the_password_is_not_readable_through_the_state_when_written_with_escapes(
+    broker: Broker, tmp_path: Path, requester: Requester, vin: str, spelled: str
+) -> None:
+    """The runtime reads runtimeConfig as YAML, so an escaped spelling is the password too."""
+    secret = "hunter-2-secret"
+    startup = {
+        "apiVersion": "v0.1",
+        "workloads": {
+            "fleetconnector": {
+                "runtime": "podman",
+                "agent": "agent_A",
+                "restartPolicy": "NEVER",
+                "controlInterfaceAccess": {
+                    "allowRules": [
+                        {"type": "StateRule", "operation": "Read", "filterMask": ["desiredState"]}
+                    ]
+                },
+                "runtimeConfig": "image: ghcr.io/eclipse-ankaios/fleet-connector:0.5.3\n"
+                f'commandOptions: ["-e", "MQTT_PASSWORD={spelled}"]\n',
+            }
+        },
+    }
+    assert yaml.safe_load(startup["workloads"]["fleetconnector"]["runtimeConfig"])[
+        "commandOptions"
+    ] == ["-e", f"MQTT_PASSWORD={secret}"]
+    with Emulator(control_interface=tmp_path / "ci", state=startup) as emu:
+        settings = BrokerSettings(
+            host=broker.host, port=broker.port, username="car", password=secret
+        )
+        connector = Connector(
+            Config(vin=vin, broker=settings, control_interface=emu.control_interface)
+        )
+        connector.start()
+        try:
+            assert connector.mqtt.wait_subscribed(10)
+            reply = requester.send(Operation.STATE, '["desiredState.workloads"]').payload
+            workloads = json.loads(reply)["desired_state"]["workloads"]
+            assert "MQTT_PASSWORD=<redacted>" in str(workloads), workloads
+            assert b"hunter" not in reply
+        finally:
+            connector.stop()
+
+
 def test_the_shipped_startup_states_hold_no_secrets() -> None:
     for path in MANIFESTS.rglob("state*.yaml"):
         for name, workload in yaml.safe_load(path.read_text())["workloads"].items():

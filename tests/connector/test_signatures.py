@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, Broker, Requester
+from testkit.counters import kept_counters
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
@@ -43,7 +45,7 @@ def trusted(tmp_path: Path, key: SigningKey) -> Path:
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
+    return kept_counters(tmp_path / "state")
 
 
 @pytest.fixture
@@ -290,10 +292,11 @@ def test_configuration_checks(tmp_path: Path, trusted: Path) -> None:
         config.load(["--vin", "1", "--trusted-keys", str(trusted)], {})
     with pytest.raises(ConfigError, match="REQUIRE_SIGNED needs TRUSTED_KEYS"):
         config.load(["--vin", "1"], {"REQUIRE_SIGNED": "true"})
+    # A TRUSTED_KEYS that cannot be used does not stop the start: the car could not be
+    # reached to fix it (it trusts no key instead; see the test below).
     bad = tmp_path / "bad-keys"
     bad.write_text("ops-1 rsa AAAA\n")
-    with pytest.raises(ConfigError, match="expected '<key id> ed25519 <base64 key>'"):
-        config.load(["--vin", "1", "--state-dir", str(tmp_path)], {"TRUSTED_KEYS": str(bad)})
+    config.load(["--vin", "1", "--state-dir", str(tmp_path)], {"TRUSTED_KEYS": str(bad)})
     loaded = config.load(
         ["--vin", "1", "--require-signed"],
         {"TRUSTED_KEYS": str(trusted), "STATE_DIR": str(tmp_path / "s")},
@@ -362,3 +365,118 @@ def test_fuzzed_envelopes_through_the_broker_get_an_error_reply(
     running_signed_car: Connector, requester: Requester, data: bytes
 ) -> None:
     refusal(requester.apply(data))
+
+
+@pytest.mark.parametrize("loss", ["deleted", "corrupt"])
+def test_a_superseded_signed_delete_is_not_carried_out_again_after_the_state_was_lost(
+    signed_car: Callable[..., Connector],
+    *,
+    emulator: Emulator,
+    requester: Requester,
+    key: SigningKey,
+    signer: Signer,
+    state_dir: Path,
+    loss: str,
+) -> None:
+    car = signed_car()
+    assert "added_workloads" in requester.apply(signer.envelope(key, counter=1))
+    captured = signer.envelope(key, operation=Operation.DELETE, counter=2)
+    assert "deleted_workloads" in requester.delete(captured)
+    assert "added_workloads" in requester.apply(signer.envelope(key, counter=3))
+    car.stop()
+    if loss == "deleted":
+        shutil.rmtree(state_dir)
+    else:  # unreadable: set aside at the start, a new database made
+        for path in state_dir.iterdir():
+            path.write_bytes(b"not a database" * 100)
+    signed_car()
+    updates = update_requests(emulator)
+    message = refusal(requester.delete(captured))
+    assert "counters are kept since" in message and "could be a replay" in message
+    assert update_requests(emulator) == updates
+    assert SENDER in workloads(emulator)
+
+
+def test_a_not_after_beyond_signed_max_validity_is_refused(
+    signed_car: Callable[..., Connector],
+    emulator: Emulator,
+    requester: Requester,
+    key: SigningKey,
+    signer: Signer,
+) -> None:
+    signed_car(signed_max_validity=600)
+    year_33658 = 999_999_999_999 - int(time.time())
+    for valid_for in (year_33658, 600 + 120):
+        message = refusal(requester.apply(signer.envelope(key, valid_for=valid_for)))
+        assert "is more than SIGNED_MAX_VALIDITY (600 s) after the car's time" in message
+    assert workloads(emulator) == {}
+    assert "added_workloads" in requester.apply(signer.envelope(key, valid_for=600))
+
+
+def test_after_a_loss_only_a_not_after_past_the_loss_plus_the_validity_is_accepted(
+    tmp_path: Path, trusted: Path, key: SigningKey
+) -> None:
+    now = [1_800_000_000.0]
+    store = Store(tmp_path / "state")  # new: the car cannot tell it from a lost one
+    verifier = Verifier("1", trusted, store, max_validity=3600, clock=lambda: now[0])
+    now[0] += 10
+
+    def admit(counter: int, not_after: float) -> bytes:
+        claims = Claims(key.key_id, Operation.APPLY, ("1",), counter, int(not_after))
+        return verifier.admit(Operation.APPLY, sign(key, claims, b"x").envelope())
+
+    # Signed before the loss, and accepted then perhaps: its not-after is within the window.
+    with pytest.raises(RequestError, match="could be a replay"):
+        admit(1, now[0] + 3000)
+    assert admit(2, 1_800_000_000 + 3600 + 60) == b"x"
+    now[0] += 3700  # the window is over: any validity up to the maximum
+    assert admit(3, now[0] + 60) == b"x"
+    store.close()
+
+
+def presence_keys(requester: Requester) -> Any:
+    """The trusted_keys part of the car's latest presence."""
+    requester.probe.subscribe(requester.topics.status)
+    status = _json(requester.probe.expect(requester.topics.status).payload)
+    return status.get("trusted_keys")
+
+
+@pytest.mark.parametrize("damage", ["typo", "deleted", "broken-at-start"])
+def test_trusted_keys_that_cannot_be_read_trust_no_key_and_the_car_stays_reachable(
+    signed_car: Callable[..., Connector],
+    *,
+    emulator: Emulator,
+    requester: Requester,
+    key: SigningKey,
+    trusted: Path,
+    signer: Signer,
+    damage: str,
+) -> None:
+    spare = SigningKey.generate("ops-2")
+    trusted.write_text(f"{key.trusted_line()}\n{spare.trusted_line()}\n")
+    # Revoking ops-1: its line removed, in the same edit as a typo (or the file removed).
+    revoked = f"{spare.trusted_line()}\nops-3 ed25519 not-base64\n"
+    if damage == "broken-at-start":
+        trusted.write_text(revoked)
+    signed_car(require_signed=True)
+    if damage == "typo":
+        assert "added_workloads" in requester.apply(signer.envelope(key, counter=1))
+        trusted.write_text(revoked)
+    elif damage == "deleted":
+        assert "added_workloads" in requester.apply(signer.envelope(key, counter=1))
+        trusted.unlink()
+    before = workloads(emulator)
+    for signing_key in (key, spare):
+        message = refusal(
+            requester.delete(signer.envelope(signing_key, counter=9, operation=Operation.DELETE))
+        )
+        assert "TRUSTED_KEYS cannot be used" in message and "trusts no key" in message
+    assert workloads(emulator) == before
+    # Reported in presence; reads are still answered.
+    assert presence_keys(requester)["state"] == "error"
+    assert "desired_state" in requester.state(["desiredState.workloads"])
+    # Fixed, the file is read again: the remaining key works, the revoked one does not.
+    trusted.write_text(f"{spare.trusted_line()}\n")
+    assert "not trusted" in refusal(requester.apply(signer.envelope(key, counter=10)))
+    assert "added_workloads" in requester.apply(signer.envelope(spare, counter=10))
+    assert presence_keys(requester) == {"state": "ok", "keys": ["ops-2"]}

@@ -269,3 +269,20 @@ def test_unknown_runtime_fails_to_start_without_retry(
         ank.delete_manifest(manifest)
         log.wait_for(lambda s: s.last("odd", added.workload_id) == REMOVED)
         assert log.of("odd")[3:] == [("STOPPING_REQUESTED_AT_RUNTIME", ""), (REMOVED, "")]
+
+
+def test_a_runaway_template_is_refused_and_the_emulator_keeps_serving(emu: Emulator) -> None:
+    # 80**4 renderings of one workload's runtimeConfig: the renderer's budget refuses it
+    # (ankaios_model.render_budget) instead of holding the emulator's lock for minutes.
+    opening = "".join("{{#each " + "../" * level + "l}}" for level in range(4))
+    values = ", ".join(f"'{i}'" for i in range(80))
+    bomb = (
+        "apiVersion: v0.1\nworkloads:\n  bomb:\n    runtime: podman\n    agent: agent_A\n"
+        f"    configs:\n      l: list\n    runtimeConfig: 'image: x{opening}{{{{this}}}}"
+        f"{'{{/each}}' * 4}'\nconfigs:\n  list: [{values}]\n"
+    )
+    with Ankaios() as ank:
+        with pytest.raises(AnkaiosResponseError, match="takes more than"):
+            ank.apply_manifest(Manifest.from_string(bomb))
+        result = ank.apply_manifest(Manifest.from_string(NGINX.format(agent="agent_A")))
+        assert [w.workload_name for w in result.added_workloads] == ["nginx"]

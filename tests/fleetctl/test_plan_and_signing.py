@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from testkit import MANIFESTS, Broker, MqttProbe
+from testkit.counters import kept_counters
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
@@ -175,7 +176,7 @@ def signed_cars(
                 broker=BrokerSettings(host=broker.host, port=broker.port),
                 control_interface=emulator.control_interface,
                 client_id=f"fleet-connector-{vin}",
-                state_dir=tmp_path / f"state-{vin}",
+                state_dir=kept_counters(tmp_path / f"state-{vin}"),
                 trusted_keys=trusted,
                 require_signed=True,
             )

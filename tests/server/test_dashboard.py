@@ -467,8 +467,8 @@ def test_an_offline_car_s_workloads_are_last_known_not_running(
     page.wait(lambda: page.cars().get(vin, ["", ""])[1] == "offline", 5)
     page.wait(lambda: "app" in page.workloads(), 5)
     row = page.workloads()["app"]
-    assert row[2] == "unknown"
-    assert row[4] == "last known: running/Ok"
+    assert row[2] == "running (last known)"
+    assert row[4].startswith("car offline since ")
 
 
 def test_layout_at_1400_px(
