@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from testkit import Broker, MqttProbe, Requester
+from testkit.counters import kept_counters
 from testkit.live import ALL_LOGS, manifest, retained
 from testkit.observe import update_requests
 from testkit.rollouts import audit_actions, car, get, start, wait_car, wait_rollout
@@ -194,6 +195,7 @@ def strict(
 ) -> Iterator[Car]:
     """A car that carries out only changes signed by the operator's key."""
     made = Car(broker, vin, tmp_path, trusted_keys=key[1], require_signed=True)
+    kept_counters(made.state_dir)  # not a new car: see the docs' "A lost state directory"
     made.start()
     yield made
     made.close(probe)
