@@ -233,6 +233,10 @@ def _from_journal(entry: dict[str, Any], success: str) -> Result | None:
         return None
     result = judge({"outcome": followed}, success)
     result.detail["from"] = "journal"
+    undone = entry.get("rolled_back_by")
+    if result.state == FAILED and undone is not None:
+        # Rolled back already (by an instance that died before it could record it).
+        result.detail["rolled_back_by"] = str(undone)[:64]
     return result
 
 

@@ -461,7 +461,10 @@ class Driver:
         detail = dict(result.detail)
         message = result.message or None
         rolled = False
-        if state == FAILED and spec.on_failure == "rollback" and result.changed:
+        if "rolled_back_by" in detail:
+            rolled = True  # the car's journal says it was undone: not asked twice
+            detail["rollback"] = "rolled back"
+        elif state == FAILED and spec.on_failure == "rollback" and result.changed:
             try:
                 rolled, said = await attempts.rollback(link, ask, self._sign_rollback)
             except (LinkError, DatabaseError) as e:

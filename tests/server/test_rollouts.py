@@ -429,3 +429,21 @@ def test_a_signature_that_ran_out_before_the_car_got_it_is_a_new_attempt(
         (1, "rollouts-2026"),
         (2, "rollouts-2026"),
     ]
+
+
+def test_a_rollback_the_car_carried_out_is_not_asked_again_after_a_restart(
+    api: Api, scripted: Callable[..., ScriptedCar], make_server: Callable[..., RunningServer]
+) -> None:
+    api.server.stop()
+    api.server = make_server(api.database, instance="first")
+    p = prefix()
+    crashing = scripted(f"{p}1", outcome="failed", rollback_delay=30)
+    _known(api, crashing.vin)
+    rollout_id = start(api, {"vins": [crashing.vin]}, onFailure="rollback")
+    wait_until(crashing.rollbacks, timeout=15)
+    api.server.stop()  # the rollback is done, its reply not yet there: nothing recorded
+    api.server = make_server(api.database, instance="second")
+    rollout = wait_rollout(api, rollout_id, "done-with-failures")
+    assert car(rollout, crashing.vin)["state"] == "rolled_back"
+    assert len(crashing.rollbacks()) == 1  # its journal said so: not rolled back twice
+    assert [op for op, _ in crashing.received].count("manifest/rollback") == 1

@@ -34,6 +34,8 @@ class Change:
     started: float
     ended: float | None = None
     outcome: str | None = None
+    target: str | None = None
+    """The request id a rollback undid."""
 
 
 @dataclass
@@ -60,6 +62,7 @@ class ScriptedCar(FakeCar):
         labels: dict[str, str] | None = None,
         online: bool = True,
         lose_first: bool = False,
+        rollback_delay: float = 0.0,
     ) -> None:
         self.probe = MqttProbe(broker, client_id=f"car-{vin}")
         super().__init__(self.probe.client, vin)
@@ -69,6 +72,8 @@ class ScriptedCar(FakeCar):
         self.repeats = repeats
         self.labels = dict(labels or {})
         self.journal = Journal()
+        self.rollback_delay = rollback_delay
+        """Seconds between carrying out a rollback and replying to it."""
         self.lose_first = lose_first
         """The first apply or delete never reaches it (lost on the way)."""
         self.received: list[tuple[str, str]] = []
@@ -173,9 +178,16 @@ class ScriptedCar(FakeCar):
                 "operation": c.operation.removeprefix("manifest/"),
                 "outcome": "OK",
                 "followed": c.outcome,
+                "rolled_back_by": self._undone_by(c.request_id),
             }
             for number, c in reversed(list(enumerate(self.journal.changes, 1)))
         ]
+
+    def _undone_by(self, request_id: str) -> int | None:
+        for number, change in enumerate(self.journal.changes, 1):
+            if change.operation == "rollback" and change.target == request_id:
+                return number
+        return None
 
     def _rollback(self, reply_topic: str, rid: str, body: dict[str, Any]) -> None:
         target = body.get("request_id")
@@ -189,15 +201,17 @@ class ScriptedCar(FakeCar):
             )
             return
         self.journal.rolled_back.add(target)
-        self.journal.changes.append(Change("rollback", rid, time.monotonic(), time.monotonic()))
-        self._send(
-            reply_topic,
-            {
-                "added_workloads": [],
-                "deleted_workloads": [],
-                "rolled_back": {"entry": 1, "request_id": target},
-            },
-        )
+        now = time.monotonic()
+        self.journal.changes.append(Change("rollback", rid, now, now, target=target))
+        reply = {
+            "added_workloads": [],
+            "deleted_workloads": [],
+            "rolled_back": {"entry": 1, "request_id": target},
+        }
+        timer = threading.Timer(self.rollback_delay, self._send, (reply_topic, reply))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
 
     def _send(self, topic: str, body: dict[str, Any]) -> None:
         self.probe.client.publish(topic, json.dumps(body), qos=1)
