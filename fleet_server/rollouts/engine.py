@@ -298,9 +298,8 @@ class Driver:
             for car in cars:
                 known = inventory.get(car.vin)
                 groups[car.vin] = spec.budget.group(known.labels if known else {})
-            budget = BudgetCheck(
-                spec.budget, groups, [c.vin for c in cars if c.state == SENT] + list(self.tasks)
-            )
+            in_flight = {c.vin for c in cars if c.state == SENT} | set(self.tasks)
+            budget = BudgetCheck(spec.budget, groups, in_flight)
         sent = rollout.sent_count
         first = rollout.first_sent_at
         candidates = sorted(
