@@ -7,7 +7,6 @@ progress bar in :mod:`fleetctl.output.progress`.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,11 @@ import yaml
 from fleetctl.client.presence import Presence
 from fleetctl.client.results import CarResult, RunResult, Status
 from fleetctl.output import plans
+
+# Re-exported: tables and every command escape car-supplied text the same way.
+from fleetctl.output.escape import log_line as log_line
+from fleetctl.output.escape import terminal_safe as terminal_safe
+from fleetctl.output.escape import terminal_text as terminal_text
 
 FORMATS = ("table", "json", "yaml")
 
@@ -60,18 +64,6 @@ def dump(data: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(data, indent=2)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
-
-
-# Control characters (ANSI escapes, newlines, carriage returns), bidirectional overrides
-# and other invisible characters a car could send to rewrite or fake rows on a terminal.
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]"
-)
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every character that could act on a terminal shown escaped (\\x1b)."""
-    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
