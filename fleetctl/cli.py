@@ -33,6 +33,7 @@ from fleetctl.commands import (
 )
 from fleetctl.commands.command import FAILED, OK, USAGE, Command, Invocation
 from fleetctl.commands.options import Parser
+from fleetctl.output.escape import terminal_safe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +101,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         return invocation.handler.run(invocation)
     except BrokerError as e:
-        print(f"fleetctl: {e}", file=sys.stderr)
+        # A broker's or a car's words may be in it.
+        print(terminal_safe(f"fleetctl: {e}"), file=sys.stderr)
         return FAILED
     except KeyboardInterrupt:
         print(

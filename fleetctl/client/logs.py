@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_connector.mqtt.topics import Operation, Topics
 from fleetctl.client.connection import BrokerError, Connection
+from fleetctl.output.escape import log_line, terminal_safe
 
 # After a cancel, how long the end message may take.
 CANCEL_GRACE = 5.0
@@ -82,7 +83,8 @@ def run(
                 try:
                     payload = arrived.get(timeout=wait)
                 except queue.Empty:
-                    print(f"fleetctl: no answer from {query.vin} within {wait:g}s", file=err)
+                    vin = terminal_safe(query.vin)
+                    print(f"fleetctl: no answer from {vin} within {wait:g}s", file=err)
                     return 1
                 ended = _show(_parse(payload), query, prefix, out, err)
                 if ended is not None:
@@ -105,15 +107,19 @@ def _show(
         error = message["error"]
         if isinstance(error, dict):
             error = f"{error.get('code')}: {error.get('message')}"
-        print(f"fleetctl: {query.vin}: {error}", file=err)
+        print(terminal_safe(f"fleetctl: {query.vin}: {error}"), file=err)
         return 1
     for line in message.get("lines") or []:
         if not isinstance(line, dict):
             continue
-        text = str(line.get("line", ""))
-        print(f"{line.get('workload')}: {text}" if prefix else text, file=out, flush=True)
+        # What a workload wrote, shown and not obeyed: a car's ESC, BEL or CR stays text.
+        text = log_line(str(line.get("line", "")))
+        if prefix:
+            text = f"{terminal_safe(str(line.get('workload')))}: {text}"
+        print(text, file=out, flush=True)
     if message.get("dropped"):
-        print(f"fleetctl: {message['dropped']} line(s) dropped by the car's rate limit", file=err)
+        dropped = terminal_safe(str(message["dropped"]))
+        print(f"fleetctl: {dropped} line(s) dropped by the car's rate limit", file=err)
     end = message.get("end")
     return None if end is None else _ended(str(end), message, err)
 
@@ -130,7 +136,8 @@ def _parse(payload: bytes) -> dict[str, Any]:
 
 def _ended(end: str, message: dict[str, Any], err: TextIO) -> int:
     if end == "error":
-        print(f"fleetctl: the log stream failed: {message.get('message', '')}", file=err)
+        reason = terminal_safe(str(message.get("message", "")))
+        print(f"fleetctl: the log stream failed: {reason}", file=err)
         return 1
     if end == "limit":
         print("fleetctl: the car's line limit (LOG_MAX_LINES) ended the stream", file=err)

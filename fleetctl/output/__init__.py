@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from fleetctl.client.presence import Presence
 from fleetctl.client.results import CarResult, RunResult, Status
 from fleetctl.output import plans
 
@@ -20,6 +19,11 @@ from fleetctl.output import plans
 from fleetctl.output.escape import log_line as log_line
 from fleetctl.output.escape import terminal_safe as terminal_safe
 from fleetctl.output.escape import terminal_text as terminal_text
+
+if TYPE_CHECKING:
+    # Only a type here: importing it would make fleetctl.output (and with it the escaping
+    # helpers, which the client modules use) depend on the broker connection.
+    from fleetctl.client.presence import Presence
 
 FORMATS = ("table", "json", "yaml")
 
@@ -61,9 +65,16 @@ def render_presence(cars: Sequence[Presence], fmt: str) -> str:
 
 
 def dump(data: Any, fmt: str) -> str:
+    """JSON or YAML of ``data``, which holds what cars sent; either is terminal-safe."""
     if fmt == "json":
+        # ensure_ascii: every control and invisible character is written as \\uXXXX.
         return json.dumps(data, indent=2)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
+    if terminal_text(text) != text:
+        # YAML writes bidirectional overrides and zero-width characters as they are (and
+        # tabs in block scalars); in ASCII it escapes them. Same data, read back the same.
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False).rstrip("\n")
+    return text
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -84,7 +95,7 @@ def _summary_line(result: RunResult) -> str:
     if result.stopped_after_wave is not None:
         line += (
             f"\nstopped after wave {result.stopped_after_wave} of {result.waves}; "
-            f"not attempted: {', '.join(result.not_attempted)}"
+            f"not attempted: {terminal_safe(', '.join(result.not_attempted))}"
         )
     return line
 
