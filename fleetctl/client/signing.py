@@ -79,12 +79,16 @@ class Signer:
         self._reserved: int | None = self._next_counter()
 
     def envelope(self, payload: bytes, targets: Sequence[str]) -> bytes:
+        return self.signed(payload, targets)[0]
+
+    def signed(self, payload: bytes, targets: Sequence[str]) -> tuple[bytes, int]:
+        """The envelope, signed now, and its not-after (Unix seconds)."""
         counter, self._reserved = self._reserved or self._next_counter(), None
         # Rounded down: never further ahead than asked, so a car's maximum validity that
         # equals --sign-valid-for still accepts it.
         not_after = int(self._clock()) + self.valid_for
         claims = Claims(self.key.key_id, self.operation, tuple(targets), counter, not_after)
-        return sign(self.key, claims, payload).envelope()
+        return sign(self.key, claims, payload).envelope(), not_after
 
     def for_car(self, payload: bytes) -> Callable[[str], bytes]:
         """``vin -> payload signed for that car alone``, signed at each call."""

@@ -74,6 +74,24 @@ _SCHEMA = [
         done_at REAL,
         PRIMARY KEY (rollout, vin)
     )""",
+    # A signed rollout: the key file (its path, never the key) and the validity, so that
+    # resume and retry-failed sign as start did.
+    """CREATE TABLE IF NOT EXISTS rollout_signing (
+        rollout TEXT PRIMARY KEY,
+        key_path TEXT NOT NULL,
+        valid_for INTEGER NOT NULL
+    )""",
+    # Each car's signed request of its current attempt, committed before it is published:
+    # resume sends these very bytes again, which a car that got them answers from its
+    # reply cache or journal (the same request), as long as their not-after lies ahead.
+    """CREATE TABLE IF NOT EXISTS rollout_signed (
+        rollout TEXT NOT NULL,
+        vin TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        not_after INTEGER NOT NULL,
+        PRIMARY KEY (rollout, vin, attempt)
+    )""",
 ]
 
 
@@ -243,6 +261,20 @@ class Records:
             )
         return None
 
+    def set_signing(self, rollout_id: str, key_path: Path, valid_for: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO rollout_signing VALUES (?, ?, ?)",
+                (rollout_id, str(key_path.resolve()), valid_for),
+            )
+
+    def signing(self, rollout_id: str) -> tuple[Path, int] | None:
+        """The key file and validity a signed rollout signs with; None for an unsigned one."""
+        rows = self._read(
+            "SELECT key_path, valid_for FROM rollout_signing WHERE rollout = ?", (rollout_id,)
+        )
+        return None if not rows else (Path(rows[0][0]), int(rows[0][1]))
+
     # -- cars ---------------------------------------------------------------------------
 
     def cars(self, rollout_id: str) -> list[Car]:
@@ -267,6 +299,37 @@ class Records:
                 (PENDING, SENT, request_id, time.time(), rollout_id, vin),
             )
         return str(request_id)
+
+    def signed(self, rollout_id: str, vin: str) -> tuple[bytes, int] | None:
+        """The car's signed request of its current attempt and its not-after, if made."""
+        rows = self._read(
+            "SELECT s.payload, s.not_after FROM rollout_signed s JOIN rollout_cars c "
+            "ON c.rollout = s.rollout AND c.vin = s.vin AND c.attempt = s.attempt "
+            "WHERE s.rollout = ? AND s.vin = ?",
+            (rollout_id, vin),
+        )
+        return None if not rows else (bytes(rows[0][0]), int(rows[0][1]))
+
+    def keep_signed(self, rollout_id: str, vin: str, payload: bytes, not_after: int) -> None:
+        """The car's signed request for its current attempt; earlier attempts' are dropped."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM rollout_signed WHERE rollout = ? AND vin = ?", (rollout_id, vin)
+            )
+            db.execute(
+                "INSERT INTO rollout_signed SELECT rollout, vin, attempt, ?, ? "
+                "FROM rollout_cars WHERE rollout = ? AND vin = ?",
+                (payload, not_after, rollout_id, vin),
+            )
+
+    def next_attempt(self, rollout_id: str, vin: str) -> None:
+        """A new attempt (a new request id) for a car whose signed request ran out."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE rollout_cars SET attempt = attempt + 1, request_id = NULL "
+                "WHERE rollout = ? AND vin = ?",
+                (rollout_id, vin),
+            )
 
     def record(
         self,
