@@ -4,6 +4,11 @@
 ``/logs`` sends one workload's log tail. Every response carries a Content-Security-Policy
 that allows only this server's own script and style, so even a value that slipped into the
 page as markup could not run.
+
+A stream is written in pieces of at most ``WRITE_CHUNK`` bytes, each awaited until the
+connection took it, so a client that does not read holds back only that much of the
+dashboard's memory; one that has taken nothing for ``STALL_SECONDS`` is cut off (a browser
+reconnects by itself and gets the model again).
 """
 
 from __future__ import annotations
@@ -15,14 +20,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from fleetctl.client.connection import BrokerError
 from fleetctl.dashboard import is_loopback
-from fleetctl.dashboard.feed import Feed
-from fleetctl.dashboard.logs import LogRequestError
+from fleetctl.dashboard.feed import Feed, Page, PageItem, Resync, TooManyPages, encode
+from fleetctl.dashboard.logs import LogRequestError, TooManyTails
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,8 @@ KEEPALIVE_SECONDS = 15.0
 SHUTDOWN_SECONDS = 0.5
 # A car that does not start answering a log request within this long is reported as such.
 LOG_ANSWER_SECONDS = 10.0
+WRITE_CHUNK = 64 * 1024
+STALL_SECONDS = 30.0
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -77,8 +83,36 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _encode(item: Any) -> bytes:
-    return b"data: " + json.dumps(item, separators=(",", ":")).encode() + b"\n\n"
+class Stalled(Exception):
+    """The client took nothing for STALL_SECONDS."""
+
+
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    """Writes ``data`` piece by piece, each piece once the client has taken the last."""
+    view = memoryview(data)
+    for start in range(0, len(view), WRITE_CHUNK):
+        try:
+            # aiohttp waits for the transport to drain once a piece fills its buffer.
+            await asyncio.wait_for(response.write(view[start : start + WRITE_CHUNK]), STALL_SECONDS)
+        except TimeoutError:
+            raise Stalled from None
+
+
+async def _send_model(response: web.StreamResponse, feed: Feed, resync: Resync) -> None:
+    """The snapshot event, encoded car by car as the client takes it: never the whole model
+    at once. Cars changed meanwhile are sent as they are now, and their changes follow in
+    the page's queue; applying those again changes nothing."""
+    piece = bytearray(b'data: {"t":"snapshot","cars":[')
+    for number, car in enumerate(resync.cars):
+        if number:
+            piece += b","
+        piece += json.dumps(car.to_dict(), separators=(",", ":")).encode()
+        if len(piece) >= WRITE_CHUNK:
+            await _send(response, bytes(piece))
+            piece.clear()
+    tail = {"outcomes": resync.outcomes, "broker": feed.broker_up}
+    piece += b"]," + json.dumps(tail, separators=(",", ":")).encode()[1:] + b"\n\n"
+    await _send(response, bytes(piece))
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:
@@ -93,19 +127,32 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def events(request: web.Request) -> web.StreamResponse:
     feed = request.app[FEED]
-    response = await _stream(request)
-    page = feed.listen()
     try:
+        page: Page = feed.listen()
+    except TooManyPages as e:
+        raise web.HTTPServiceUnavailable(text=f"{e}; close one and reload") from None
+    response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"})
+    # One getter at a time, never cancelled for a keepalive: a batch is never lost.
+    getter: asyncio.Future[PageItem] | None = None
+    try:
+        await response.prepare(request)
         while True:
-            try:
-                item = await asyncio.wait_for(page.get(), KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
+            if getter is None:
+                getter = asyncio.ensure_future(page.next())
+            done, _ = await asyncio.wait({getter}, timeout=KEEPALIVE_SECONDS)
+            if not done:
+                await _send(response, b": keepalive\n\n")
                 continue
-            await response.write(_encode(item))
-    except ConnectionResetError:
+            item, getter = getter.result(), None
+            if isinstance(item, Resync):
+                await _send_model(response, feed, item)
+            else:
+                await _send(response, item)
+    except (ConnectionError, Stalled):
         pass
     finally:
+        if getter is not None:
+            getter.cancel()
         feed.leave(page)
     return response
 
@@ -123,6 +170,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         )
     except LogRequestError as e:
         raise web.HTTPBadRequest(text=str(e)) from None
+    except TooManyTails as e:
+        raise web.HTTPServiceUnavailable(text=f"{e}; close one and try again") from None
     except BrokerError as e:
         raise web.HTTPServiceUnavailable(text=str(e)) from None
     response = await _stream(request)
@@ -134,15 +183,15 @@ async def logs(request: web.Request) -> web.StreamResponse:
                 event = await asyncio.wait_for(session.events.get(), wait)
             except TimeoutError:
                 if not answered:
-                    await response.write(_encode({"error": "the car did not answer"}))
+                    await _send(response, encode({"error": "the car did not answer"}))
                     break
-                await response.write(b": keepalive\n\n")
+                await _send(response, b": keepalive\n\n")
                 continue
             answered = True
-            await response.write(_encode(event))
+            await _send(response, encode(event))
             if "end" in event or "error" in event:
                 break
-    except ConnectionResetError:
+    except (ConnectionError, Stalled):
         pass
     finally:
         feed.logs.close(session)
