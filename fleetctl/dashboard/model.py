@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fleet_connector.config import check_vin
 from fleet_connector.mqtt.topics import Operation
+from fleet_connector.options import ConfigError
 from fleetctl.client.car_data import json_object
 
 # A value from the broker is cut to this many characters (an info string, a tag, ...).
 MAX_TEXT = 500
+# A workload or agent name longer than this is no name Ankaios gives: its message is
+# ignored (cut, two names could become one).
+MAX_NAME = 255
 # Workloads and agents kept per car: a car publishing more is cut off, not the dashboard.
 MAX_PER_CAR = 200
 OUTCOMES_KEPT = 100
@@ -102,16 +107,26 @@ _OUTCOME_OPERATIONS = {
 }
 
 
+def valid_vin(vin: str) -> bool:
+    """A VIN a connector can have (1 to 64 letters, digits, ``_ . : -``): anything else on
+    the broker is no car's, and a topic may hold 64 KiB of it."""
+    try:
+        check_vin(vin)
+    except ConfigError:
+        return False
+    return True
+
+
 def parse_topic(topic: str, prefix: str = "vehicle") -> Topic | None:
     parts = topic.split("/")
-    if len(parts) < 3 or parts[0] != prefix or not parts[1]:
+    if len(parts) < 3 or parts[0] != prefix or not valid_vin(parts[1]):
         return None
     vin, rest = parts[1], parts[2:]
     if rest == ["status"]:
         return Topic(vin, "status")
-    if len(rest) == 2 and rest[0] == "workloads" and rest[1]:
+    if len(rest) == 2 and rest[0] == "workloads" and 0 < len(rest[1]) <= MAX_NAME:
         return Topic(vin, "workload", rest[1])
-    if len(rest) == 2 and rest[0] == "agents" and rest[1]:
+    if len(rest) == 2 and rest[0] == "agents" and 0 < len(rest[1]) <= MAX_NAME:
         return Topic(vin, "agent", rest[1])
     if len(rest) >= 3 and rest[0] == "manifest" and rest[2] == "resp":
         operation = _OUTCOME_OPERATIONS.get(rest[1])
@@ -170,6 +185,8 @@ class FleetModel:
 
     def __init__(self, vins: Iterable[str] = (), prefix: str = "vehicle") -> None:
         self.prefix = prefix
+        # Cars named are shown even when their VIN is none a connector takes: the operator
+        # asked for them (the broker never brings anything for them).
         self.cars: dict[str, Car] = {vin: Car(vin) for vin in vins}
         # With cars named, the fleet is exactly those; cars never seen are shown as such.
         self.fixed = bool(self.cars)

@@ -164,3 +164,32 @@ def test_pages_that_never_read_cost_the_dashboard_a_bounded_amount(
         slow.close()
         for client in stuck:
             client.close()
+
+
+def test_vins_and_names_no_car_can_have_stay_out_of_the_page(broker: Broker) -> None:
+    """Anyone who may publish under vehicle/ could otherwise make every page's model huge
+    with 64 KiB VINs (300 of them: an 18.6 MB snapshot)."""
+    dashboard = start_dashboard(broker)
+    probe = MqttProbe(broker)
+    try:
+        tag = uuid.uuid4().hex[:8].upper()
+        status = json.dumps({"status": "online"})
+        for n in range(300):
+            probe.client.publish(f"vehicle/{tag}{n:03d}{'V' * 60_000}/status", status, qos=1)
+        legit = f"REAL{tag}"
+        probe.client.publish(f"vehicle/{legit}/workloads/{'w' * 300}", json.dumps({}), qos=1)
+        probe.publish(f"vehicle/{legit}/status", status)
+        # Messages of one client arrive in order: once the real car is there, all were read.
+        deadline = time.monotonic() + 30
+        while True:
+            snapshot = first_event(dashboard)
+            cars = {car["vin"]: car for car in snapshot["cars"] if tag in car["vin"]}
+            if legit in cars:
+                break
+            assert time.monotonic() < deadline, "the dashboard did not see the car"
+        assert list(cars) == [legit]
+        assert cars[legit]["workloads"] == {}
+        assert len(json.dumps(snapshot)) < 100_000
+    finally:
+        probe.close()
+        dashboard.stop()
