@@ -17,14 +17,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from fleetctl.client.connection import BrokerError
-from fleetctl.dashboard import is_loopback
+from fleetctl.dashboard import WILDCARDS
 from fleetctl.dashboard.feed import Feed, Page, PageItem, Resync, TooManyPages, encode
 from fleetctl.dashboard.logs import LogRequestError, TooManyTails
 
@@ -53,9 +53,10 @@ SECURITY_HEADERS = {
 
 @dataclass
 class HostCheck:
-    """The Host headers the dashboard answers (None: any); known once the port is bound."""
+    """The Host headers the dashboard answers; known once the port is bound (until then,
+    none)."""
 
-    allowed: frozenset[str] | None = None
+    allowed: frozenset[str] = frozenset()
 
 
 FEED: web.AppKey[Feed] = web.AppKey("feed", Feed)
@@ -67,9 +68,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     allowed = request.app[HOSTS].allowed
-    # On loopback, a page of another site that resolves its name to 127.0.0.1 (DNS
+    # A page of another site that resolves its name to the dashboard's address (DNS
     # rebinding) sends its own Host; and no other site may start log requests.
-    if allowed is not None and request.host not in allowed:
+    if request.host not in allowed:
         raise web.HTTPForbidden(text="unexpected Host header")
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         raise web.HTTPForbidden(text="cross-site requests are refused")
@@ -198,12 +199,20 @@ async def logs(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
-    """The Host headers a loopback dashboard answers; None (any) on other addresses."""
-    if not is_loopback(host):
-        return None
-    names = {host, "localhost", "127.0.0.1", "[::1]"}
-    return frozenset(f"{name}:{port}" for name in names)
+def allowed_hosts(host: str, port: int, extra: Sequence[str] = ()) -> frozenset[str]:
+    """The Host headers the dashboard answers: its loopback names, the address it listens
+    on (unless that is every address) and the names given with --allow-host. Whatever the
+    address, so that DNS rebinding cannot read the fleet from a dashboard on 0.0.0.0."""
+    names = {"localhost", "127.0.0.1", "[::1]", *extra}
+    if host not in WILDCARDS:
+        names.add(host)
+    allowed = set()
+    for name in names:
+        shown = f"[{name}]" if ":" in name and not name.startswith("[") else name
+        allowed.add(f"{shown}:{port}")
+        if port == 80:  # browsers leave out the default port
+            allowed.add(shown)
+    return frozenset(allowed)
 
 
 def make_app(feed: Feed, hosts: HostCheck) -> web.Application:
@@ -225,14 +234,15 @@ async def serve(
     connect_timeout: float,
     on_ready: Callable[[str], None],
     stop: asyncio.Event,
+    allow_hosts: Sequence[str] = (),
 ) -> None:
     """Connects to the broker, serves until ``stop`` is set, then closes both."""
     await feed.start(connect_timeout)
     runner: web.AppRunner | None = None
     try:
-        # Until the site is bound we do not know the port it got (--port 0).
-        # Refuses every Host on loopback until the port is known (--port 0).
-        hosts = HostCheck(allowed_hosts(host, port))
+        # Until the site is bound we do not know the port it got (--port 0): until then
+        # every Host is refused.
+        hosts = HostCheck()
         # Pages keep their event streams open for ever: on stop they are cut after
         # SHUTDOWN_SECONDS instead of aiohttp's minute of grace.
         runner = web.AppRunner(
@@ -245,7 +255,7 @@ async def serve(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = _bound_port(runner, port)
-        hosts.allowed = allowed_hosts(host, bound)
+        hosts.allowed = allowed_hosts(host, bound, allow_hosts)
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{bound}/")
         await stop.wait()

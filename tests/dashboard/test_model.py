@@ -155,4 +155,14 @@ def test_only_loopback_addresses_go_without_a_warning(host: str, loopback: bool)
 
 def test_a_loopback_dashboard_answers_only_its_own_host_names() -> None:
     assert allowed_hosts("127.0.0.1", 8080) == {"127.0.0.1:8080", "localhost:8080", "[::1]:8080"}
-    assert allowed_hosts("192.0.2.10", 8080) is None
+
+
+def test_a_dashboard_on_every_address_keeps_the_host_check() -> None:
+    """DNS rebinding: a page of attacker.example, whose name now resolves to the dashboard's
+    address, sends Host attacker.example and must be refused on 0.0.0.0 as on loopback."""
+    everywhere = allowed_hosts("0.0.0.0", 8080, ["dash.example", "10.1.2.3", "fd00::5"])
+    assert "attacker.example:8080" not in everywhere
+    assert "0.0.0.0:8080" not in everywhere
+    assert {"localhost:8080", "dash.example:8080", "10.1.2.3:8080", "[fd00::5]:8080"} <= everywhere
+    assert "192.0.2.10:80" in allowed_hosts("192.0.2.10", 80)
+    assert "192.0.2.10" in allowed_hosts("192.0.2.10", 80)

@@ -168,3 +168,26 @@ def test_a_port_in_use_exits_1_with_the_reason(broker: Broker) -> None:
         )
     assert result.returncode == 1
     assert f"cannot serve on 127.0.0.1 port {port}" in result.stderr
+
+
+def test_another_address_warns_and_says_which_host_names_it_answers(broker: Broker) -> None:
+    # 192.0.2.1 (documentation range) is no address of this machine: the warning comes
+    # before the dashboard tries to listen, which then fails; nothing leaves the host.
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "fleetctl", "dashboard", "--port", "0"),
+            *("--listen", "192.0.2.1", "--allow-host", "dash.example"),
+        ],
+        env={**broker.env(), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "warning: the dashboard listens on 192.0.2.1" in result.stderr
+    assert (
+        "It answers only requests addressed to localhost, 127.0.0.1, [::1], dash.example "
+        "or 192.0.2.1: add the name browsers use for it with --allow-host NAME"
+    ) in result.stderr
+    assert "cannot serve on 192.0.2.1" in result.stderr
