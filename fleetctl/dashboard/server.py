@@ -5,6 +5,13 @@
 that allows only this server's own script and style, so even a value that slipped into the
 page as markup could not run.
 
+Who may use it: whoever has the address the dashboard printed, which holds a token made at
+start (``/?token=...``). Opening it sets the token as a cookie (HttpOnly, SameSite=Strict)
+and leads to the page; the page, ``/events`` and ``/logs`` need that cookie. So another
+user of the same machine, who can reach 127.0.0.1 but not the operator's terminal, can
+neither see the fleet nor ask cars for logs under the operator's MQTT identity; and another
+site's page cannot either (Host and Sec-Fetch-Site checks, and the cookie is not sent).
+
 A stream is written in pieces of at most ``WRITE_CHUNK`` bytes, each awaited until the
 connection took it, so a client that does not read holds back only that much of the
 dashboard's memory; one that has taken nothing for ``STALL_SECONDS`` is cut off (a browser
@@ -15,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -52,28 +61,52 @@ SECURITY_HEADERS = {
 
 
 @dataclass
-class HostCheck:
-    """The Host headers the dashboard answers; known once the port is bound (until then,
-    none)."""
+class Access:
+    """Who the dashboard answers: the Host headers it accepts (known once the port is
+    bound; until then, none) and the token its cookie must hold."""
 
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     allowed: frozenset[str] = frozenset()
+    cookie: str = "fleetctl_dashboard"
+
+    def bound(self, allowed: frozenset[str], port: int) -> None:
+        self.allowed = allowed
+        # Cookies are not kept apart by port: each dashboard of the machine has its own.
+        self.cookie = f"fleetctl_dashboard_{port}"
+
+    def holds_token(self, request: web.Request) -> bool:
+        given = request.cookies.get(self.cookie, "")
+        return hmac.compare_digest(given.encode(), self.token.encode())
 
 
 FEED: web.AppKey[Feed] = web.AppKey("feed", Feed)
-HOSTS: web.AppKey[HostCheck] = web.AppKey("hosts", HostCheck)
+ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    allowed = request.app[HOSTS].allowed
+    access = request.app[ACCESS]
     # A page of another site that resolves its name to the dashboard's address (DNS
     # rebinding) sends its own Host; and no other site may start log requests.
-    if request.host not in allowed:
-        raise web.HTTPForbidden(text="unexpected Host header")
+    if request.host not in access.allowed:
+        raise web.HTTPForbidden(text="unexpected Host header", headers=SECURITY_HEADERS)
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-        raise web.HTTPForbidden(text="cross-site requests are refused")
+        raise web.HTTPForbidden(text="cross-site requests are refused", headers=SECURITY_HEADERS)
+    if not request.path.startswith("/static/") and not access.holds_token(request):
+        given = request.query.get("token", "")
+        if request.path == "/" and hmac.compare_digest(given.encode(), access.token.encode()):
+            # The printed address: the token becomes the cookie, and leaves the address bar.
+            found = web.HTTPSeeOther("/", headers=SECURITY_HEADERS)
+            found.set_cookie(
+                access.cookie, access.token, httponly=True, samesite="Strict", path="/"
+            )
+            raise found
+        raise web.HTTPUnauthorized(
+            text="open the address fleetctl dashboard printed: it holds the token",
+            headers=SECURITY_HEADERS,
+        )
     try:
         response = await handler(request)
     except web.HTTPException as e:
@@ -215,10 +248,10 @@ def allowed_hosts(host: str, port: int, extra: Sequence[str] = ()) -> frozenset[
     return frozenset(allowed)
 
 
-def make_app(feed: Feed, hosts: HostCheck) -> web.Application:
+def make_app(feed: Feed, access: Access) -> web.Application:
     app = web.Application(middlewares=[_guard])
     app[FEED] = feed
-    app[HOSTS] = hosts
+    app[ACCESS] = access
     app.router.add_get("/", index)
     app.router.add_get("/events", events)
     app.router.add_get("/logs", logs)
@@ -242,11 +275,11 @@ async def serve(
     try:
         # Until the site is bound we do not know the port it got (--port 0): until then
         # every Host is refused.
-        hosts = HostCheck()
+        access = Access()
         # Pages keep their event streams open for ever: on stop they are cut after
         # SHUTDOWN_SECONDS instead of aiohttp's minute of grace.
         runner = web.AppRunner(
-            make_app(feed, hosts),
+            make_app(feed, access),
             handler_cancellation=True,
             access_log=None,
             shutdown_timeout=SHUTDOWN_SECONDS,
@@ -255,9 +288,9 @@ async def serve(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = _bound_port(runner, port)
-        hosts.allowed = allowed_hosts(host, bound, allow_hosts)
+        access.bound(allowed_hosts(host, bound, allow_hosts), bound)
         shown = f"[{host}]" if ":" in host else host
-        on_ready(f"http://{shown}:{bound}/")
+        on_ready(f"http://{shown}:{bound}/?token={access.token}")
         await stop.wait()
     finally:
         if runner is not None:

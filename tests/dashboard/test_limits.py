@@ -42,7 +42,7 @@ def first_event(dashboard: Dashboard) -> dict[str, Any]:
     address = urllib.parse.urlsplit(dashboard.url)
     connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=30)
     try:
-        connection.request("GET", "/events")
+        connection.request("GET", "/events", headers=dashboard.cookie)
         response = connection.getresponse()
         assert response.status == 200, response.read()
         data: dict[str, Any] = json.loads(response.readline().removeprefix(b"data: "))
@@ -110,7 +110,7 @@ def test_pages_that_never_read_cost_the_dashboard_a_bounded_amount(
     before = rss(pid)
     address = urllib.parse.urlsplit(dashboard.url)
     reader = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
-    reader.request("GET", "/events")
+    reader.request("GET", "/events", headers=dashboard.cookie)
     page = reader.getresponse()
     assert json.loads(page.readline().removeprefix(b"data: "))["t"] == "snapshot"
     # A page that reads only once the fleet has changed: by then far behind.
@@ -118,8 +118,9 @@ def test_pages_that_never_read_cost_the_dashboard_a_bounded_amount(
     slow.sock = socket.socket()
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)
     slow.sock.connect((address.hostname, address.port))
-    slow.request("GET", "/events")
-    request = f"GET /events HTTP/1.1\r\nHost: {address.netloc}\r\n\r\n".encode()
+    slow.request("GET", "/events", headers=dashboard.cookie)
+    [(_, cookie)] = dashboard.cookie.items()
+    request = f"GET /events HTTP/1.1\r\nHost: {address.netloc}\r\nCookie: {cookie}\r\n\r\n"
     stuck = []
     try:
         for _ in range(CLIENTS - 2):
@@ -127,7 +128,7 @@ def test_pages_that_never_read_cost_the_dashboard_a_bounded_amount(
             # A client that reads nothing, with a receive window as small as it gets.
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             client.connect((address.hostname, address.port))
-            client.sendall(request)
+            client.sendall(request.encode())
             stuck.append(client)
         # The fleet keeps changing: every stuck page's queue overflows.
         rounds = ["pending", "running"] * 5 + ["failed"]
