@@ -27,7 +27,7 @@ from fleetctl.output.progress import Progress
 from fleetctl.rollouts import report
 from fleetctl.rollouts import spec as rollout_spec
 from fleetctl.rollouts.live import LiveView
-from fleetctl.rollouts.records import DONE, Records, Rollout, default_path
+from fleetctl.rollouts.records import DONE, Overlap, Records, Rollout, default_path
 from fleetctl.rollouts.runner import Runner
 
 ACTIONS = ("start", "status", "resume", "abort", "retry-failed", "list")
@@ -94,7 +94,11 @@ def _run(invocation: Invocation) -> int:
             print(report.render_list(records, args.output), flush=True)
             return OK
         if args.action == "start":
-            rollout_id = records.create(args.spec)
+            try:
+                rollout_id = records.create(args.spec)
+            except Overlap as e:
+                print(f"fleetctl: error: {e}", file=sys.stderr)
+                return FAILED
             _record_signing(records, rollout_id, args)
             print(f"fleetctl: rollout {rollout_id} started", file=sys.stderr, flush=True)
             return _carry_out(records, rollout_id, settings, args.output)

@@ -74,6 +74,8 @@ _SCHEMA = [
         done_at REAL,
         PRIMARY KEY (rollout, vin)
     )""",
+    # Which rollouts a car is in: two running at once on the same car are refused.
+    "CREATE INDEX IF NOT EXISTS rollout_cars_by_vin ON rollout_cars (vin)",
     # A signed rollout: the key file (its path, never the key) and the validity, so that
     # resume and retry-failed sign as start did.
     """CREATE TABLE IF NOT EXISTS rollout_signing (
@@ -154,6 +156,35 @@ def spec_from_json(text: str, payload: bytes) -> Spec:
     )
 
 
+class Overlap(Exception):
+    """Another rollout is running on some of the same cars."""
+
+
+def _refuse_overlap(db: sqlite3.Connection, rollout_id: str) -> None:
+    """Raises Overlap when a rollout running in a live process shares a car with this one.
+
+    Two rollouts on the same car at once would race: the later manifest wins or not
+    depending on which request the car takes last, and each one's abort thresholds count
+    the other's effects. Called inside the write transaction that starts or claims
+    ``rollout_id``, so two fleetctl starting at once cannot both pass.
+    """
+    rows = db.execute(
+        "SELECT r.id, r.owner_pid, COUNT(*) FROM rollout_cars mine "
+        "JOIN rollout_cars theirs ON theirs.vin = mine.vin AND theirs.rollout != mine.rollout "
+        "JOIN rollouts r ON r.id = theirs.rollout "
+        "WHERE mine.rollout = ? AND r.status = ? GROUP BY r.id, r.owner_pid",
+        (rollout_id, RUNNING),
+    ).fetchall()
+    for other, owner, shared in rows:
+        # One fleetctl runs one rollout: one recorded as running by this very process is
+        # left over from a run that ended without saying so.
+        if owner != os.getpid() and owned_by_a_live_process(owner):
+            raise Overlap(
+                f"rollout {other} is running on {shared} of these cars (process {owner}); "
+                f"wait for it, or stop it first: fleetctl rollout abort {other}"
+            )
+
+
 class Records:
     """The rollout database; each change is one committed transaction."""
 
@@ -178,6 +209,8 @@ class Records:
     # -- rollouts -----------------------------------------------------------------------
 
     def create(self, spec: Spec) -> str:
+        """Records a new rollout, running in this process; raises Overlap (and records
+        nothing) when another running rollout has some of its cars."""
         rollout_id = f"r{time.strftime('%Y%m%d')}-{uuid.uuid4().hex[:6]}"
         now = time.time()
         with self._write() as db:
@@ -204,6 +237,7 @@ class Records:
                         (rollout_id, vin, position, number, PENDING),
                     )
                     position += 1
+            _refuse_overlap(db, rollout_id)
         return rollout_id
 
     def get(self, rollout_id: str) -> Rollout | None:
@@ -254,6 +288,10 @@ class Records:
                 return f"rollout {rollout_id} is running in process {owner}"
             if status == ABORTED:
                 return f"rollout {rollout_id} was aborted"
+            try:
+                _refuse_overlap(db, rollout_id)
+            except Overlap as e:
+                return str(e)
             db.execute(
                 "UPDATE rollouts SET status = ?, reason = NULL, owner_pid = ?, updated_at = ? "
                 "WHERE id = ?",

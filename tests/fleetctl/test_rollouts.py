@@ -626,3 +626,46 @@ def test_a_signed_rollout_needs_its_key_to_resume(
     resumed = fleetctl("rollout", "resume", first.json()["id"], "--sign-key", str(moved))
     assert resumed.code == 0, resumed.out + resumed.err
     assert fleetctl("rollout", "list", "--sign-key", str(moved)).code == 2
+
+
+def test_a_second_rollout_on_cars_a_running_one_has_is_refused(
+    cars: Cars, broker: Broker, fleetctl: Any, rollout_file: Callable[..., Path]
+) -> None:
+    p = prefix()
+    fleet = [f"{p}{n}" for n in range(1, 5)]
+    for vin in fleet:
+        cars.start(vin)
+    counter = RequestCounter(broker)
+    slow = rollout_file(cars=fleet, batchSize=1, rate={"perMinute": 30}, progressDeadline=10)
+    command = ["rollout", "start", str(slow), "-o", "json", "--db", str(fleetctl.db)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleetctl", *command],
+        env={**os.environ, **broker.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        running = process.stderr.readline().split()[2]
+        counter.probe.expect(timeout=30)  # under way
+        other = rollout_file(cars=[fleet[-1], f"{p}NEW"], progressDeadline=5)
+        refused = fleetctl("rollout", "start", str(other))
+        assert refused.code == 1
+        assert f"rollout {running} is running on 1 of these cars (process {process.pid})" in (
+            refused.err
+        )
+        assert f"fleetctl rollout abort {running}" in refused.err
+        # Refused before anything was recorded or sent.
+        listed = fleetctl("rollout", "list", "-o", "json").json()["rollouts"]
+        assert [r["id"] for r in listed] == [running]
+        # Cars it does not have are no conflict.
+        apart = fleetctl(
+            "rollout", "start", str(rollout_file(cars=[f"{p}NEW"], progressDeadline=1))
+        )
+        assert "is running on" not in apart.err
+        fleetctl("rollout", "abort", running)
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
