@@ -635,6 +635,13 @@ def test_a_second_rollout_on_cars_a_running_one_has_is_refused(
     fleet = [f"{p}{n}" for n in range(1, 5)]
     for vin in fleet:
         cars.start(vin)
+    away = f"{p}AWAY"
+    cars.start(away)
+    cars.stop(away)
+    # An earlier rollout, left incomplete (a car was offline), that shares a car.
+    spec = rollout_file(cars=[away, fleet[-1]], progressDeadline=1)
+    earlier = fleetctl("rollout", "start", str(spec), "-o", "json")
+    assert earlier.json()["status"] == "incomplete"
     counter = RequestCounter(broker)
     slow = rollout_file(cars=fleet, batchSize=1, rate={"perMinute": 30}, progressDeadline=10)
     command = ["rollout", "start", str(slow), "-o", "json", "--db", str(fleetctl.db)]
@@ -658,7 +665,11 @@ def test_a_second_rollout_on_cars_a_running_one_has_is_refused(
         assert f"fleetctl rollout abort {running}" in refused.err
         # Refused before anything was recorded or sent.
         listed = fleetctl("rollout", "list", "-o", "json").json()["rollouts"]
-        assert [r["id"] for r in listed] == [running]
+        assert [r["id"] for r in listed] == [running, earlier.json()["id"]]
+        # Resuming the earlier one now would race the same way.
+        resumed = fleetctl("rollout", "resume", earlier.json()["id"])
+        assert resumed.code == 1
+        assert f"rollout {running} is running on 1 of these cars" in resumed.err
         # Cars it does not have are no conflict.
         apart = fleetctl(
             "rollout", "start", str(rollout_file(cars=[f"{p}NEW"], progressDeadline=1))
