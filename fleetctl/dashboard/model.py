@@ -9,6 +9,7 @@ or the page without bound; the page shows them as text only.
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ OUTCOMES_KEPT = 100
 # Cars kept when no cars are named: anyone who may publish under vehicle/ could otherwise
 # grow the dashboard (and every page) without bound with made-up VINs.
 MAX_CARS = 20_000
+# Characters of workload and agent states kept for the whole fleet. The limits above allow
+# far more (cars x workloads x fields); a real fleet of 20,000 cars with 10 workloads each
+# needs about a tenth of this. Beyond it, new entries and growing ones are dropped.
+MAX_MODEL_CHARS = 128 * 2**20
 
 WORKLOAD_FIELDS = ("agent", "instance_id", "state", "substate", "info", "since")
 PRESENCE_FIELDS = ("status", "ankaios", "connector_version", "sdk_version", "started_at", "since")
@@ -45,6 +50,14 @@ WORKLOAD_STATES = (
 )
 
 Change = dict[str, Any]
+
+log = logging.getLogger(__name__)
+
+
+def _size(name: str, value: dict[str, str] | None) -> int:
+    if value is None:
+        return 0
+    return len(name) + sum(len(k) + len(v) for k, v in value.items())
 
 
 def text(value: Any) -> str:
@@ -192,6 +205,9 @@ class FleetModel:
         self.fixed = bool(self.cars)
         self.outcomes: deque[dict[str, str]] = deque(maxlen=OUTCOMES_KEPT)
         self._outcome_seq = 0
+        self.chars = 0
+        """Characters of all workload and agent states held (see MAX_MODEL_CHARS)."""
+        self.dropped = 0
 
     def snapshot(self) -> Change:
         return {
@@ -253,16 +269,30 @@ class FleetModel:
     ) -> list[Change]:
         name = text(name)
         if not payload:
-            if table.pop(name, None) is None:
+            removed = table.pop(name, None)
+            if removed is None:
                 return []
+            self.chars -= _size(name, removed)
             return [{"t": kind, "vin": car.vin, "name": name, "value": None}]
         data = json_object(payload)
         value = _flat(data) if names is None else _fields(data, names)
         if names is not None and data is None:
             value["state"] = "invalid"
-        if table.get(name) == value:
+        old = table.get(name)
+        if old == value:
             return []
-        if name not in table and len(table) >= MAX_PER_CAR:
+        if old is None and len(table) >= MAX_PER_CAR:
             return []
+        grown = _size(name, value) - _size(name, old)
+        if grown > 0 and self.chars + grown > MAX_MODEL_CHARS:
+            if not self.dropped:
+                log.warning(
+                    "the fleet's states reached %d characters: new and growing ones are "
+                    "dropped (a publisher under vehicle/ may be flooding)",
+                    MAX_MODEL_CHARS,
+                )
+            self.dropped += 1
+            return []
+        self.chars += grown
         table[name] = value
         return [{"t": kind, "vin": car.vin, "name": name, "value": value}]

@@ -88,6 +88,21 @@ def test_a_car_cannot_grow_the_model_without_bound() -> None:
     assert len(model.cars["C"].workloads) == MAX_PER_CAR
 
 
+def test_the_whole_fleets_states_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each car within its limits, many cars together may not exceed the model's."""
+    monkeypatch.setattr(model, "MAX_MODEL_CHARS", 2_000)
+    fleet = FleetModel()
+    info = {"state": "running", "info": "i" * 400}
+    kept = [n for n in range(10) if update(fleet, f"vehicle/V{n}/workloads/app", info)]
+    assert kept == [0, 1, 2, 3]
+    assert fleet.chars <= 2_000
+    assert update(fleet, "vehicle/V9/workloads/app", info) == []
+    # What is kept may still change, shrink, or go, which makes room again.
+    assert update(fleet, "vehicle/V0/workloads/app", {"state": "failed"})
+    assert update(fleet, "vehicle/V1/workloads/app", b"")
+    assert update(fleet, "vehicle/V9/workloads/app", info)
+
+
 def test_made_up_vins_cannot_grow_the_model_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model, "MAX_CARS", 3)
     fleet = FleetModel()
