@@ -79,6 +79,17 @@ def _publish_fleet(client: Any, cars: int, workloads: int) -> None:
         info.wait_for_publish(30)
 
 
+def _printed_address(log: Path, timeout: float = 30.0) -> str:
+    """The address the dashboard printed: it holds the token the page needs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if "dashboard on " in line:
+                return line.split("dashboard on ", 1)[1].split()[0]
+        time.sleep(0.05)
+    raise TimeoutError("the dashboard did not print its address")
+
+
 def _page_value(driver: Any, script: str) -> Any:
     return driver.execute_script(script)
 
@@ -110,6 +121,7 @@ def run(
             env={"MQTT_BROKER_ADDR": "127.0.0.1", "MQTT_BROKER_PORT": str(broker.port)},
         )
         wait_for_port(port, 30)
+        url = _printed_address(dashboard.log)
         profile = Path(tempfile.mkdtemp(prefix="bench-chromium-", dir=workdir))
         driver = start_chromium(profile)
         total = cars * workloads
@@ -118,7 +130,7 @@ def run(
             f"document.getElementById('by-state').textContent.includes('{total} running')"
         )
         started = time.monotonic()
-        driver.get(f"http://127.0.0.1:{port}/")
+        driver.get(url)
         while not _page_value(driver, rendered):
             if time.monotonic() - started > FIRST_RENDER_TIMEOUT:
                 raise TimeoutError("the page did not render the fleet")

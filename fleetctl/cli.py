@@ -44,6 +44,7 @@ from fleetctl.commands.command import (
     Invocation,
 )
 from fleetctl.commands.options import Parser, add_context
+from fleetctl.output.escape import terminal_safe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +149,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         try:
             return command.run(invocation)
         except (BrokerError, ServerError) as e:
-            print(f"fleetctl: {e}", file=sys.stderr)
+            # A broker's or a car's words may be in it.
+            print(terminal_safe(f"fleetctl: {e}"), file=sys.stderr)
             return FAILED
     except KeyboardInterrupt:
         if command is not None and command.changes_cars:

@@ -19,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from fleet_connector.mqtt.broker import BrokerSettings
+from fleetctl.output.escape import terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -211,5 +212,5 @@ class Connection:
                 "message on %.200r could not be handled (%s: %.200s); ignored",
                 msg.topic,
                 type(e).__name__,
-                e,
+                terminal_safe(str(e)),
             )

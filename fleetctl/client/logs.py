@@ -21,6 +21,7 @@ from fleet_connector.mqtt.topics import Operation, Topics
 from fleetctl.client.connection import BrokerError, Connection
 from fleetctl.client.engine import NOT_DELIVERED_WHY, not_delivered
 from fleetctl.client.results import BROKER_REFUSED, NOT_DELIVERED
+from fleetctl.output.escape import log_line, terminal_safe
 
 # After a cancel, how long the end message may take.
 CANCEL_GRACE = 5.0
@@ -93,7 +94,8 @@ def run(
                 try:
                     payload = arrived.get(timeout=wait)
                 except queue.Empty:
-                    print(f"fleetctl: no answer from {query.vin} within {wait:g}s", file=err)
+                    vin = terminal_safe(query.vin)
+                    print(f"fleetctl: no answer from {vin} within {wait:g}s", file=err)
                     return 1
                 if isinstance(payload, tuple):
                     # As state and apply learn it: at once, not after the timeout.
@@ -136,15 +138,19 @@ def _show(
         error = message["error"]
         if isinstance(error, dict):
             error = f"{error.get('code')}: {error.get('message')}"
-        print(f"fleetctl: {query.vin}: {error}", file=err)
+        print(terminal_safe(f"fleetctl: {query.vin}: {error}"), file=err)
         return 1
     for line in message.get("lines") or []:
         if not isinstance(line, dict):
             continue
-        text = str(line.get("line", ""))
-        print(f"{line.get('workload')}: {text}" if prefix else text, file=out, flush=True)
+        # What a workload wrote, shown and not obeyed: a car's ESC, BEL or CR stays text.
+        text = log_line(str(line.get("line", "")))
+        if prefix:
+            text = f"{terminal_safe(str(line.get('workload')))}: {text}"
+        print(text, file=out, flush=True)
     if message.get("dropped"):
-        print(f"fleetctl: {message['dropped']} line(s) dropped by the car's rate limit", file=err)
+        dropped = terminal_safe(str(message["dropped"]))
+        print(f"fleetctl: {dropped} line(s) dropped by the car's rate limit", file=err)
     end = message.get("end")
     return None if end is None else _ended(str(end), message, err)
 
@@ -161,7 +167,8 @@ def _parse(payload: bytes) -> dict[str, Any]:
 
 def _ended(end: str, message: dict[str, Any], err: TextIO) -> int:
     if end == "error":
-        print(f"fleetctl: the log stream failed: {message.get('message', '')}", file=err)
+        reason = terminal_safe(str(message.get("message", "")))
+        print(f"fleetctl: the log stream failed: {reason}", file=err)
         return 1
     if end == "limit":
         print("fleetctl: the car's line limit (LOG_MAX_LINES) ended the stream", file=err)

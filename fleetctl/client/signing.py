@@ -1,10 +1,17 @@
 """The operator's side of signed requests: a key, a counter that only grows, one signature per car.
 
-The car refuses a counter it has seen from the key before (see
-``fleet_connector.requests.signatures``), so the counter must grow across fleetctl runs, machines
-and lost files: it is the larger of the last one used plus one (kept next to the key in
-``<key file>.counter``) and the time in microseconds. One run takes one counter: the cars
-count separately, so each car of the run sees it once.
+The car refuses a counter it has seen from the key before, or not above the last one it
+accepted (see ``fleet_connector.requests.signatures``), so the counter must grow across
+fleetctl runs, machines and lost files: it is the larger of the last one used plus one (kept
+next to the key in ``<key file>.counter``) and the time in microseconds.
+
+Every request is signed when it is sent, for its car, with a counter of its own and a
+not-after counted from then: a run or a rollout that takes longer than the validity (waves,
+soak times, rate limits, cars that were offline) still sends each car a request it can
+accept, and a request signed later (by another run) never carries a lower counter than
+one signed before it. Cars refuse a not-after further ahead than their maximum validity
+(``SIGNED_MAX_VALIDITY``, 24 h by default), which is why the validity is short and the
+signature made per attempt instead.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleet_connector.mqtt.topics import Operation
@@ -20,6 +27,8 @@ from fleet_connector.options import ConfigError
 from fleet_connector.requests.signatures import ALL_CARS, Claims, SigningKey, sign
 
 DEFAULT_VALID_FOR = 3600
+CAR_MAX_VALIDITY = 24 * 3600
+"""A car's SIGNED_MAX_VALIDITY unless its operator changed it: a longer validity is refused."""
 
 
 def load_key(path: Path) -> SigningKey:
@@ -49,36 +58,49 @@ def next_counter(key_path: Path) -> int:
 
 
 class Signer:
-    """Signs each request of one run for its car; made once per run."""
+    """Signs requests with one key for one operation; each signature gets a fresh counter
+    and a not-after ``valid_for`` seconds after it was made."""
 
-    def __init__(self, key_path: Path, operation: Operation, valid_for: int) -> None:
+    def __init__(
+        self,
+        key_path: Path,
+        operation: Operation,
+        valid_for: int,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.key = load_key(key_path)
         self.operation = operation
-        try:
-            self.counter = next_counter(key_path)
-        except OSError as e:
-            raise ConfigError(f"cannot keep the counter next to {key_path}: {e.strerror}") from None
-        self.not_after = int(time.time()) + valid_for
+        self.valid_for = valid_for
+        self._key_path = key_path
+        self._clock = clock
+        # Taken now so that a counter file that cannot be written is a usage error found
+        # before anything is sent; the first signature uses it.
+        self._reserved: int | None = self._next_counter()
 
     def envelope(self, payload: bytes, targets: Sequence[str]) -> bytes:
-        claims = Claims(
-            self.key.key_id, self.operation, tuple(targets), self.counter, self.not_after
-        )
-        return sign(self.key, claims, payload).envelope()
+        return self.signed(payload, targets)[0]
 
-    def for_car(self, payload: bytes) -> _PerCar:
-        return _PerCar(self, payload)
+    def signed(self, payload: bytes, targets: Sequence[str]) -> tuple[bytes, int]:
+        """The envelope, signed now, and its not-after (Unix seconds)."""
+        counter, self._reserved = self._reserved or self._next_counter(), None
+        # Rounded down: never further ahead than asked, so a car's maximum validity that
+        # equals --sign-valid-for still accepts it.
+        not_after = int(self._clock()) + self.valid_for
+        claims = Claims(self.key.key_id, self.operation, tuple(targets), counter, not_after)
+        return sign(self.key, claims, payload).envelope(), not_after
 
+    def for_car(self, payload: bytes) -> Callable[[str], bytes]:
+        """``vin -> payload signed for that car alone``, signed at each call."""
+        return lambda vin: self.envelope(payload, [vin])
 
-class _PerCar:
-    """``vin -> signed payload`` for a rollout."""
-
-    def __init__(self, signer: Signer, payload: bytes) -> None:
-        self._signer = signer
-        self._payload = payload
-
-    def __call__(self, vin: str) -> bytes:
-        return self._signer.envelope(self._payload, [vin])
+    def _next_counter(self) -> int:
+        try:
+            return next_counter(self._key_path)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot keep the counter next to {self._key_path}: {e.strerror}"
+            ) from None
 
 
 def targets_of(vins: Sequence[str], all_cars: bool) -> list[str]:

@@ -42,13 +42,27 @@ def register(subcommands: Subcommands) -> None:
         help=f"the address to serve on (default: {LOOPBACK}); any other address lets "
         "whoever reaches it see the fleet and read logs, without a password",
     )
+    group.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name (or address) browsers use for the dashboard; it answers only "
+        "requests addressed to localhost, 127.0.0.1, [::1], the --listen address and these "
+        "(against DNS rebinding); repeatable",
+    )
     define(board, Command(_run, through_server=_served))
 
 
 def _run(invocation: Invocation) -> int:
     args = invocation.args
     return dashboard.run(
-        invocation.settings, invocation.vins, args.listen, args.port, CONNECT_TIMEOUT
+        invocation.settings,
+        invocation.vins,
+        args.listen,
+        args.port,
+        CONNECT_TIMEOUT,
+        allow_hosts=args.allow_host,
     )
 
 

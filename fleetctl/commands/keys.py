@@ -94,6 +94,7 @@ def _sign_payload(args: argparse.Namespace, vins: list[str]) -> bytes:
 def _run_sign(invocation: Invocation) -> int:
     """Writes the envelope to stdout, for ``mosquitto_pub -f``."""
     args = invocation.args
+    options.warn_about_validity(args.sign_valid_for)
     signer = signing.Signer(Path(args.sign_key), OPERATIONS[args.operation], args.sign_valid_for)
     targets = signing.targets_of(invocation.vins, args.all_cars)
     sys.stdout.buffer.write(signer.envelope(invocation.payload, targets))

@@ -7,6 +7,7 @@ so that its usage line lists them first, as it always has.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -176,23 +177,42 @@ def add_listening(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_signing(parser: argparse.ArgumentParser) -> None:
+def add_signing(
+    parser: argparse.ArgumentParser,
+    *,
+    key_help: str = "sign each car's request with this key, for that car, when it is sent",
+    default_valid_for: int | None = signing.DEFAULT_VALID_FOR,
+) -> None:
     """--sign-key and --sign-valid-for, for the commands that send requests."""
-    parser.add_argument("--sign-key", metavar="KEY", help="sign each car's request with this key")
-    add_validity(parser)
+    parser.add_argument("--sign-key", metavar="KEY", help=key_help)
+    add_validity(parser, default_valid_for)
 
 
-def add_validity(parser: argparse.ArgumentParser) -> None:
+def add_validity(
+    parser: argparse.ArgumentParser, default: int | None = signing.DEFAULT_VALID_FOR
+) -> None:
+    shown = "the rollout's, else " if default is None else ""
     parser.add_argument(
         "--sign-valid-for",
         type=_whole_seconds,
-        default=signing.DEFAULT_VALID_FOR,
+        default=default,
         metavar="SECONDS",
-        help="a car refuses the signed request after this long (default: "
-        f"{signing.DEFAULT_VALID_FOR}), and a longer one than its SIGNED_MAX_VALIDITY "
-        "(default: 3600); for a car offline longer, sign again when it is back "
-        "(a rollout signs each attempt anew)",
+        help="a car refuses the signed request this long after it was signed (default: "
+        f"{shown}{signing.DEFAULT_VALID_FOR}); cars refuse more than their "
+        "SIGNED_MAX_VALIDITY (3600 s unless changed). Each car's request is signed when it is "
+        "sent: for cars offline longer, send again (rollout resume signs a new attempt)",
     )
+
+
+def warn_about_validity(valid_for: int | None) -> None:
+    """A validity cars refuse by default is the operator's call, but not a silent one."""
+    if valid_for is not None and valid_for > signing.CAR_MAX_VALIDITY:
+        print(
+            f"fleetctl: warning: --sign-valid-for {valid_for} is more than "
+            f"{signing.CAR_MAX_VALIDITY} s; cars refuse it unless their SIGNED_MAX_VALIDITY "
+            "allows it",
+            file=sys.stderr,
+        )
 
 
 def _whole_seconds(text: str) -> int:

@@ -13,6 +13,7 @@ from fleetctl import output
 from fleetctl.client import server_runs, signing, waves
 from fleetctl.client.engine import Engine
 from fleetctl.client.results import RunResult
+from fleetctl.commands import options
 from fleetctl.commands.command import FAILED, OK, USAGE, Invocation
 from fleetctl.output import plans
 from fleetctl.output.progress import Progress
@@ -100,6 +101,7 @@ def send(
     signer = None
     # state and history have no --sign-key.
     if getattr(args, "sign_key", None):
+        options.warn_about_validity(args.sign_valid_for)
         signer = signing.Signer(Path(args.sign_key), operation, args.sign_valid_for)
     plan = waves.Plan(
         operation=operation,

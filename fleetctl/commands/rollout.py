@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.mqtt.topics import Operation
 from fleet_connector.options import ConfigError
+from fleetctl.client import signing
 from fleetctl.client.engine import Engine
 from fleetctl.commands import options
 from fleetctl.commands.command import (
@@ -30,6 +32,7 @@ from fleetctl.rollouts.records import (
     ABORTED,
     DONE,
     RUNNING,
+    Overlap,
     Records,
     Rollout,
     default_path,
@@ -39,6 +42,7 @@ from fleetctl.rollouts.runner import Runner
 
 ACTIONS = ("start", "status", "pause", "resume", "abort", "approve", "retry-failed", "list")
 SERVER_ONLY = ("pause", "approve")
+_SENDING = ("start", "resume", "retry-failed")
 
 
 def register(subcommands: Subcommands) -> None:
@@ -66,6 +70,12 @@ def register(subcommands: Subcommands) -> None:
         help=f"the rollout database (default: ${{FLEETCTL_DB}}, else {default_path()})",
     )
     options.add_output(rollout, "table for people (default), json or yaml for scripts")
+    options.add_signing(
+        rollout,
+        key_help="(start, resume, retry-failed) sign each car's request with this key, for "
+        "that car, when it is sent; recorded, so resume and retry-failed sign with it too",
+        default_valid_for=None,
+    )
     define(
         rollout,
         Command(_run, prepare=_check, through_server=_through_server, changes_cars=True),
@@ -74,6 +84,13 @@ def register(subcommands: Subcommands) -> None:
 
 def _check(args: argparse.Namespace, vins: list[str]) -> bytes:
     """Usage errors, found before anything is sent; the file is read into ``args.spec``."""
+    signs = args.sign_key is not None or args.sign_valid_for is not None
+    if signs and args.action not in _SENDING:
+        raise ConfigError(
+            "--sign-key and --sign-valid-for are for rollout start, resume and retry-failed"
+        )
+    if args.sign_key is not None:
+        signing.load_key(Path(args.sign_key))  # an unreadable key: a usage error, nothing sent
     if args.action == "list":
         if args.target is not None:
             raise ConfigError("rollout list takes no argument")
@@ -105,7 +122,12 @@ def _run(invocation: Invocation) -> int:
             print(report.render_list(records, args.output), flush=True)
             return OK
         if args.action == "start":
-            rollout_id = records.create(args.spec)
+            try:
+                rollout_id = records.create(args.spec)
+            except Overlap as e:
+                print(f"fleetctl: error: {e}", file=sys.stderr)
+                return FAILED
+            _record_signing(records, rollout_id, args)
             print(f"fleetctl: rollout {rollout_id} started", file=sys.stderr, flush=True)
             return _carry_out(records, rollout_id, settings, args.output)
         rollout = records.get(args.target)
@@ -122,6 +144,7 @@ def _run(invocation: Invocation) -> int:
                 report.render(records, records.get(rollout.id) or rollout, args.output), flush=True
             )
             return OK
+        _record_signing(records, rollout.id, args)
         if args.action == "retry-failed":
             if rollout.status == ABORTED:
                 # Abort is final: retrying would send to every pending car and call it done.
@@ -180,7 +203,36 @@ def _alive(rollout: Rollout) -> bool:
     return rollout.status != RUNNING or owned_by_a_live_process(rollout.owner_pid)
 
 
+def _record_signing(records: Records, rollout_id: str, args: argparse.Namespace) -> None:
+    """--sign-key and --sign-valid-for, kept with the rollout (resume may change them)."""
+    if args.sign_key is None and args.sign_valid_for is None:
+        return
+    recorded = records.signing(rollout_id)
+    key = Path(args.sign_key) if args.sign_key else (recorded[0] if recorded else None)
+    if key is None:
+        return
+    valid_for = args.sign_valid_for or (recorded[1] if recorded else signing.DEFAULT_VALID_FOR)
+    options.warn_about_validity(valid_for)
+    records.set_signing(rollout_id, key, valid_for)
+
+
+def _signer(records: Records, rollout: Rollout) -> signing.Signer | None:
+    recorded = records.signing(rollout.id)
+    if recorded is None:
+        return None
+    operation = Operation.APPLY if rollout.operation == "apply" else Operation.DELETE
+    return signing.Signer(recorded[0], operation, recorded[1])
+
+
 def _carry_out(records: Records, rollout_id: str, settings: BrokerSettings, fmt: str) -> int:
+    rollout = records.get(rollout_id)
+    assert rollout is not None
+    try:
+        # Before the claim: a key that is gone leaves the rollout as it was.
+        signer = _signer(records, rollout)
+    except ConfigError as e:
+        print(f"fleetctl: error: {e}", file=sys.stderr)
+        return USAGE
     refused = records.claim(rollout_id)
     if refused is not None:
         print(f"fleetctl: error: {refused}", file=sys.stderr)
@@ -203,6 +255,7 @@ def _carry_out(records: Records, rollout_id: str, settings: BrokerSettings, fmt:
             progress=progress,
             on_car=view.update if view is not None else None,
             on_phase=view.phase if view is not None else None,
+            signer=signer,
         )
         outcome = runner.run()
     finally:

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 
 from fleet_connector.mqtt.broker import BrokerSettings
 
+# Addresses that mean every address; not a name browsers use.
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - recognised, not bound
+
 
 def is_loopback(host: str) -> bool:
     try:
@@ -25,7 +28,13 @@ def is_loopback(host: str) -> bool:
 
 
 def run(
-    settings: BrokerSettings, vins: Sequence[str], host: str, port: int, connect_timeout: float
+    settings: BrokerSettings,
+    vins: Sequence[str],
+    host: str,
+    port: int,
+    connect_timeout: float,
+    *,
+    allow_hosts: Sequence[str] = (),
 ) -> int:
     """Serves until SIGINT or SIGTERM (exit 0); raises BrokerError when the broker cannot be
     used; 1 when the address cannot be served on."""
@@ -43,9 +52,13 @@ def run(
         return 1
 
     if not is_loopback(host):
+        names = ", ".join(["localhost", "127.0.0.1", "[::1]", *allow_hosts])
         print(
             f"fleetctl: warning: the dashboard listens on {host}: anyone who can reach it "
-            "sees the fleet and can read workload logs; it has no login",
+            "sees the fleet and can read workload logs; it has no login. It answers only "
+            f"requests addressed to {names}"
+            + ("" if host in WILDCARDS else f" or {host}")
+            + ": add the name browsers use for it with --allow-host NAME",
             file=sys.stderr,
         )
 
@@ -65,6 +78,7 @@ def run(
             connect_timeout=connect_timeout,
             on_ready=ready,
             stop=stop,
+            allow_hosts=allow_hosts,
         )
 
     try:

@@ -3,29 +3,41 @@
 paho delivers on its own thread; every message is handed to the event loop, which owns the
 model. Changes are gathered for a short moment and sent to every page as one batch, so a
 rollout over a thousand cars costs the browser a few dozen events per second, not thousands.
-A page that cannot keep up (its queue full) gets the whole model again instead of a backlog.
+
+What a page costs the dashboard is bounded, whether it reads or not: at most ``MAX_PAGES``
+pages at once; a batch is encoded once and shared by every page's queue; a page that cannot
+keep up (its queue full) is marked for a resync instead of being handed a backlog or a copy
+of the model: the server then streams it the model car by car (see
+:mod:`fleetctl.dashboard.server`), so no page ever holds an encoded copy of the whole fleet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_connector.mqtt.topics import Topics
 from fleetctl.client.connection import BrokerError, Connection
 from fleetctl.dashboard import logs
-from fleetctl.dashboard.model import Change, FleetModel, Topic, parse_topic
+from fleetctl.dashboard.model import Car, Change, FleetModel, Topic, parse_topic
 
 log = logging.getLogger(__name__)
 
 # How long changes are gathered before they go to the pages.
 BATCH_SECONDS = 0.05
-# Batches a page may have waiting before it is sent the whole model instead.
-PAGE_QUEUE = 200
+# Batches, and their bytes, a page may have waiting before it is sent the whole model
+# instead. The batches are shared: all pages' queues together hold at most this much.
+PAGE_QUEUE = 100
+PAGE_BYTES = 2 * 2**20
+# Event streams (pages) open at once; one more is refused. A dashboard is for a few
+# operators' tabs; every page open costs a connection, a queue and a share of the CPU.
+MAX_PAGES = 100
 # How often the broker connection is looked at, so pages can say their view may be stale.
 LINK_CHECK_SECONDS = 0.5
 
@@ -43,6 +55,60 @@ def fleet_filters() -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class Resync:
+    """A page's next item: the whole model, as it is when the page comes to it.
+
+    What the model held when the page was marked is taken by reference only (the cars, in
+    their order then; a copy of the recent outcomes, which are few), so that every later
+    outcome reaches the page once, as a change.
+    """
+
+    cars: list[Car]
+    outcomes: list[dict[str, str]]
+
+
+PageItem = bytes | Resync
+
+
+class Page:
+    """One page's event stream: encoded batches (shared by all pages) or a resync."""
+
+    def __init__(self) -> None:
+        self._items: asyncio.Queue[PageItem] = asyncio.Queue(PAGE_QUEUE)
+        self._bytes = 0
+
+    async def next(self) -> PageItem:
+        item = await self._items.get()
+        if isinstance(item, bytes):
+            self._bytes -= len(item)
+        return item
+
+    def offer(self, batch: bytes) -> bool:
+        """Queues the batch; False when the page is too far behind to take it."""
+        if self._bytes + len(batch) > PAGE_BYTES or self._items.full():
+            return False
+        self._items.put_nowait(batch)
+        self._bytes += len(batch)
+        return True
+
+    def resync(self, item: Resync) -> None:
+        """Whatever is waiting is dropped for the whole model."""
+        while not self._items.empty():
+            self._items.get_nowait()
+        self._bytes = 0
+        self._items.put_nowait(item)
+
+
+class TooManyPages(Exception):
+    """MAX_PAGES pages are open already."""
+
+
+def encode(item: object) -> bytes:
+    """One server-sent event (JSON has no raw newlines, so one data line)."""
+    return b"data: " + json.dumps(item, separators=(",", ":")).encode() + b"\n\n"
+
+
 class Feed:
     """Subscribes once for the whole fleet and fans changes out to the pages."""
 
@@ -52,7 +118,7 @@ class Feed:
         self.model = FleetModel(vins)
         self._settings = settings
         self._client_id = client_id or f"fleetctl-dashboard-{uuid.uuid4().hex[:12]}"
-        self._pages: set[asyncio.Queue[Change]] = set()
+        self._pages: set[Page] = set()
         self._pending: list[Change] = []
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,28 +198,38 @@ class Feed:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        batch, self._pending = {"t": "changes", "changes": self._pending}, []
+        changes, self._pending = self._pending, []
+        if not self._pages:
+            return
+        # Encoded once: every page's queue holds the same bytes.
+        batch = encode({"t": "changes", "changes": changes})
         for page in self._pages:
-            try:
-                page.put_nowait(batch)
-            except asyncio.QueueFull:
-                # Behind by PAGE_QUEUE batches: what it still has to apply is worth less
-                # than the model as it is now.
-                while not page.empty():
-                    page.get_nowait()
-                page.put_nowait(self.snapshot())
+            if not page.offer(batch):
+                # Behind by PAGE_QUEUE batches or PAGE_BYTES: what it still has to apply
+                # is worth less than the model as it is now.
+                self._resync(page)
 
     # -- pages ----------------------------------------------------------------------------
 
-    def snapshot(self) -> Change:
-        return {**self.model.snapshot(), "broker": self._broker_up}
+    @property
+    def broker_up(self) -> bool:
+        return self._broker_up
 
-    def listen(self) -> asyncio.Queue[Change]:
-        """A new page's queue; the whole model is its first item."""
-        page: asyncio.Queue[Change] = asyncio.Queue(PAGE_QUEUE)
-        page.put_nowait(self.snapshot())
+    @property
+    def pages(self) -> int:
+        return len(self._pages)
+
+    def listen(self) -> Page:
+        """A new page; the whole model is its first item. Raises TooManyPages."""
+        if len(self._pages) >= MAX_PAGES:
+            raise TooManyPages(f"{MAX_PAGES} pages are open already")
+        page = Page()
+        self._resync(page)
         self._pages.add(page)
         return page
 
-    def leave(self, page: asyncio.Queue[Change]) -> None:
+    def _resync(self, page: Page) -> None:
+        page.resync(Resync(list(self.model.cars.values()), list(self.model.outcomes)))
+
+    def leave(self, page: Page) -> None:
         self._pages.discard(page)

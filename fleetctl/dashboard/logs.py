@@ -29,7 +29,9 @@ MAX_TAIL = 10_000
 # A followed tail ends by itself after this long unless the page cancels it earlier.
 FOLLOW_SECONDS = 600
 # Batches a page may have waiting; a page further behind loses its tail (cancelled).
-SESSION_QUEUE = 1000
+SESSION_QUEUE = 200
+# Tails open at once, for all pages together; one more is refused until one ends.
+MAX_SESSIONS = 20
 
 Publish = Callable[[str, bytes], None]
 Event = dict[str, Any]
@@ -49,6 +51,10 @@ def reply_filter(cars: Topics) -> str:
 
 class LogRequestError(ValueError):
     """A page asked for something the dashboard will not send to a car."""
+
+
+class TooManyTails(Exception):
+    """MAX_SESSIONS tails are open already."""
 
 
 def valid_name(value: str, what: str) -> str:
@@ -119,6 +125,8 @@ class Sessions:
         valid_name(workload, "workload name")
         if not 1 <= tail <= MAX_TAIL:
             raise LogRequestError(f"tail must be 1 to {MAX_TAIL}")
+        if len(self._open) >= MAX_SESSIONS:
+            raise TooManyTails(f"{MAX_SESSIONS} log tails are open already")
         request_id = f"{self._prefix}-{next(self._ids)}"
         session = Session(vin, request_id, follow)
         request: dict[str, Any] = {"workloads": [workload], "tail": tail}

@@ -9,23 +9,33 @@ or the page without bound; the page shows them as text only.
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fleet_connector.config import check_vin
 from fleet_connector.mqtt.topics import Operation
+from fleet_connector.options import ConfigError
 from fleetctl.client.car_data import json_object
 
 # A value from the broker is cut to this many characters (an info string, a tag, ...).
 MAX_TEXT = 500
+# A workload or agent name longer than this is no name Ankaios gives: its message is
+# ignored (cut, two names could become one).
+MAX_NAME = 255
 # Workloads and agents kept per car: a car publishing more is cut off, not the dashboard.
 MAX_PER_CAR = 200
 OUTCOMES_KEPT = 100
 # Cars kept when no cars are named: anyone who may publish under vehicle/ could otherwise
 # grow the dashboard (and every page) without bound with made-up VINs.
 MAX_CARS = 20_000
+# Characters of workload and agent states kept for the whole fleet. The limits above allow
+# far more (cars x workloads x fields); a real fleet of 20,000 cars with 10 workloads each
+# needs about a tenth of this. Beyond it, new entries and growing ones are dropped.
+MAX_MODEL_CHARS = 128 * 2**20
 
 WORKLOAD_FIELDS = ("agent", "instance_id", "state", "substate", "info", "since")
 PRESENCE_FIELDS = ("status", "ankaios", "connector_version", "sdk_version", "started_at", "since")
@@ -40,6 +50,14 @@ WORKLOAD_STATES = (
 )
 
 Change = dict[str, Any]
+
+log = logging.getLogger(__name__)
+
+
+def _size(name: str, value: dict[str, str] | None) -> int:
+    if value is None:
+        return 0
+    return len(name) + sum(len(k) + len(v) for k, v in value.items())
 
 
 def text(value: Any) -> str:
@@ -102,16 +120,26 @@ _OUTCOME_OPERATIONS = {
 }
 
 
+def valid_vin(vin: str) -> bool:
+    """A VIN a connector can have (1 to 64 letters, digits, ``_ . : -``): anything else on
+    the broker is no car's, and a topic may hold 64 KiB of it."""
+    try:
+        check_vin(vin)
+    except ConfigError:
+        return False
+    return True
+
+
 def parse_topic(topic: str, prefix: str = "vehicle") -> Topic | None:
     parts = topic.split("/")
-    if len(parts) < 3 or parts[0] != prefix or not parts[1]:
+    if len(parts) < 3 or parts[0] != prefix or not valid_vin(parts[1]):
         return None
     vin, rest = parts[1], parts[2:]
     if rest == ["status"]:
         return Topic(vin, "status")
-    if len(rest) == 2 and rest[0] == "workloads" and rest[1]:
+    if len(rest) == 2 and rest[0] == "workloads" and 0 < len(rest[1]) <= MAX_NAME:
         return Topic(vin, "workload", rest[1])
-    if len(rest) == 2 and rest[0] == "agents" and rest[1]:
+    if len(rest) == 2 and rest[0] == "agents" and 0 < len(rest[1]) <= MAX_NAME:
         return Topic(vin, "agent", rest[1])
     if len(rest) >= 3 and rest[0] == "manifest" and rest[2] == "resp":
         operation = _OUTCOME_OPERATIONS.get(rest[1])
@@ -170,11 +198,16 @@ class FleetModel:
 
     def __init__(self, vins: Iterable[str] = (), prefix: str = "vehicle") -> None:
         self.prefix = prefix
+        # Cars named are shown even when their VIN is none a connector takes: the operator
+        # asked for them (the broker never brings anything for them).
         self.cars: dict[str, Car] = {vin: Car(vin) for vin in vins}
         # With cars named, the fleet is exactly those; cars never seen are shown as such.
         self.fixed = bool(self.cars)
         self.outcomes: deque[dict[str, str]] = deque(maxlen=OUTCOMES_KEPT)
         self._outcome_seq = 0
+        self.chars = 0
+        """Characters of all workload and agent states held (see MAX_MODEL_CHARS)."""
+        self.dropped = 0
 
     def snapshot(self) -> Change:
         return {
@@ -236,16 +269,30 @@ class FleetModel:
     ) -> list[Change]:
         name = text(name)
         if not payload:
-            if table.pop(name, None) is None:
+            removed = table.pop(name, None)
+            if removed is None:
                 return []
+            self.chars -= _size(name, removed)
             return [{"t": kind, "vin": car.vin, "name": name, "value": None}]
         data = json_object(payload)
         value = _flat(data) if names is None else _fields(data, names)
         if names is not None and data is None:
             value["state"] = "invalid"
-        if table.get(name) == value:
+        old = table.get(name)
+        if old == value:
             return []
-        if name not in table and len(table) >= MAX_PER_CAR:
+        if old is None and len(table) >= MAX_PER_CAR:
             return []
+        grown = _size(name, value) - _size(name, old)
+        if grown > 0 and self.chars + grown > MAX_MODEL_CHARS:
+            if not self.dropped:
+                log.warning(
+                    "the fleet's states reached %d characters: new and growing ones are "
+                    "dropped (a publisher under vehicle/ may be flooding)",
+                    MAX_MODEL_CHARS,
+                )
+            self.dropped += 1
+            return []
+        self.chars += grown
         table[name] = value
         return [{"t": kind, "vin": car.vin, "name": name, "value": value}]

@@ -4,25 +4,38 @@
 ``/logs`` sends one workload's log tail. Every response carries a Content-Security-Policy
 that allows only this server's own script and style, so even a value that slipped into the
 page as markup could not run.
+
+Who may use it: whoever has the address the dashboard printed, which holds a token made at
+start (``/?token=...``). Opening it sets the token as a cookie (HttpOnly, SameSite=Strict)
+and leads to the page; the page, ``/events`` and ``/logs`` need that cookie. So another
+user of the same machine, who can reach 127.0.0.1 but not the operator's terminal, can
+neither see the fleet nor ask cars for logs under the operator's MQTT identity; and another
+site's page cannot either (Host and Sec-Fetch-Site checks, and the cookie is not sent).
+
+A stream is written in pieces of at most ``WRITE_CHUNK`` bytes, each awaited until the
+connection took it, so a client that does not read holds back only that much of the
+dashboard's memory; one that has taken nothing for ``STALL_SECONDS`` is cut off (a browser
+reconnects by itself and gets the model again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from fleetctl.client.connection import BrokerError
-from fleetctl.dashboard import is_loopback
-from fleetctl.dashboard.feed import Feed
-from fleetctl.dashboard.logs import LogRequestError
+from fleetctl.dashboard import WILDCARDS
+from fleetctl.dashboard.feed import Feed, Page, PageItem, Resync, TooManyPages, encode
+from fleetctl.dashboard.logs import LogRequestError, TooManyTails
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +46,8 @@ KEEPALIVE_SECONDS = 15.0
 SHUTDOWN_SECONDS = 0.5
 # A car that does not start answering a log request within this long is reported as such.
 LOG_ANSWER_SECONDS = 10.0
+WRITE_CHUNK = 64 * 1024
+STALL_SECONDS = 30.0
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -46,27 +61,52 @@ SECURITY_HEADERS = {
 
 
 @dataclass
-class HostCheck:
-    """The Host headers the dashboard answers (None: any); known once the port is bound."""
+class Access:
+    """Who the dashboard answers: the Host headers it accepts (known once the port is
+    bound; until then, none) and the token its cookie must hold."""
 
-    allowed: frozenset[str] | None = None
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    allowed: frozenset[str] = frozenset()
+    cookie: str = "fleetctl_dashboard"
+
+    def bound(self, allowed: frozenset[str], port: int) -> None:
+        self.allowed = allowed
+        # Cookies are not kept apart by port: each dashboard of the machine has its own.
+        self.cookie = f"fleetctl_dashboard_{port}"
+
+    def holds_token(self, request: web.Request) -> bool:
+        given = request.cookies.get(self.cookie, "")
+        return hmac.compare_digest(given.encode(), self.token.encode())
 
 
 FEED: web.AppKey[Feed] = web.AppKey("feed", Feed)
-HOSTS: web.AppKey[HostCheck] = web.AppKey("hosts", HostCheck)
+ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    allowed = request.app[HOSTS].allowed
-    # On loopback, a page of another site that resolves its name to 127.0.0.1 (DNS
+    access = request.app[ACCESS]
+    # A page of another site that resolves its name to the dashboard's address (DNS
     # rebinding) sends its own Host; and no other site may start log requests.
-    if allowed is not None and request.host not in allowed:
-        raise web.HTTPForbidden(text="unexpected Host header")
+    if request.host not in access.allowed:
+        raise web.HTTPForbidden(text="unexpected Host header", headers=SECURITY_HEADERS)
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-        raise web.HTTPForbidden(text="cross-site requests are refused")
+        raise web.HTTPForbidden(text="cross-site requests are refused", headers=SECURITY_HEADERS)
+    if not request.path.startswith("/static/") and not access.holds_token(request):
+        given = request.query.get("token", "")
+        if request.path == "/" and hmac.compare_digest(given.encode(), access.token.encode()):
+            # The printed address: the token becomes the cookie, and leaves the address bar.
+            found = web.HTTPSeeOther("/", headers=SECURITY_HEADERS)
+            found.set_cookie(
+                access.cookie, access.token, httponly=True, samesite="Strict", path="/"
+            )
+            raise found
+        raise web.HTTPUnauthorized(
+            text="open the address fleetctl dashboard printed: it holds the token",
+            headers=SECURITY_HEADERS,
+        )
     try:
         response = await handler(request)
     except web.HTTPException as e:
@@ -77,8 +117,36 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _encode(item: Any) -> bytes:
-    return b"data: " + json.dumps(item, separators=(",", ":")).encode() + b"\n\n"
+class Stalled(Exception):
+    """The client took nothing for STALL_SECONDS."""
+
+
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    """Writes ``data`` piece by piece, each piece once the client has taken the last."""
+    view = memoryview(data)
+    for start in range(0, len(view), WRITE_CHUNK):
+        try:
+            # aiohttp waits for the transport to drain once a piece fills its buffer.
+            await asyncio.wait_for(response.write(view[start : start + WRITE_CHUNK]), STALL_SECONDS)
+        except TimeoutError:
+            raise Stalled from None
+
+
+async def _send_model(response: web.StreamResponse, feed: Feed, resync: Resync) -> None:
+    """The snapshot event, encoded car by car as the client takes it: never the whole model
+    at once. Cars changed meanwhile are sent as they are now, and their changes follow in
+    the page's queue; applying those again changes nothing."""
+    piece = bytearray(b'data: {"t":"snapshot","cars":[')
+    for number, car in enumerate(resync.cars):
+        if number:
+            piece += b","
+        piece += json.dumps(car.to_dict(), separators=(",", ":")).encode()
+        if len(piece) >= WRITE_CHUNK:
+            await _send(response, bytes(piece))
+            piece.clear()
+    tail = {"outcomes": resync.outcomes, "broker": feed.broker_up}
+    piece += b"]," + json.dumps(tail, separators=(",", ":")).encode()[1:] + b"\n\n"
+    await _send(response, bytes(piece))
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:
@@ -93,19 +161,32 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def events(request: web.Request) -> web.StreamResponse:
     feed = request.app[FEED]
-    response = await _stream(request)
-    page = feed.listen()
     try:
+        page: Page = feed.listen()
+    except TooManyPages as e:
+        raise web.HTTPServiceUnavailable(text=f"{e}; close one and reload") from None
+    response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"})
+    # One getter at a time, never cancelled for a keepalive: a batch is never lost.
+    getter: asyncio.Future[PageItem] | None = None
+    try:
+        await response.prepare(request)
         while True:
-            try:
-                item = await asyncio.wait_for(page.get(), KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
+            if getter is None:
+                getter = asyncio.ensure_future(page.next())
+            done, _ = await asyncio.wait({getter}, timeout=KEEPALIVE_SECONDS)
+            if not done:
+                await _send(response, b": keepalive\n\n")
                 continue
-            await response.write(_encode(item))
-    except ConnectionResetError:
+            item, getter = getter.result(), None
+            if isinstance(item, Resync):
+                await _send_model(response, feed, item)
+            else:
+                await _send(response, item)
+    except (ConnectionError, Stalled):
         pass
     finally:
+        if getter is not None:
+            getter.cancel()
         feed.leave(page)
     return response
 
@@ -123,6 +204,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         )
     except LogRequestError as e:
         raise web.HTTPBadRequest(text=str(e)) from None
+    except TooManyTails as e:
+        raise web.HTTPServiceUnavailable(text=f"{e}; close one and try again") from None
     except BrokerError as e:
         raise web.HTTPServiceUnavailable(text=str(e)) from None
     response = await _stream(request)
@@ -134,33 +217,41 @@ async def logs(request: web.Request) -> web.StreamResponse:
                 event = await asyncio.wait_for(session.events.get(), wait)
             except TimeoutError:
                 if not answered:
-                    await response.write(_encode({"error": "the car did not answer"}))
+                    await _send(response, encode({"error": "the car did not answer"}))
                     break
-                await response.write(b": keepalive\n\n")
+                await _send(response, b": keepalive\n\n")
                 continue
             answered = True
-            await response.write(_encode(event))
+            await _send(response, encode(event))
             if "end" in event or "error" in event:
                 break
-    except ConnectionResetError:
+    except (ConnectionError, Stalled):
         pass
     finally:
         feed.logs.close(session)
     return response
 
 
-def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
-    """The Host headers a loopback dashboard answers; None (any) on other addresses."""
-    if not is_loopback(host):
-        return None
-    names = {host, "localhost", "127.0.0.1", "[::1]"}
-    return frozenset(f"{name}:{port}" for name in names)
+def allowed_hosts(host: str, port: int, extra: Sequence[str] = ()) -> frozenset[str]:
+    """The Host headers the dashboard answers: its loopback names, the address it listens
+    on (unless that is every address) and the names given with --allow-host. Whatever the
+    address, so that DNS rebinding cannot read the fleet from a dashboard on 0.0.0.0."""
+    names = {"localhost", "127.0.0.1", "[::1]", *extra}
+    if host not in WILDCARDS:
+        names.add(host)
+    allowed = set()
+    for name in names:
+        shown = f"[{name}]" if ":" in name and not name.startswith("[") else name
+        allowed.add(f"{shown}:{port}")
+        if port == 80:  # browsers leave out the default port
+            allowed.add(shown)
+    return frozenset(allowed)
 
 
-def make_app(feed: Feed, hosts: HostCheck) -> web.Application:
+def make_app(feed: Feed, access: Access) -> web.Application:
     app = web.Application(middlewares=[_guard])
     app[FEED] = feed
-    app[HOSTS] = hosts
+    app[ACCESS] = access
     app.router.add_get("/", index)
     app.router.add_get("/events", events)
     app.router.add_get("/logs", logs)
@@ -176,18 +267,19 @@ async def serve(
     connect_timeout: float,
     on_ready: Callable[[str], None],
     stop: asyncio.Event,
+    allow_hosts: Sequence[str] = (),
 ) -> None:
     """Connects to the broker, serves until ``stop`` is set, then closes both."""
     await feed.start(connect_timeout)
     runner: web.AppRunner | None = None
     try:
-        # Until the site is bound we do not know the port it got (--port 0).
-        # Refuses every Host on loopback until the port is known (--port 0).
-        hosts = HostCheck(allowed_hosts(host, port))
+        # Until the site is bound we do not know the port it got (--port 0): until then
+        # every Host is refused.
+        access = Access()
         # Pages keep their event streams open for ever: on stop they are cut after
         # SHUTDOWN_SECONDS instead of aiohttp's minute of grace.
         runner = web.AppRunner(
-            make_app(feed, hosts),
+            make_app(feed, access),
             handler_cancellation=True,
             access_log=None,
             shutdown_timeout=SHUTDOWN_SECONDS,
@@ -196,9 +288,9 @@ async def serve(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = _bound_port(runner, port)
-        hosts.allowed = allowed_hosts(host, bound)
+        access.bound(allowed_hosts(host, bound, allow_hosts), bound)
         shown = f"[{host}]" if ":" in host else host
-        on_ready(f"http://{shown}:{bound}/")
+        on_ready(f"http://{shown}:{bound}/?token={access.token}")
         await stop.wait()
     finally:
         if runner is not None:

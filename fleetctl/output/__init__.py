@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from fleetctl.client.presence import Presence
 from fleetctl.client.results import CarResult, RunResult, Status
 from fleetctl.output import plans, rollbacks
+
+# Re-exported: tables and every command escape car-supplied text the same way.
+from fleetctl.output.escape import log_line as log_line
+from fleetctl.output.escape import terminal_safe as terminal_safe
+from fleetctl.output.escape import terminal_text as terminal_text
+
+if TYPE_CHECKING:
+    # Only a type here: importing it would make fleetctl.output (and with it the escaping
+    # helpers, which the client modules use) depend on the broker connection.
+    from fleetctl.client.presence import Presence
 
 FORMATS = ("table", "json", "yaml")
 
@@ -113,21 +121,16 @@ def render_inventory(cars: Sequence[dict[str, Any]], fmt: str) -> str:
 
 
 def dump(data: Any, fmt: str) -> str:
+    """JSON or YAML of ``data``, which holds what cars sent; either is terminal-safe."""
     if fmt == "json":
+        # ensure_ascii: every control and invisible character is written as \\uXXXX.
         return json.dumps(data, indent=2)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
-
-
-# Control characters (ANSI escapes, newlines, carriage returns), bidirectional overrides
-# and other invisible characters a car could send to rewrite or fake rows on a terminal.
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]"
-)
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every character that could act on a terminal shown escaped (\\x1b)."""
-    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
+    if terminal_text(text) != text:
+        # YAML writes bidirectional overrides and zero-width characters as they are (and
+        # tabs in block scalars); in ASCII it escapes them. Same data, read back the same.
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False).rstrip("\n")
+    return text
 
 
 def table(rows: Sequence[Sequence[str]], *, highlight: Sequence[bool] = ()) -> str:
@@ -166,7 +169,7 @@ def _summary_line(result: RunResult) -> str:
     if result.stopped_after_wave is not None:
         line += (
             f"\nstopped after wave {result.stopped_after_wave} of {result.waves}; "
-            f"not attempted: {', '.join(result.not_attempted)}"
+            f"not attempted: {terminal_safe(', '.join(result.not_attempted))}"
         )
     return line
 

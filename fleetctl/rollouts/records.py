@@ -74,6 +74,26 @@ _SCHEMA = [
         done_at REAL,
         PRIMARY KEY (rollout, vin)
     )""",
+    # Which rollouts a car is in: two running at once on the same car are refused.
+    "CREATE INDEX IF NOT EXISTS rollout_cars_by_vin ON rollout_cars (vin)",
+    # A signed rollout: the key file (its path, never the key) and the validity, so that
+    # resume and retry-failed sign as start did.
+    """CREATE TABLE IF NOT EXISTS rollout_signing (
+        rollout TEXT PRIMARY KEY,
+        key_path TEXT NOT NULL,
+        valid_for INTEGER NOT NULL
+    )""",
+    # Each car's signed request of its current attempt, committed before it is published:
+    # resume sends these very bytes again, which a car that got them answers from its
+    # reply cache or journal (the same request), as long as their not-after lies ahead.
+    """CREATE TABLE IF NOT EXISTS rollout_signed (
+        rollout TEXT NOT NULL,
+        vin TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        not_after INTEGER NOT NULL,
+        PRIMARY KEY (rollout, vin, attempt)
+    )""",
 ]
 
 
@@ -136,6 +156,35 @@ def spec_from_json(text: str, payload: bytes) -> Spec:
     )
 
 
+class Overlap(Exception):
+    """Another rollout is running on some of the same cars."""
+
+
+def _refuse_overlap(db: sqlite3.Connection, rollout_id: str) -> None:
+    """Raises Overlap when a rollout running in a live process shares a car with this one.
+
+    Two rollouts on the same car at once would race: the later manifest wins or not
+    depending on which request the car takes last, and each one's abort thresholds count
+    the other's effects. Called inside the write transaction that starts or claims
+    ``rollout_id``, so two fleetctl starting at once cannot both pass.
+    """
+    rows = db.execute(
+        "SELECT r.id, r.owner_pid, COUNT(*) FROM rollout_cars mine "
+        "JOIN rollout_cars theirs ON theirs.vin = mine.vin AND theirs.rollout != mine.rollout "
+        "JOIN rollouts r ON r.id = theirs.rollout "
+        "WHERE mine.rollout = ? AND r.status = ? GROUP BY r.id, r.owner_pid",
+        (rollout_id, RUNNING),
+    ).fetchall()
+    for other, owner, shared in rows:
+        # One fleetctl runs one rollout: one recorded as running by this very process is
+        # left over from a run that ended without saying so.
+        if owner != os.getpid() and owned_by_a_live_process(owner):
+            raise Overlap(
+                f"rollout {other} is running on {shared} of these cars (process {owner}); "
+                f"wait for it, or stop it first: fleetctl rollout abort {other}"
+            )
+
+
 class Records:
     """The rollout database; each change is one committed transaction."""
 
@@ -160,6 +209,8 @@ class Records:
     # -- rollouts -----------------------------------------------------------------------
 
     def create(self, spec: Spec) -> str:
+        """Records a new rollout, running in this process; raises Overlap (and records
+        nothing) when another running rollout has some of its cars."""
         rollout_id = f"r{time.strftime('%Y%m%d')}-{uuid.uuid4().hex[:6]}"
         now = time.time()
         with self._write() as db:
@@ -186,6 +237,7 @@ class Records:
                         (rollout_id, vin, position, number, PENDING),
                     )
                     position += 1
+            _refuse_overlap(db, rollout_id)
         return rollout_id
 
     def get(self, rollout_id: str) -> Rollout | None:
@@ -236,12 +288,30 @@ class Records:
                 return f"rollout {rollout_id} is running in process {owner}"
             if status == ABORTED:
                 return f"rollout {rollout_id} was aborted"
+            try:
+                _refuse_overlap(db, rollout_id)
+            except Overlap as e:
+                return str(e)
             db.execute(
                 "UPDATE rollouts SET status = ?, reason = NULL, owner_pid = ?, updated_at = ? "
                 "WHERE id = ?",
                 (RUNNING, os.getpid(), time.time(), rollout_id),
             )
         return None
+
+    def set_signing(self, rollout_id: str, key_path: Path, valid_for: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO rollout_signing VALUES (?, ?, ?)",
+                (rollout_id, str(key_path.resolve()), valid_for),
+            )
+
+    def signing(self, rollout_id: str) -> tuple[Path, int] | None:
+        """The key file and validity a signed rollout signs with; None for an unsigned one."""
+        rows = self._read(
+            "SELECT key_path, valid_for FROM rollout_signing WHERE rollout = ?", (rollout_id,)
+        )
+        return None if not rows else (Path(rows[0][0]), int(rows[0][1]))
 
     # -- cars ---------------------------------------------------------------------------
 
@@ -267,6 +337,37 @@ class Records:
                 (PENDING, SENT, request_id, time.time(), rollout_id, vin),
             )
         return str(request_id)
+
+    def signed(self, rollout_id: str, vin: str) -> tuple[bytes, int] | None:
+        """The car's signed request of its current attempt and its not-after, if made."""
+        rows = self._read(
+            "SELECT s.payload, s.not_after FROM rollout_signed s JOIN rollout_cars c "
+            "ON c.rollout = s.rollout AND c.vin = s.vin AND c.attempt = s.attempt "
+            "WHERE s.rollout = ? AND s.vin = ?",
+            (rollout_id, vin),
+        )
+        return None if not rows else (bytes(rows[0][0]), int(rows[0][1]))
+
+    def keep_signed(self, rollout_id: str, vin: str, payload: bytes, not_after: int) -> None:
+        """The car's signed request for its current attempt; earlier attempts' are dropped."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM rollout_signed WHERE rollout = ? AND vin = ?", (rollout_id, vin)
+            )
+            db.execute(
+                "INSERT INTO rollout_signed SELECT rollout, vin, attempt, ?, ? "
+                "FROM rollout_cars WHERE rollout = ? AND vin = ?",
+                (payload, not_after, rollout_id, vin),
+            )
+
+    def next_attempt(self, rollout_id: str, vin: str) -> None:
+        """A new attempt (a new request id) for a car whose signed request ran out."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE rollout_cars SET attempt = attempt + 1, request_id = NULL "
+                "WHERE rollout = ? AND vin = ?",
+                (rollout_id, vin),
+            )
 
     def record(
         self,

@@ -90,8 +90,10 @@ def render(records: Records, rollout: Rollout, fmt: str) -> str:
         detail = "" if error is None else f"{error['code']}: {error['message']}"
         rows.append([car["vin"], wave, car["state"], detail])
     totals = data["totals"]
-    line = f"rollout {rollout.id}: {data['status']}" + (
-        f" ({rollout.reason})" if rollout.reason else ""
+    # The reason can name a car's error code (a canary's): car text, shown escaped.
+    line = output.terminal_safe(
+        f"rollout {rollout.id}: {data['status']}"
+        + (f" ({rollout.reason})" if rollout.reason else "")
     )
     counts = ", ".join(f"{n} {state}" for state, n in totals.items() if n and state != "cars")
     warnings = "".join(f"\nwarning: {w}" for w in data["warnings"])

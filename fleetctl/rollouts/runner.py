@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fleet_connector.mqtt.topics import Operation
 from fleetctl.client.engine import Engine
 from fleetctl.client.results import NO_REPLY, CarResult, Status
+from fleetctl.client.signing import Signer
 from fleetctl.client.waiting import follow_level
 from fleetctl.client.waves import Plan, result_of, wait_until_running
 from fleetctl.output.progress import Progress
@@ -44,6 +45,9 @@ _REJECTED = frozenset(
         "BROKER_REFUSED",
         "NOT_DELIVERED",
         "BAD_REPLY",
+        # Unsigned where the car requires a signature, or a signature it does not accept:
+        # refused, nothing carried out; not a car that failed to run the workloads.
+        "SIGNATURE_INVALID",
     }
 )
 _TIMEOUT = frozenset({"TIMEOUT", "WAIT_TIMEOUT"})
@@ -80,6 +84,8 @@ class Runner:
         on_car: Callable[[str, str], None] | None = None,
         on_phase: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        signer: Signer | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._records = records
         self._engine = engine
@@ -89,6 +95,8 @@ class Runner:
         self._on_car = on_car or (lambda vin, state: None)
         self._on_phase = on_phase or (lambda text: None)
         self._clock = clock
+        self._signer = signer
+        self._wall_clock = wall_clock
         self._sent = 0
         self._first_sent: float | None = None
         operation = Operation.APPLY if spec.operation == "apply" else Operation.DELETE
@@ -140,10 +148,11 @@ class Runner:
             if self._aborted():
                 break
             self._pace()
+            payload = self._payload(vin)
             request_id = self._records.mark_sent(self._id, vin)
             pendings.append(
                 self._engine.send(
-                    vin, self._plan.operation, self._plan.payload, request_id, follow=self._follow
+                    vin, self._plan.operation, payload, request_id, follow=self._follow
                 )
             )
             self._on_car(vin, "running")
@@ -156,6 +165,25 @@ class Runner:
                 self._progress.advance(car.ok)
         for car in results:
             self._record(car)
+
+    def _payload(self, vin: str) -> bytes:
+        """What the car is sent: the manifest, or its own signed request for this attempt.
+
+        A car sent a signed request before (fleetctl was stopped, or the car was offline) is
+        sent the same bytes, so a car that has them answers without carrying them out again;
+        once their not-after would pass before the car could answer, the car gets a new
+        attempt, signed now (a new request id, counter and not-after).
+        """
+        if self._signer is None:
+            return self._plan.payload
+        kept = self._records.signed(self._id, vin)
+        if kept is not None and kept[1] - self._wall_clock() < self._plan.timeout:
+            self._records.next_attempt(self._id, vin)
+            kept = None
+        if kept is None:
+            kept = self._signer.signed(self._plan.payload, [vin])
+            self._records.keep_signed(self._id, vin, *kept)
+        return kept[0]
 
     def _record(self, car: CarResult) -> None:
         if car.ok:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,15 @@ class Page:
 class Dashboard:
     process: subprocess.Popen[str]
     url: str
+    """As printed: with the token, which opening it turns into the cookie."""
     stderr: list[str] = field(default_factory=list)
+
+    @property
+    def cookie(self) -> dict[str, str]:
+        """The header a browser sends after opening ``url``, for plain HTTP clients."""
+        address = urllib.parse.urlsplit(self.url)
+        token = urllib.parse.parse_qs(address.query)["token"][0]
+        return {"Cookie": f"fleetctl_dashboard_{address.port}={token}"}
 
     def stop(self) -> int:
         self.process.terminate()

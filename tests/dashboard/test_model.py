@@ -88,6 +88,21 @@ def test_a_car_cannot_grow_the_model_without_bound() -> None:
     assert len(model.cars["C"].workloads) == MAX_PER_CAR
 
 
+def test_the_whole_fleets_states_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each car within its limits, many cars together may not exceed the model's."""
+    monkeypatch.setattr(model, "MAX_MODEL_CHARS", 2_000)
+    fleet = FleetModel()
+    info = {"state": "running", "info": "i" * 400}
+    kept = [n for n in range(10) if update(fleet, f"vehicle/V{n}/workloads/app", info)]
+    assert kept == [0, 1, 2, 3]
+    assert fleet.chars <= 2_000
+    assert update(fleet, "vehicle/V9/workloads/app", info) == []
+    # What is kept may still change, shrink, or go, which makes room again.
+    assert update(fleet, "vehicle/V0/workloads/app", {"state": "failed"})
+    assert update(fleet, "vehicle/V1/workloads/app", b"")
+    assert update(fleet, "vehicle/V9/workloads/app", info)
+
+
 def test_made_up_vins_cannot_grow_the_model_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model, "MAX_CARS", 3)
     fleet = FleetModel()
@@ -155,4 +170,14 @@ def test_only_loopback_addresses_go_without_a_warning(host: str, loopback: bool)
 
 def test_a_loopback_dashboard_answers_only_its_own_host_names() -> None:
     assert allowed_hosts("127.0.0.1", 8080) == {"127.0.0.1:8080", "localhost:8080", "[::1]:8080"}
-    assert allowed_hosts("192.0.2.10", 8080) is None
+
+
+def test_a_dashboard_on_every_address_keeps_the_host_check() -> None:
+    """DNS rebinding: a page of attacker.example, whose name now resolves to the dashboard's
+    address, sends Host attacker.example and must be refused on 0.0.0.0 as on loopback."""
+    everywhere = allowed_hosts("0.0.0.0", 8080, ["dash.example", "10.1.2.3", "fd00::5"])
+    assert "attacker.example:8080" not in everywhere
+    assert "0.0.0.0:8080" not in everywhere
+    assert {"localhost:8080", "dash.example:8080", "10.1.2.3:8080", "[fd00::5]:8080"} <= everywhere
+    assert "192.0.2.10:80" in allowed_hosts("192.0.2.10", 80)
+    assert "192.0.2.10" in allowed_hosts("192.0.2.10", 80)

@@ -27,11 +27,14 @@ def dashboard(broker: Broker, vin: str) -> Iterator[Dashboard]:
 
 
 def get(
-    dashboard: Dashboard, path: str, headers: dict[str, str] | None = None
+    dashboard: Dashboard, path: str, headers: dict[str, str] | None = None, *, cookie: bool = True
 ) -> http.client.HTTPResponse:
+    """GET as the operator's browser does, with the dashboard's cookie (unless ``cookie``
+    is False)."""
     address = urllib.parse.urlsplit(dashboard.url)
     connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
-    connection.request("GET", path, headers=headers or {})
+    sent = {**(dashboard.cookie if cookie else {}), **(headers or {})}
+    connection.request("GET", path, headers=sent)
     return connection.getresponse()
 
 
@@ -168,3 +171,60 @@ def test_a_port_in_use_exits_1_with_the_reason(broker: Broker) -> None:
         )
     assert result.returncode == 1
     assert f"cannot serve on 127.0.0.1 port {port}" in result.stderr
+
+
+def test_another_address_warns_and_says_which_host_names_it_answers(broker: Broker) -> None:
+    # 192.0.2.1 (documentation range) is no address of this machine: the warning comes
+    # before the dashboard tries to listen, which then fails; nothing leaves the host.
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "fleetctl", "dashboard", "--port", "0"),
+            *("--listen", "192.0.2.1", "--allow-host", "dash.example"),
+        ],
+        env={**broker.env(), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "warning: the dashboard listens on 192.0.2.1" in result.stderr
+    assert (
+        "It answers only requests addressed to localhost, 127.0.0.1, [::1], dash.example "
+        "or 192.0.2.1: add the name browsers use for it with --allow-host NAME"
+    ) in result.stderr
+    assert "cannot serve on 192.0.2.1" in result.stderr
+
+
+@pytest.mark.parametrize("path", ["/", "/events", "/logs?vin=A&workload=app&tail=5"])
+def test_without_the_printed_token_nobody_sees_the_fleet_or_asks_for_logs(
+    dashboard: Dashboard, probe: MqttProbe, vin: str, path: str
+) -> None:
+    """Another user of the machine reaches 127.0.0.1 too; the token is in what the
+    operator's terminal shows, not in any address book of theirs."""
+    probe.subscribe(f"vehicle/{vin}/logs/#")
+    path = path.replace("vin=A", f"vin={vin}")
+    refused = get(dashboard, path, cookie=False)
+    assert refused.status == 401
+    assert "open the address fleetctl dashboard printed" in refused.read().decode()
+    port = urllib.parse.urlsplit(dashboard.url).port
+    forged = get(dashboard, path, {"Cookie": f"fleetctl_dashboard_{port}=guess"}, cookie=False)
+    assert forged.status == 401
+    assert get(dashboard, "/?token=guess", cookie=False).status == 401
+    # Nothing was asked of the car.
+    assert probe.messages.empty()
+
+
+def test_the_printed_address_sets_the_cookie_and_leads_to_the_page(
+    dashboard: Dashboard,
+) -> None:
+    address = urllib.parse.urlsplit(dashboard.url)
+    opened = get(dashboard, f"/?{address.query}", cookie=False)
+    assert opened.status == 303
+    assert opened.headers["Location"] == "/"
+    cookie = opened.headers["Set-Cookie"]
+    assert cookie.startswith(dashboard.cookie["Cookie"] + ";")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert get(dashboard, "/").status == 200
+    assert get(dashboard, "/static/app.js", cookie=False).status == 200  # no secret in it

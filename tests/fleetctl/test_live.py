@@ -31,6 +31,14 @@ IMAGES = {
     ],
     "steady:1": ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; exec sleep 300"],
     "ticker:1": ["sh", "-c", "while :; do echo tick; sleep 0.1; done"],
+    # What the issue saw in a workload's output: an OSC 52 clipboard write, a title change
+    # (each ended by BEL), a colour, a right-to-left override (U+202E) and a carriage return.
+    "hostile:1": [
+        "sh",
+        "-c",
+        "printf 'a\\033]52;c;ZXZpbA==\\007b\\033]0;pwned\\007c\\033[31m"
+        "d\\342\\200\\256e\\rf\\tg\\n'; exec sleep 300",
+    ],
 }
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
@@ -181,3 +189,24 @@ def test_logs_follow_ends_cleanly_on_a_signal(
         killer.cancel()
         follower.kill()
         follower.wait()
+
+
+def test_logs_show_a_workloads_control_characters_escaped(
+    ctl: Any, car: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_text(manifest("hostile", image="hostile:1"))
+    run = ctl("apply", str(path), "--vin", car, "--wait", "running", "--settle", "0")
+    assert run.code == 0, run.out
+    try:
+        logs = ctl("logs", "--vin", car, "hostile")
+        assert logs.code == 0, logs.err
+        # The line as the terminal gets it: every control shown, none obeyed; a tab stays.
+        assert (
+            logs.out == "a\\x1b]52;c;ZXZpbA==\\x07b\\x1b]0;pwned\\x07c\\x1b[31md\\u202ee\\rf\tg\n"
+        )
+        # (stderr also holds what the emulator's processes print, in this same process)
+        ours = [line for line in logs.err.splitlines() if line.startswith("fleetctl")]
+        assert not set("\x1b\x07\r\u202e") & set(logs.out + "".join(ours))
+    finally:
+        ctl("delete", str(path), "--vin", car)

@@ -275,3 +275,47 @@ def test_sign_writes_a_file_for_mosquitto_pub(
     assert [w["workload_name"] for w in replies[first]["added_workloads"]] == [SENDER]
     assert SENDER in desired(signed_cars[first])
     assert SENDER not in desired(signed_cars[second])
+
+
+def test_an_apply_that_outlasts_the_validity_signs_each_wave_when_it_is_sent(
+    fleetctl: Any,
+    broker: Broker,
+    signed_cars: dict[str, Emulator],
+    signing_key: tuple[Path, str],
+    sender_manifest: Path,
+) -> None:
+    """Two waves of one car, each running for 3 s before the next: the second car's request
+    is sent after a validity of 2 s counted from the start would have passed."""
+    run = fleetctl(
+        *("apply", str(sender_manifest), "--vins", ",".join(signed_cars), "--batch-size", "1"),
+        *("--wait", "running", "--settle", "3"),
+        *("--sign-key", str(signing_key[0]), "--sign-valid-for", "2", "-o", "json"),
+        env=broker.env(),
+    )
+    assert run.code == 0, run.out + run.err
+    assert [car["status"] for car in json.loads(run.out)["cars"]] == ["ok", "ok"]
+    assert all(SENDER in desired(emulator) for emulator in signed_cars.values())
+
+
+def test_a_validity_beyond_the_cars_maximum_is_warned_about(
+    fleetctl: Any, signing_key: tuple[Path, str], sender_manifest: Path
+) -> None:
+    key = str(signing_key[0])
+    day = str(24 * 3600)
+    run = fleetctl("sign", str(sender_manifest), "--sign-key", key, "--vin", "1", env={})
+    assert run.code == 0
+    assert "warning" not in run.err
+    run = fleetctl(
+        *("sign", str(sender_manifest), "--sign-key", key, "--vin", "1"),
+        *("--sign-valid-for", day),
+        env={},
+    )
+    assert "warning" not in run.err
+    run = fleetctl(
+        *("sign", str(sender_manifest), "--sign-key", key, "--vin", "1"),
+        *("--sign-valid-for", str(7 * 24 * 3600)),
+        env={},
+    )
+    assert run.code == 0
+    assert "cars refuse it unless their SIGNED_MAX_VALIDITY allows it" in run.err
+    assert "longer than a car may be offline" not in fleetctl("apply", "--help", env={}).out

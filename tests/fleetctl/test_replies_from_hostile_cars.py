@@ -8,6 +8,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from testkit import MqttProbe
 
 from fleet_connector.mqtt.topics import Operation, Topics
@@ -154,3 +155,56 @@ def test_a_nested_or_hostile_retained_workload_state_does_not_crash_get_workload
         for topic in topics.values():
             probe.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         probe.close()
+
+
+OSC52 = "\x1b]52;c;ZXZpbA==\x07"
+TITLE = "\x1b]0;pwned\x07"
+RLO = "\u202e"
+CONTROLS = set("\x1b\x07\r\u202e")
+
+
+def test_logs_from_a_hostile_car_show_its_controls_escaped(fleetctl: Any, hostile: Any) -> None:
+    stream = {
+        "lines": [
+            {"workload": f"w{TITLE}", "line": f"x{OSC52}y\rz"},
+            {"workload": "v", "line": f"{RLO}gnp.exe"},
+        ],
+        "dropped": f"3{ESC}",
+        "end": "error",
+        "message": f"gone{TITLE}",
+    }
+    hostile("EVIL09", lambda topic: json.dumps(stream).encode())
+    run = fleetctl("logs", "--vin", "EVIL09", "w", "v")
+    assert run.code == 1
+    assert run.out.splitlines() == [
+        "w\\x1b]0;pwned\\x07: x\\x1b]52;c;ZXZpbA==\\x07y\\rz",
+        "v: \\u202egnp.exe",
+    ]
+    assert "the log stream failed: gone\\x1b]0;pwned\\x07" in run.err
+    assert "3\\x1b[2J\\x1b[1;1H line(s) dropped" in run.err
+    assert not CONTROLS & set(run.out + run.err)
+
+
+def test_a_logs_error_from_a_hostile_car_is_shown_escaped(fleetctl: Any, hostile: Any) -> None:
+    error = {"error": {"code": f"NOPE{OSC52}", "message": f"{RLO}txt.exe\r"}}
+    hostile("EVIL10", lambda topic: json.dumps(error).encode())
+    run = fleetctl("logs", "--vin", "EVIL10", "w")
+    assert run.code == 1
+    assert "EVIL10: NOPE\\x1b]52;c;ZXZpbA==\\x07: \\u202etxt.exe\\r" in run.err
+    assert not CONTROLS & set(run.out + run.err)
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "yaml"])
+def test_a_hostile_cars_error_is_escaped_in_every_output_format(
+    fleetctl: Any, hostile: Any, fmt: str
+) -> None:
+    message = f"{OSC52}{TITLE}{RLO}ok\r"
+    error = {"error": {"code": "REJECTED", "message": message}}
+    hostile("EVIL11", lambda topic: json.dumps(error).encode())
+    run = fleetctl("state", "--vin", "EVIL11", "-o", fmt)
+    assert run.code == 1
+    assert not CONTROLS & set(run.out + run.err)
+    if fmt != "table":
+        # Scripts still read the car's exact words.
+        parsed = json.loads(run.out) if fmt == "json" else yaml.safe_load(run.out)
+        assert parsed["cars"][0]["error"]["message"] == message

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -578,3 +579,192 @@ def test_rollout_shows_the_manifests_warnings_and_status_exits_0_while_running(
     assert fleetctl("rollout", "status", running["id"], "-o", "json").json()["warnings"] == [
         line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")
     ]
+
+
+# -- signed rollouts ----------------------------------------------------------------------
+
+
+@dataclass
+class Signing:
+    key: Path
+    config: dict[str, Any]
+    """A car's options: trusts the key, carries out only signed changes."""
+
+
+@pytest.fixture
+def signing(fleetctl: Any, tmp_path: Path) -> Signing:
+    key = tmp_path / "ops.key"
+    made = fleetctl("keys", "generate", "ops", "--out", str(key))
+    assert made.code == 0, made.err
+    trusted = tmp_path / "trusted-keys"
+    trusted.write_text(made.out)
+    return Signing(key, {"trusted_keys": trusted, "require_signed": True})
+
+
+def start_signed(cars: Cars, signing: Signing, vin: str) -> None:
+    cars.start(vin, state_dir=cars.directory / f"state-{vin}", **signing.config)
+
+
+def test_a_rollout_signs_for_cars_that_require_it_and_refusals_count_as_rejected(
+    cars: Cars, fleetctl: Any, rollout_file: Callable[..., Path], signing: Signing
+) -> None:
+    p = prefix()
+    fleet = [f"{p}{n}" for n in range(1, 4)]
+    for vin in fleet:
+        start_signed(cars, signing, vin)
+    spec = rollout_file(cars=fleet, progressDeadline=10)
+    unsigned = fleetctl("rollout", "start", str(spec), "-o", "json")
+    assert unsigned.code == 1
+    status = unsigned.json()
+    assert {c["error"]["code"] for c in status["cars"]} == {"SIGNATURE_INVALID"}
+    # Refused, nothing carried out: what the "rejected" threshold counts, not "failed".
+    assert status["failures"] == {"rejected": 3, "failed": 0, "timeout": 0, "noReply": 0}
+
+    signed = fleetctl("rollout", "start", str(spec), "--sign-key", str(signing.key), "-o", "json")
+    assert signed.code == 0, signed.out + signed.err
+    assert signed.json()["totals"]["ok"] == 3
+    assert {vin: cars.updates(vin) for vin in fleet} == dict.fromkeys(fleet, 1)
+
+
+def test_resume_signs_a_new_attempt_for_a_car_offline_longer_than_the_validity(
+    cars: Cars,
+    broker: Broker,
+    fleetctl: Any,
+    rollout_file: Callable[..., Path],
+    signing: Signing,
+) -> None:
+    p = prefix()
+    online, away = f"{p}ON", f"{p}AWAY"
+    start_signed(cars, signing, online)
+    start_signed(cars, signing, away)
+    cars.stop(away)  # its session stays on the broker, which keeps requests for it
+    spec = rollout_file(cars=[online, away], progressDeadline=1)
+    started = time.time()
+    first = fleetctl(
+        *("rollout", "start", str(spec), "-o", "json"),
+        *("--sign-key", str(signing.key), "--sign-valid-for", "2"),
+    )
+    assert first.code == 1
+    status = first.json()
+    assert [c["state"] for c in status["cars"]] == ["ok", "offline"]
+    # The car stays away longer than the validity: the request the broker kept for it
+    # runs out. Waiting for the clock itself, nothing else to wait for.
+    while time.time() < started + 3:
+        time.sleep(0.1)
+    replies = MqttProbe(broker)
+    replies.subscribe(f"vehicle/{away}/manifest/apply/resp/+")
+    cars.start(away, **signing.config, state_dir=cars.directory / f"state-{away}")
+    kept = json.loads(replies.expect(timeout=10).payload)
+    assert kept["error"]["code"] == "SIGNATURE_INVALID"
+    # Resume signs it again: a new attempt, with its own id, counter and not-after, and
+    # without --sign-key: the rollout recorded the key.
+    resumed = fleetctl("rollout", "resume", status["id"], "-o", "json")
+    assert resumed.code == 0, resumed.out + resumed.err
+    [_, car] = resumed.json()["cars"]
+    assert (car["state"], car["attempt"]) == ("ok", 2)
+    assert cars.updates(away) == 1
+    replies.close()
+
+
+def test_resume_within_the_validity_sends_the_same_signed_request(
+    cars: Cars, broker: Broker, fleetctl: Any, rollout_file: Callable[..., Path], signing: Signing
+) -> None:
+    """Signed anew on resume, the request the broker kept would be a second one to carry out."""
+    p = prefix()
+    online, away = f"{p}ON", f"{p}AWAY"
+    start_signed(cars, signing, online)
+    start_signed(cars, signing, away)
+    cars.stop(away)
+    counter = RequestCounter(broker)
+    spec = rollout_file(cars=[online, away], progressDeadline=1)
+    first = fleetctl("rollout", "start", str(spec), "--sign-key", str(signing.key), "-o", "json")
+    assert first.code == 1
+    start_signed(cars, signing, away)
+    resumed = fleetctl("rollout", "resume", first.json()["id"], "-o", "json")
+    assert resumed.code == 0, resumed.out + resumed.err
+    [_, car] = resumed.json()["cars"]
+    assert (car["state"], car["attempt"]) == ("ok", 1)
+    assert cars.updates(away) == 1
+    [kept, again] = [
+        m.payload for m in (counter.probe.expect(timeout=10) for _ in range(3)) if away in m.topic
+    ]
+    assert kept == again
+
+
+def test_a_signed_rollout_needs_its_key_to_resume(
+    cars: Cars, fleetctl: Any, rollout_file: Callable[..., Path], signing: Signing
+) -> None:
+    p = prefix()
+    away = f"{p}AWAY"
+    start_signed(cars, signing, away)
+    cars.stop(away)
+    spec = rollout_file(cars=[away], progressDeadline=1)
+    first = fleetctl("rollout", "start", str(spec), "--sign-key", str(signing.key), "-o", "json")
+    assert first.code == 1
+    moved = signing.key.with_name("moved.key")
+    signing.key.rename(moved)
+    refused = fleetctl("rollout", "resume", first.json()["id"])
+    assert refused.code == 2
+    assert "cannot read signing key" in refused.err
+    assert fleetctl("rollout", "status", first.json()["id"], "-o", "json").json()["status"] == (
+        "incomplete"
+    )
+    # Another key file: given on resume, recorded from then on.
+    start_signed(cars, signing, away)
+    resumed = fleetctl("rollout", "resume", first.json()["id"], "--sign-key", str(moved))
+    assert resumed.code == 0, resumed.out + resumed.err
+    assert fleetctl("rollout", "list", "--sign-key", str(moved)).code == 2
+
+
+def test_a_second_rollout_on_cars_a_running_one_has_is_refused(
+    cars: Cars, broker: Broker, fleetctl: Any, rollout_file: Callable[..., Path]
+) -> None:
+    p = prefix()
+    fleet = [f"{p}{n}" for n in range(1, 5)]
+    for vin in fleet:
+        cars.start(vin)
+    away = f"{p}AWAY"
+    cars.start(away)
+    cars.stop(away)
+    # An earlier rollout, left incomplete (a car was offline), that shares a car.
+    spec = rollout_file(cars=[away, fleet[-1]], progressDeadline=1)
+    earlier = fleetctl("rollout", "start", str(spec), "-o", "json")
+    assert earlier.json()["status"] == "incomplete"
+    counter = RequestCounter(broker)
+    slow = rollout_file(cars=fleet, batchSize=1, rate={"perMinute": 30}, progressDeadline=10)
+    command = ["rollout", "start", str(slow), "-o", "json", "--db", str(fleetctl.db)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleetctl", *command],
+        env={**os.environ, **broker.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        running = process.stderr.readline().split()[2]
+        counter.probe.expect(timeout=30)  # under way
+        other = rollout_file(cars=[fleet[-1], f"{p}NEW"], progressDeadline=5)
+        refused = fleetctl("rollout", "start", str(other))
+        assert refused.code == 1
+        assert f"rollout {running} is running on 1 of these cars (process {process.pid})" in (
+            refused.err
+        )
+        assert f"fleetctl rollout abort {running}" in refused.err
+        # Refused before anything was recorded or sent.
+        listed = fleetctl("rollout", "list", "-o", "json").json()["rollouts"]
+        assert [r["id"] for r in listed] == [running, earlier.json()["id"]]
+        # Resuming the earlier one now would race the same way.
+        resumed = fleetctl("rollout", "resume", earlier.json()["id"])
+        assert resumed.code == 1
+        assert f"rollout {running} is running on 1 of these cars" in resumed.err
+        # Cars it does not have are no conflict.
+        apart = fleetctl(
+            "rollout", "start", str(rollout_file(cars=[f"{p}NEW"], progressDeadline=1))
+        )
+        assert "is running on" not in apart.err
+        fleetctl("rollout", "abort", running)
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
