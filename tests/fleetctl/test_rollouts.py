@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from testkit import MANIFESTS, Broker, MqttProbe
+from testkit.counters import kept_counters
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
@@ -602,7 +603,11 @@ def signing(fleetctl: Any, tmp_path: Path) -> Signing:
 
 
 def start_signed(cars: Cars, signing: Signing, vin: str) -> None:
-    cars.start(vin, state_dir=cars.directory / f"state-{vin}", **signing.config)
+    # Not a new car: a new STATE_DIR refuses what may have been signed before it (#25).
+    state_dir = cars.directory / f"state-{vin}"
+    if not state_dir.exists():
+        kept_counters(state_dir)
+    cars.start(vin, state_dir=state_dir, **signing.config)
 
 
 def test_a_rollout_signs_for_cars_that_require_it_and_refusals_count_as_rejected(
@@ -653,7 +658,7 @@ def test_resume_signs_a_new_attempt_for_a_car_offline_longer_than_the_validity(
         time.sleep(0.1)
     replies = MqttProbe(broker)
     replies.subscribe(f"vehicle/{away}/manifest/apply/resp/+")
-    cars.start(away, **signing.config, state_dir=cars.directory / f"state-{away}")
+    start_signed(cars, signing, away)
     kept = json.loads(replies.expect(timeout=10).payload)
     assert kept["error"]["code"] == "SIGNATURE_INVALID"
     # Resume signs it again: a new attempt, with its own id, counter and not-after, and
