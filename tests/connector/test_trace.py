@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 from collections.abc import Callable
 
 import pytest
@@ -30,13 +31,27 @@ def test_a_reply_carries_the_trace_context_and_the_log_line_names_it(
     connector: Connector, probe: MqttProbe, vin: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="fleet_connector")
-    probe.subscribe(f"vehicle/{vin}/state/resp/tr1")
-    probe.publish(f"vehicle/{vin}/state/req/tr1", '["workloadStates"]', properties=traced())
-    reply = probe.expect(f"vehicle/{vin}/state/resp/tr1")
-    assert reply.properties is not None
-    assert reply.properties.UserProperty == [TRACEPARENT, TRACESTATE]
-    lines = [r.getMessage() for r in caplog.records if "request id=tr1" in r.getMessage()]
-    assert lines and lines[0].endswith(f"traceparent={TRACEPARENT[1]}")
+    # The log line is written after the reply has left (a reply waits for no log line), so
+    # the test waits for the line itself.
+    logged: queue.Queue[str] = queue.Queue()
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "request id=tr1" in record.getMessage():
+                logged.put(record.getMessage())
+
+    handler = Lines()
+    logging.getLogger("fleet_connector").addHandler(handler)
+    try:
+        probe.subscribe(f"vehicle/{vin}/state/resp/tr1")
+        probe.publish(f"vehicle/{vin}/state/req/tr1", '["workloadStates"]', properties=traced())
+        reply = probe.expect(f"vehicle/{vin}/state/resp/tr1")
+        assert reply.properties is not None
+        assert reply.properties.UserProperty == [TRACEPARENT, TRACESTATE]
+        line = logged.get(timeout=10)
+    finally:
+        logging.getLogger("fleet_connector").removeHandler(handler)
+    assert line.endswith(f"traceparent={TRACEPARENT[1]}")
 
 
 def test_a_request_without_trace_context_gets_none(
