@@ -1,7 +1,7 @@
 """Instructions per state request, counted by valgrind's callgrind instead of timed.
 
-``python -m bench.instructions [N] [TARGET ...] [NAME=VALUE ...]`` (targets: ``connector``, ``baseline``,
-``baseline-qos1``; default all three). Each target runs as a process under
+``python -m bench.instructions [N] [TARGET ...] [NAME=VALUE ...]`` (targets: ``connector``,
+``baseline``, ``baseline-qos1``; default all three). Each target runs as a process under
 ``valgrind --tool=callgrind`` against an emulator process and a mosquitto of its own (neither
 counted). After a warm-up, the counters are zeroed (``callgrind_control -z``), ``N`` state
 requests are sent one at a time as in the latency benchmark, and the counters dumped; then
@@ -89,7 +89,9 @@ def measure(
             f"--callgrind-out-file={workdir}/callgrind.out.%p",
             *python_module(*TARGETS[target]),
         ]
-        proc = spawn(f"{target}-{vin}", argv, workdir, connector_env(vin, broker.port, ci, **(env or {})))
+        proc = spawn(
+            f"{target}-{vin}", argv, workdir, connector_env(vin, broker.port, ci, **(env or {}))
+        )
         procs.append(proc)
         if target == "connector":
             wait_online(client, topics, timeout=300)
