@@ -355,10 +355,10 @@ WHY = {
     "where the baseline checks nothing. The single-loop prototype row, which skips most of "
     "those checks, shows what they cost",
     "tutorial connector at QoS 1": "the same delivery level as the tutorial's loop at QoS 1, "
-    "so what is left is the connector's own work: 1.26x the tutorial loop's instructions per "
+    "so what is left is the connector's own work: 1.20x the tutorial loop's instructions per "
     "request (python -m bench.instructions), of which its log line, written after the "
-    "reply, is 8 %, the single loop's three turns per request about 5 %, MQTT 5 2.4 % and all "
-    "checks together (dedupe, expiry, policy, signature envelope) 1.4 % (bench/README.md, "
+    "reply, is 8.6 %, the single loop's three turns per request about 5 %, MQTT 5 2.5 % and "
+    "all checks together (dedupe, expiry, policy, signature envelope) 1.5 % (bench/README.md, "
     "'The connector against the tutorial's loop at QoS 1')",
     "state p50 over the bare echo": "the emulator's own share (its state round trip alone, "
     "above) plus the connector's processing; the echo does no work. The baseline misses it "
