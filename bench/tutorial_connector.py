@@ -8,6 +8,11 @@ opened once, its ``apply_manifest``/``delete_manifest``/``get_state`` called fro
 defaults (MQTT 3.1.1, QoS 0, no TCP_NODELAY), one INFO line per message. Written for the
 benchmark from the tutorial's description; the only additions are the FIFO path (the SDK
 reads a class attribute for it) and a clean exit on SIGTERM.
+
+``--qos 1`` makes the same connector subscribe and reply at QoS 1 (still MQTT 3.1.1, paho's
+automatic acknowledgement after ``on_message`` returns, so after the reply is queued):
+the tutorial's loop at the connector's delivery level, which separates the price of QoS 1
+from the connector's own work (issue #23).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 logger = logging.getLogger("fleetconnector")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    qos = int(argv[argv.index("--qos") + 1]) if "--qos" in argv else 0
     handler = logging.StreamHandler(stream=sys.stdout)
     handler.setLevel(logging.INFO)
     logger.addHandler(handler)
@@ -41,9 +47,9 @@ def main() -> int:
     with Ankaios() as ankaios:
 
         def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, p: Any) -> None:
-            client.subscribe(f"{base_topic}/manifest/apply/req")
-            client.subscribe(f"{base_topic}/manifest/delete/req")
-            client.subscribe(f"{base_topic}/state/req")
+            client.subscribe(f"{base_topic}/manifest/apply/req", qos)
+            client.subscribe(f"{base_topic}/manifest/delete/req", qos)
+            client.subscribe(f"{base_topic}/state/req", qos)
 
         def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
             try:
@@ -55,18 +61,18 @@ def main() -> int:
                     ret = ankaios.apply_manifest(manifest)
                     if ret is not None:
                         client.publish(
-                            f"{base_topic}/manifest/apply/resp", json.dumps(ret.to_dict())
+                            f"{base_topic}/manifest/apply/resp", json.dumps(ret.to_dict()), qos
                         )
                 elif msg.topic == f"{base_topic}/manifest/delete/req":
                     manifest = Manifest.from_string(str(msg.payload.decode()))
                     ret = ankaios.delete_manifest(manifest)
                     if ret is not None:
                         client.publish(
-                            f"{base_topic}/manifest/delete/resp", json.dumps(ret.to_dict())
+                            f"{base_topic}/manifest/delete/resp", json.dumps(ret.to_dict()), qos
                         )
                 elif msg.topic == f"{base_topic}/state/req":
                     state = ankaios.get_state(field_masks=json.loads(str(msg.payload.decode())))
-                    client.publish(f"{base_topic}/state/resp", json.dumps(state.to_dict()))
+                    client.publish(f"{base_topic}/state/resp", json.dumps(state.to_dict()), qos)
             except Exception as e:
                 logger.error(f"Error processing message: {e}")
 
@@ -81,4 +87,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -69,6 +69,11 @@ class Topics:
 
     def __init__(self, vin: str, prefix: str = "vehicle") -> None:
         self.base = f"{prefix}/{vin}"
+        # Request and reply topics without an id, built once: parse_request tried them all
+        # for every incoming message, formatting each with the enum's (slow) ``.value``.
+        self._requests = {op: f"{self.base}/{op.value}/req" for op in Operation}
+        self._responses = {op: f"{self.base}/{op.value}/resp" for op in Operation}
+        self._plain_requests = tuple(self._requests.items())
 
     @property
     def status(self) -> str:
@@ -118,11 +123,11 @@ class Topics:
         return f"{self.base}/drift"
 
     def request(self, operation: Operation, request_id: str | None = None) -> str:
-        topic = f"{self.base}/{operation.value}/req"
+        topic = self._requests[operation]
         return f"{topic}/{request_id}" if request_id else topic
 
     def response(self, operation: Operation, request_id: str | None = None) -> str:
-        topic = f"{self.base}/{operation.value}/resp"
+        topic = self._responses[operation]
         return f"{topic}/{request_id}" if request_id else topic
 
     def subscriptions(self) -> list[str]:
@@ -137,8 +142,7 @@ class Topics:
 
     def parse_request(self, topic: str) -> RequestTopic | None:
         """The operation and id of a request topic; None for any other topic."""
-        for operation in Operation:
-            plain = self.request(operation)
+        for operation, plain in self._plain_requests:
             if topic == plain:
                 return RequestTopic(operation, None)
             if topic.startswith(plain + "/"):

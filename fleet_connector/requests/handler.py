@@ -197,10 +197,11 @@ class Handler:
 
     def _journaled_before(self, request: Request) -> bool:
         """Whether the journal holds this very request (a redelivery after a crash)."""
-        key = request.journal_key
-        if self._changes is None or key is None or request.operation not in JOURNALED:
+        # The key (two SHA-256) only where a journal could hold the request: not for reads.
+        if self._changes is None or request.operation not in JOURNALED:
             return False
-        return self._changes.journal.by_key(key) is not None
+        key = request.journal_key
+        return key is not None and self._changes.journal.by_key(key) is not None
 
     def _execute(self, request: Request, payload: bytes) -> dict[str, Any]:
         if request.operation in (Operation.ROLLBACK, Operation.HISTORY):

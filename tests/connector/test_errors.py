@@ -147,3 +147,22 @@ def test_busy_when_queue_is_full(
     assert sorted(codes) == [f"r{i}" for i in range(5)]
     assert "BUSY" in codes.values()
     assert codes["r0"] == "OK"
+
+
+def test_a_defect_in_an_mqtt_callback_is_logged_and_the_car_keeps_serving(
+    emulator: Emulator,
+    start_connector: Callable[..., Connector],
+    requester: Requester,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def defect(self: Connector) -> None:
+        raise RuntimeError("a defect in the connect callback")
+
+    monkeypatch.setattr(Connector, "_broker_connected", defect)
+    start_connector(emulator.control_interface)
+    assert "workload_states" in requester.state(["workloadStates"])
+    failures = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in failures] == [
+        "MQTT client: Caught exception in on_connect: a defect in the connect callback"
+    ]
