@@ -24,8 +24,8 @@ CONNECTOR_IMAGE ?= localhost/fleet-connector
 SENDER_IMAGE ?= localhost/vehicle-data-sender
 IMAGE_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
 WHEELS := build/wheels
-IMAGE_INPUTS := pyproject.toml Containerfile.connector Containerfile.sender \
-	$(shell find fleet_connector vehicle_data_sender ankaios_emulator fleetctl -name '*.py' 2>/dev/null)
+IMAGE_INPUTS := pyproject.toml car/pyproject.toml Containerfile.connector Containerfile.sender \
+	$(shell find ankaios_model fleet_connector vehicle_data_sender -name '*.py' -o -name '*.json' 2>/dev/null)
 
 .PHONY: setup setup-containers apt apt-containers apt-browser venv test test-quick test-containers lint demo bench clean images base-image wheels
 
@@ -93,17 +93,19 @@ base-image:
 		*) echo "base image $(BASE_IMAGE) comes from its registry" ;; \
 	esac
 
-# Our wheel and its dependencies, built on the host so the image builds need no network.
+# The car's wheel (car/pyproject.toml: connector, model, sender; docs/containers.md, "What
+# ships where") and its dependencies, built on the host so the image builds need no network.
 wheels: $(WHEELS)/.built
 
 $(WHEELS)/.built: $(VENV)/.installed $(IMAGE_INPUTS)
 	rm -rf $(WHEELS)
-	$(PY) -m pip wheel -q -w $(WHEELS) .
+	$(PY) -m pip wheel -q -w $(WHEELS) ./car
 	touch $@
 
-# Figures, not tests (bench/README.md): latency, throughput, footprint, a 100-car fleet on
-# mosquitto and on a 3-node NATS cluster. Installs nats-server when missing. BENCH_ARGS
-# passes options, e.g. make bench BENCH_ARGS="--only latency --samples 200".
+# Figures, not tests (bench/README.md): latency, throughput, footprint, a fleet of 1,000 cars
+# (--cars) on mosquitto, on two bridged mosquittos and on a 3-node NATS cluster, the dashboard
+# and live states. Installs nats-server when missing. BENCH_ARGS passes options, e.g.
+# make bench BENCH_ARGS="--only latency --samples 200".
 bench: setup apt-browser
 	@PATH="$$PATH:/usr/sbin:/sbin" command -v nats-server >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -133,4 +135,4 @@ build/images.built: $(WHEELS)/.built | base-image
 	echo "$(BASE_IMAGE) $(VERSION)" > $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build car/*.egg-info car/build

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .state import DesiredState, validate_access_rules
+from ankaios_model.state import DesiredState, validate_access_rules
 
 DEFAULT_ACCESS: dict[str, Any] = {
     "allowRules": [{"type": "StateRule", "operation": "ReadWrite", "filterMasks": ["*"]}]

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .state import RenderedWorkload
+    from ankaios_model.state import RenderedWorkload
 
 ADD_COND_RUNNING = "ADD_COND_RUNNING"
 DEL_COND_NOT_PENDING_NOR_RUNNING = "DEL_COND_NOT_PENDING_NOR_RUNNING"

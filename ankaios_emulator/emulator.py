@@ -22,6 +22,9 @@ from typing import Any
 
 from ankaios_sdk._protos import _ank_base as ank_base
 
+from ankaios_model.state import RenderedWorkload, UpdateError, UpdateOutcome, filter_tree
+from ankaios_model.tree import tree_to_proto
+
 from .authorizer import Authorizer
 from .config import DEFAULT_ACCESS, EmulatorError, load_access, load_image_map, load_state
 from .dependencies import DeleteGraph, StateTree, add_condition_met, delete_condition_met
@@ -51,8 +54,6 @@ from .runtimes import (
 from .scheduler import Scheduler
 from .server_restart import plan_restart
 from .session import Session
-from .state import RenderedWorkload, UpdateError, UpdateOutcome, filter_tree
-from .tree import tree_to_proto
 
 log = logging.getLogger(__name__)
 

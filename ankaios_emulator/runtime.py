@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from .state import RenderedWorkload
+    from ankaios_model.state import RenderedWorkload
 
 
 @dataclass(frozen=True)

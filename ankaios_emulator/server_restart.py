@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .state import RenderedWorkload
+from ankaios_model.state import RenderedWorkload
 
 
 @dataclass

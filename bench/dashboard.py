@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, Mosquitto, free_port, python_module, spawn, wait_for_port
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 STATES = ("running", "failed", "pending", "succeeded")
 FIRST_RENDER_TIMEOUT = 120.0

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from ankaios_emulator import Emulator
-from fleet_connector.broker import BrokerSettings
 from fleet_connector.config import Config
 from fleet_connector.connector import Connector
+from fleet_connector.mqtt.broker import BrokerSettings
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ from bench.common import (
     thread_count,
 )
 from bench.latency import STATE_PAYLOAD, start_baseline, start_connector
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.topics import Operation, Topics
 
 IDLE_SECONDS = 2.0
 
@@ -125,13 +125,13 @@ IMPORT_STEPS: list[tuple[str, str]] = [
     ("a manifest with findings (explained)", "jsonschema"),
     (
         "first plan, or a policy on agents or images (server model)",
-        "fleet_connector.plan,fleet_connector.started,ankaios_emulator.state",
+        "fleet_connector.requests.plan,fleet_connector.requests.started,ankaios_model.state",
     ),
-    ("first logs request (log streams)", "fleet_connector.logs,concurrent.futures"),
+    ("first logs request (log streams)", "fleet_connector.observe.logs,concurrent.futures"),
     (
         "STATE_DIR (journal)",
-        "sqlite3,fleet_connector.journal,fleet_connector.changes,fleet_connector.reconcile,"
-        "fleet_connector.rollback",
+        "sqlite3,fleet_connector.journal.entries,fleet_connector.journal.changes,fleet_connector.journal.reconcile,"
+        "fleet_connector.journal.rollback",
     ),
     ("flags on the command line", "fleet_connector.flags"),
     ("TRUSTED_KEYS (Ed25519)", "cryptography.hazmat.primitives.asymmetric.ed25519"),
@@ -160,7 +160,13 @@ def compile_sources() -> None:
     would be compiled again at every start, which costs the connector (30-odd modules)
     about 50 ms and 1 MiB more than the baseline (one module), and is not what a car does.
     """
-    for package in ("fleet_connector", "ankaios_emulator", "vehicle_data_sender", "bench"):
+    for package in (
+        "ankaios_model",
+        "fleet_connector",
+        "ankaios_emulator",
+        "vehicle_data_sender",
+        "bench",
+    ):
         compileall.compile_dir(REPO / package, quiet=1)
 
 

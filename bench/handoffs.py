@@ -74,7 +74,9 @@ def install(module: str) -> None:
     _patch(mqtt.Client, "publish", entry="publish")
     _patch(mqtt.Client, "_sock_send", entry="sent")
     if module == "fleet_connector":
-        from fleet_connector import connector, control_interface, handler
+        from fleet_connector import connector
+        from fleet_connector.ankaios import control_interface
+        from fleet_connector.requests import handler
 
         _patch(connector.Connector, "_enqueue", exit_="queued")
         _patch(handler.Handler, "handle_reads", entry="worker")
@@ -150,7 +152,7 @@ def run(workdir: Path, samples: int) -> dict[str, Any]:
         wait_answering,
         wait_online,
     )
-    from fleet_connector.topics import Operation, Topics
+    from fleet_connector.mqtt.topics import Operation, Topics
 
     broker = Mosquitto(workdir / "mosquitto").start()
     procs = []

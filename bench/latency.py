@@ -29,7 +29,7 @@ from bench.common import (
     stop_all,
     wait_line,
 )
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.topics import Operation, Topics
 
 STATE_PAYLOAD = b'["workloadStates"]'
 # Alternating two manifests makes every apply real work: the sender is replaced each time.
@@ -96,9 +96,9 @@ def ankaios_round_trips(workdir: Path, samples: int, warmup: int) -> tuple[Sampl
     emulator process of its own, manifests parsed beforehand: the Ankaios side's share of a
     connector round trip (for the emulator, a Python stand-in, most of it is its own work).
     """
-    from fleet_connector.ankaios import Ankaios
-    from fleet_connector.control_interface import ControlInterface
-    from fleet_connector.manifest import parse_manifest
+    from fleet_connector.ankaios.client import Ankaios
+    from fleet_connector.ankaios.control_interface import ControlInterface
+    from fleet_connector.ankaios.manifest import parse_manifest
 
     emulator, ci_path = start_emulator(workdir, "emulator-direct")
     ci = ControlInterface(ci_path)

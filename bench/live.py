@@ -26,8 +26,8 @@ from typing import Any
 from ankaios_emulator import Emulator
 from bench.common import HOST, Mosquitto, percentile
 from fleet_connector import Config, Connector
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.logs import LogLimits
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.observe.logs import LogLimits
 
 VIN = "BENCHLIVE"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from ankaios_sdk._protos import _ank_base, _control_api
 from ankaios_sdk.utils import ANKAIOS_VERSION
 
-from fleet_connector.control_interface import decode_frames, encode_varint
+from fleet_connector.ankaios.control_interface import decode_frames, encode_varint
 
 
 def _frame(message: _control_api.ToAnkaios | _control_api.FromAnkaios) -> bytes:

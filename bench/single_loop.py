@@ -38,13 +38,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fleet_connector import config as configuration
-from fleet_connector.ankaios import Ankaios
-from fleet_connector.control_interface import decode_frames, encode_varint
+from fleet_connector.ankaios.client import Ankaios
+from fleet_connector.ankaios.control_interface import decode_frames, encode_varint
+from fleet_connector.ankaios.manifest import Manifest, parse_manifest
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.handler import Request, parse_field_masks
-from fleet_connector.manifest import Manifest, parse_manifest
-from fleet_connector.replies import ReplyCache
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.replies import ReplyCache
+from fleet_connector.mqtt.topics import Operation, Topics
+from fleet_connector.requests.handler import Request, parse_field_masks
 
 log = logging.getLogger("bench.single_loop")
 

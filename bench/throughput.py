@@ -31,7 +31,7 @@ from bench.common import (
 )
 from bench.latency import STATE_PAYLOAD, start_connector, wait_online
 from bench.responder import ceiling
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.topics import Operation, Topics
 
 
 def pipelined(client: Client, topics: Topics, requests: int, timeout: float) -> dict[str, object]:

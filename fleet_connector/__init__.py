@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Config", "Connector"]
 
-# Imported on first use: the sender, the emulator and fleetctl import parts of this package
+# Imported on first use: the sender and fleetctl import parts of this package
 # (broker settings, topics) and must not pay for the whole connector, about 20 MiB of RSS
 # and half a second of start-up (bench/results.md, footprint).
 _LAZY = {"Config": "fleet_connector.config", "Connector": "fleet_connector.connector"}

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet_connector import crashpoints
-from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.journal import crashpoints
+from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.mqtt.topics import FORBIDDEN_TOPIC_CHARS
 from fleet_connector.options import (
     ConfigError,
     Option,
@@ -18,9 +19,8 @@ from fleet_connector.options import (
     positive_int,
     resolve,
 )
-from fleet_connector.policy import Policy
-from fleet_connector.signatures import load_trusted_keys
-from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS
+from fleet_connector.requests.policy import Policy
+from fleet_connector.requests.signatures import load_trusted_keys
 
 DEFAULT_CONTROL_INTERFACE = Path("/run/ankaios/control_interface")
 
@@ -175,16 +175,30 @@ CONNECTOR_OPTIONS = [
         False,
         is_switch=True,
     ),
+    Option(
+        "labels",
+        "--labels",
+        "LABELS",
+        "the car's own labels, carried in presence for the fleet service's selectors: "
+        "key=value pairs separated by commas, e.g. region=eu,model=x",
+    ),
     Option("log_level", "--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 ]
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Label keys and values as Kubernetes validates them, so the fleet service's selectors
+# (Kubernetes syntax) can name every label a car reports: an optional DNS-subdomain prefix
+# and a name of at most 63 characters; a value of at most 63, possibly empty.
+_LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)")
+_LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
+MAX_LABELS = 64
 _VIN_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(frozen=True)
 class LogLimits:
-    """How much log streaming a car allows (see fleet_connector.logs)."""
+    """How much log streaming a car allows (see fleet_connector.observe.logs)."""
 
     max_lines: int = 10_000
     """Lines per stream; a larger ``tail`` is refused, a stream reaching it ends ``limit``."""
@@ -217,8 +231,10 @@ class Config:
     journal_entries: int = 200
     journal_bytes: int = 16 << 20
     reconcile: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    """The car's own labels (LABELS), in the order given; reported in presence."""
     crash_at: str | None = None
-    """Test only: the crash point (see fleet_connector.crashpoints) from its variable."""
+    """Test only: the crash point (see fleet_connector.journal.crashpoints) from its variable."""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -241,6 +257,42 @@ def check_vin(vin: str) -> None:
         )
     if not _VIN_PATTERN.fullmatch(vin):
         raise ConfigError(f"VIN {vin!r} must be 1 to 64 letters, digits or any of _ . : -")
+
+
+def check_label(key: str, value: str) -> None:
+    """Raises ConfigError unless ``key=value`` is a label Kubernetes would accept."""
+    prefix, _, name = key.rpartition("/")
+    if "/" in prefix or (prefix and (len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix))):
+        raise ConfigError(f"label key {key!r}: its prefix must be a DNS subdomain")
+    if not _LABEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"label key {key!r}: the name must be 1 to 63 letters, digits, '-', '_' or '.', "
+            "beginning and ending with a letter or digit"
+        )
+    if not _LABEL_VALUE.fullmatch(value):
+        raise ConfigError(
+            f"label {key!r}: the value {value!r} must be at most 63 letters, digits, '-', '_' "
+            "or '.', beginning and ending with a letter or digit"
+        )
+
+
+def parse_labels(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``region=eu,model=x`` as pairs, each checked; a key given twice is an error."""
+    if not text or not text.strip():
+        return ()
+    pairs: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            raise ConfigError(f"LABELS: {item.strip()!r} is not key=value")
+        key, value = key.strip(), value.strip()
+        check_label(key, value)
+        if key in pairs:
+            raise ConfigError(f"LABELS: {key!r} is given twice")
+        pairs[key] = value
+    if len(pairs) > MAX_LABELS:
+        raise ConfigError(f"LABELS: at most {MAX_LABELS} labels")
+    return tuple(pairs.items())
 
 
 def _trusted_keys(path: str | None, state_dir: str | None) -> Path | None:
@@ -315,6 +367,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         journal_entries=values["journal_entries"],
         journal_bytes=values["journal_bytes"],
         reconcile=values["reconcile"],
+        labels=parse_labels(values["labels"]),
         crash_at=_crash_point(environ),
         log_level=level,
     )

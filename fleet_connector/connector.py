@@ -11,29 +11,29 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from fleet_connector.ankaios import Ankaios
+from fleet_connector.ankaios.client import Ankaios
+from fleet_connector.ankaios.control_interface import ControlInterface
 from fleet_connector.config import Config
-from fleet_connector.control_interface import ControlInterface
-from fleet_connector.crashpoints import CrashPoints
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.handler import JOURNALED, Handler, Request
+from fleet_connector.journal.crashpoints import CrashPoints
 from fleet_connector.loop import Interrupted, Loop
-from fleet_connector.mqtt import MqttLink
-from fleet_connector.outcomes import Outcomes, follow_spec
-from fleet_connector.redaction import Redactor
-from fleet_connector.replies import ReplyCache
-from fleet_connector.signatures import Verifier
-from fleet_connector.takeover import SessionWatch
-from fleet_connector.topics import FOLLOWABLE, Operation, Topics
+from fleet_connector.mqtt.link import MqttLink
+from fleet_connector.mqtt.replies import ReplyCache
+from fleet_connector.mqtt.takeover import SessionWatch
+from fleet_connector.mqtt.topics import FOLLOWABLE, Operation, Topics
+from fleet_connector.observe.outcomes import Outcomes, follow_spec
+from fleet_connector.observe.workload_states import WorkloadStates
+from fleet_connector.requests.handler import JOURNALED, Handler, Request
+from fleet_connector.requests.redaction import Redactor
+from fleet_connector.requests.signatures import Verifier
 from fleet_connector.versions import version
-from fleet_connector.workload_states import WorkloadStates
 
 if TYPE_CHECKING:
-    from fleet_connector.changes import Changes
-    from fleet_connector.journal import Journal
-    from fleet_connector.logs import LogStreams
-    from fleet_connector.reconcile import Reconciler
-    from fleet_connector.store import Store
+    from fleet_connector.journal.changes import Changes
+    from fleet_connector.journal.entries import Journal
+    from fleet_connector.journal.reconcile import Reconciler
+    from fleet_connector.journal.store import Store
+    from fleet_connector.observe.logs import LogStreams
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +139,10 @@ class Connector:
         """The journal and what uses it (STATE_DIR); imported only here, because a
         connector without STATE_DIR does without them and each module loaded stays in
         memory (bench/README.md, "Footprint")."""
-        from fleet_connector.changes import Changes  # noqa: PLC0415
-        from fleet_connector.journal import Journal  # noqa: PLC0415
-        from fleet_connector.reconcile import Reconciler  # noqa: PLC0415
-        from fleet_connector.store import Store  # noqa: PLC0415
+        from fleet_connector.journal.changes import Changes  # noqa: PLC0415
+        from fleet_connector.journal.entries import Journal  # noqa: PLC0415
+        from fleet_connector.journal.reconcile import Reconciler  # noqa: PLC0415
+        from fleet_connector.journal.store import Store  # noqa: PLC0415
 
         assert config.state_dir is not None
         self.store = Store(config.state_dir)
@@ -163,7 +163,7 @@ class Connector:
         """The log streams, started on first use; None if stopping before they ever were."""
         with self._logs_lock:
             if self.logs is None and not self._stop.is_set():
-                from fleet_connector.logs import LogStreams  # noqa: PLC0415
+                from fleet_connector.observe.logs import LogStreams  # noqa: PLC0415
 
                 self.logs = LogStreams(
                     self.control_interface,
@@ -463,6 +463,7 @@ class Connector:
             "worker_restarts": self._worker_restarts,
             "session_takeovers": self.session.takeovers,
             "last_session_takeover": self.session.last,
+            "labels": dict(self.config.labels),
         }
 
 

@@ -1,7 +1,7 @@
 """fleet-server's settings, parsed once from flags and environment and passed down.
 
 The broker options (address, port, protocol, TLS, credentials) and their environment
-variables are the connector's and fleetctl's own (fleet_connector.broker.BROKER_OPTIONS).
+variables are the connector's and fleetctl's own (fleet_connector.mqtt.broker.BROKER_OPTIONS).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
 from fleet_connector.options import ConfigError, Option, positive_float, positive_int, resolve
 
 

@@ -29,7 +29,7 @@ from fleet_server.peers import Peers
 log = logging.getLogger(__name__)
 
 SHARE_GROUP = "fleet-server"
-# The cars' topics the inventory is made of (fleet_connector/topics.py).
+# The cars' topics the inventory is made of (fleet_connector/mqtt/topics.py).
 INVENTORY_FILTERS = (
     "vehicle/+/status",
     "vehicle/+/workloads/+",

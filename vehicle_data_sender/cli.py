@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 
 from fleet_connector import flags, options
-from fleet_connector.broker import BROKER_OPTIONS, BrokerSettings
+from fleet_connector.mqtt.broker import BROKER_OPTIONS, BrokerSettings
 from vehicle_data_sender.config import (
     DEFAULT_INTERVAL,
     Config,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 DEFAULT_INTERVAL = 1.0
 # Longer than any sensible sampling period, and far below threading.TIMEOUT_MAX.

@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet_connector.broker import BrokerSettings, FallbackClient
+from fleet_connector.mqtt.broker import BrokerSettings, FallbackClient
 from vehicle_data_sender.config import Config
 from vehicle_data_sender.wave import TriangleWave
 

@@ -35,7 +35,7 @@ from ..runtime import (
 from ..scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from ..state import RenderedWorkload
+    from ankaios_model.state import RenderedWorkload
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from ..runtime import PENDING_STARTING, REMOVED, RUNNING, Runtime, StateSink
 from ..scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from ..state import RenderedWorkload
+    from ankaios_model.state import RenderedWorkload
 
 
 class SimulateRuntime(Runtime):

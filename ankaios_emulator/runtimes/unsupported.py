@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..runtime import PENDING_STARTING, REMOVED, Runtime, starting_failed
 
 if TYPE_CHECKING:
-    from ..state import RenderedWorkload
+    from ankaios_model.state import RenderedWorkload
 
 # The runtime names an Ankaios 1.0.1 agent registers (all of them by default).
 SUPPORTED_RUNTIMES = ("podman", "containerd", "podman-kube")

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fleet_connector.topics import FOLLOW_LEVEL, FOLLOWABLE, Operation, Topics
+from fleet_connector.mqtt.topics import FOLLOW_LEVEL, FOLLOWABLE, Operation, Topics
 from fleet_server import audit
 from fleet_server.api import schemas
 from fleet_server.api.cars import known_car

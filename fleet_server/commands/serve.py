@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from fleet_connector.broker import BROKER_OPTIONS
 from fleet_connector.flags import add_options
+from fleet_connector.mqtt.broker import BROKER_OPTIONS
 from fleet_server.config import DATABASE_OPTION, SERVE_OPTIONS, serve_config
 
 

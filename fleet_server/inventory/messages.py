@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS
+from fleet_connector.mqtt.topics import FORBIDDEN_TOPIC_CHARS
 from fleet_server.selectors import LabelError, check_key, check_value
 
 MAX_VIN = 64

@@ -1,12 +1,12 @@
 """``fleetctl dashboard``: the fleet in a browser, live (see docs/fleetctl.md).
 
 The server side lives in :mod:`fleetctl.dashboard.server`; it is imported only when the
-dashboard runs, so the other commands do not pay for the web server's import.
+dashboard runs, so the other commands do not pay for the web server's import. The command's
+flags are in :mod:`fleetctl.commands.dashboard`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ipaddress
@@ -14,35 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from fleet_connector.broker import BrokerSettings
-
-DEFAULT_PORT = 8080
-LOOPBACK = "127.0.0.1"
-
-
-def port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("out of range")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser, port_type: object) -> None:
-    group = parser.add_argument_group("dashboard")
-    group.add_argument(
-        "--port",
-        type=port_type,  # type: ignore[arg-type]
-        default=DEFAULT_PORT,
-        metavar="N",
-        help=f"the port to serve on; 0 picks a free one (default: {DEFAULT_PORT})",
-    )
-    group.add_argument(
-        "--listen",
-        default=LOOPBACK,
-        metavar="ADDRESS",
-        help=f"the address to serve on (default: {LOOPBACK}); any other address lets "
-        "whoever reaches it see the fleet and read logs, without a password",
-    )
+from fleet_connector.mqtt.broker import BrokerSettings
 
 
 def is_loopback(host: str) -> bool:

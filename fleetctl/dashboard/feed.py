@@ -14,9 +14,9 @@ import logging
 import uuid
 from collections.abc import Iterable
 
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.topics import Topics
-from fleetctl.connection import BrokerError, Connection
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.mqtt.topics import Topics
+from fleetctl.client.connection import BrokerError, Connection
 from fleetctl.dashboard import logs
 from fleetctl.dashboard.model import Change, FleetModel, Topic, parse_topic
 

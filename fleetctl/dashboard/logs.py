@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_connector.topics import FORBIDDEN_TOPIC_CHARS, Operation, Topics
-from fleetctl.connection import BrokerError
+from fleet_connector.mqtt.topics import FORBIDDEN_TOPIC_CHARS, Operation, Topics
+from fleetctl.client.connection import BrokerError
 from fleetctl.dashboard.model import text
 
 log = logging.getLogger(__name__)

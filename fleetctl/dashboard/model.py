@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fleet_connector.topics import Operation
-from fleetctl.car_data import json_object
+from fleet_connector.mqtt.topics import Operation
+from fleetctl.client.car_data import json_object
 
 # A value from the broker is cut to this many characters (an info string, a tag, ...).
 MAX_TEXT = 500

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fleetctl.connection import BrokerError
+from fleetctl.client.connection import BrokerError
 from fleetctl.dashboard import is_loopback
 from fleetctl.dashboard.feed import Feed
 from fleetctl.dashboard.logs import LogRequestError

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet_connector.store import Store
+from fleet_connector.journal.store import Store
 from fleetctl.rollouts.spec import Amount, RampUp, Rate, Spec
 
 DATABASE_ENV = "FLEETCTL_DB"

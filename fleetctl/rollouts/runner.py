@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fleet_connector.topics import Operation
-from fleetctl.client import Engine
-from fleetctl.progress import Progress
-from fleetctl.results import NO_REPLY, CarResult, Status
-from fleetctl.rollout import Plan, result_of, wait_until_running
+from fleet_connector.mqtt.topics import Operation
+from fleetctl.client.engine import Engine
+from fleetctl.client.results import NO_REPLY, CarResult, Status
+from fleetctl.client.waiting import follow_level
+from fleetctl.client.waves import Plan, result_of, wait_until_running
+from fleetctl.output.progress import Progress
 from fleetctl.rollouts.records import (
     ABORTED,
     DONE,
@@ -31,7 +32,6 @@ from fleetctl.rollouts.records import (
     Records,
 )
 from fleetctl.rollouts.spec import FAILURE_KINDS, Spec
-from fleetctl.waiting import follow_level
 
 # Error codes by failure kind (the rest of the connector's codes and fleetctl's own).
 _REJECTED = frozenset(

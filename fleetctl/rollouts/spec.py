@@ -31,10 +31,10 @@ from typing import Any
 
 import yaml
 
+from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import RequestError
-from fleet_connector.manifest import parse_manifest
 from fleet_connector.options import ConfigError
-from fleetctl import fleet
+from fleetctl.client import fleet
 
 FAILURE_KINDS = ("rejected", "failed", "timeout", "noReply")
 _AMOUNT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*")

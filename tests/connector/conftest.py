@@ -14,7 +14,7 @@ from testkit.live import ALL_LOGS
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 
 @pytest.fixture

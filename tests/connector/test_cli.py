@@ -15,7 +15,7 @@ import pytest
 from testkit import Broker, MqttProbe, Requester
 
 from ankaios_emulator import Emulator
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,18 +44,38 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         ({"VIN": "1", "REQUEST_TIMEOUT": "-1"}, (), "REQUEST_TIMEOUT"),
         ({"VIN": "1", "MQTT_TLS_CA_FILE": "/no/such/ca.pem"}, (), "cannot read CA file"),
         ({"VIN": "1", "MQTT_PASSWORD": "p"}, (), "needs a user name"),
+        ({"VIN": "1", "LABELS": "region"}, (), "'region' is not key=value"),
+        ({"VIN": "1", "LABELS": "region=<b>eu</b>"}, (), "the value '<b>eu</b>'"),
+        ({"VIN": "1", "LABELS": "-x=1"}, (), "label key '-x'"),
+        ({"VIN": "1", "LABELS": "a=1,a=2"}, (), "'a' is given twice"),
     ],
 )
 def test_invalid_configuration_exits_2_with_one_line(
     env: dict[str, str], args: tuple[str, ...], expected: str
 ) -> None:
-    clean = {k: "" for k in ("VIN", "MQTT_BROKER_PORT", "MQTT_PASSWORD", "MQTT_TLS_CA_FILE")}
+    clean = {
+        k: "" for k in ("VIN", "MQTT_BROKER_PORT", "MQTT_PASSWORD", "MQTT_TLS_CA_FILE", "LABELS")
+    }
     result = run({**clean, **env}, *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_labels_are_carried_in_presence(broker: Broker, probe: MqttProbe, tmp_path: Path) -> None:
+    with Emulator(control_interface=tmp_path / "ci") as emu:
+        env = {
+            "VIN": "LBL1",
+            "MQTT_BROKER_ADDR": broker.host,
+            "MQTT_BROKER_PORT": str(broker.port),
+            "ANKAIOS_CONTROL_INTERFACE_PATH": str(emu.control_interface),
+            "LABELS": "region=eu, example.com/model=x,beta=",
+        }
+        with connector_process(env):
+            status = Requester(probe, "LBL1").wait_online()
+    assert status["labels"] == {"region": "eu", "example.com/model": "x", "beta": ""}
 
 
 def test_help_documents_every_option() -> None:

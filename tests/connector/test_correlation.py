@@ -9,7 +9,7 @@ from paho.mqtt.properties import Properties
 from testkit import MANIFESTS, MqttProbe, Requester
 
 from fleet_connector import Connector
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 
 
 def test_request_id_suffix(connector: Connector, requester: Requester) -> None:

@@ -12,8 +12,8 @@ from testkit import MANIFESTS, MqttProbe, Requester
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.policy import Policy
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
+from fleet_connector.requests.policy import Policy
 
 
 def error_of(reply: Any) -> tuple[str, str]:

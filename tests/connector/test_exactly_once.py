@@ -1,7 +1,7 @@
 """Exactly once under SIGKILL: replies per request and updates Ankaios got, per crash point.
 
 The connector runs as a process and kills itself with a real SIGKILL at the point
-``FLEET_CONNECTOR_CRASH_AT`` names (see fleet_connector/crashpoints.py): timing a kill from
+``FLEET_CONNECTOR_CRASH_AT`` names (see fleet_connector/journal/crashpoints.py): timing a kill from
 outside cannot hit a window between two lines. Then it is started again on the same MQTT
 session, the broker redelivers the unacknowledged request, and we count.
 """
@@ -21,8 +21,8 @@ from testkit import MANIFESTS, Broker, MqttProbe, Requester
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
-from fleet_connector.signatures import Claims, SigningKey, sign
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
+from fleet_connector.requests.signatures import Claims, SigningKey, sign
 
 SENDER_MANIFEST = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
 

@@ -24,8 +24,8 @@ from testkit.observe import rss_kib
 
 from ankaios_emulator import Emulator
 from fleet_connector.config import load
+from fleet_connector.mqtt.topics import Operation
 from fleet_connector.options import ConfigError
-from fleet_connector.topics import Operation
 from vehicle_data_sender.cli import load_config as load_sender_config
 from vehicle_data_sender.config import ConfigError as SenderConfigError
 

@@ -13,9 +13,9 @@ from testkit import MANIFESTS, Requester
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.policy import Policy
-from fleet_connector.store import DATABASE
-from fleet_connector.topics import Operation
+from fleet_connector.journal.store import DATABASE
+from fleet_connector.mqtt.topics import Operation
+from fleet_connector.requests.policy import Policy
 
 SENDER = "vehicle-data-sender"
 CONFIG = "vehicle-data-sender-config"

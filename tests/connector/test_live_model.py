@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ankaios_sdk._protos import _ank_base
 
-from fleet_connector.live_model import LiveModel, execution_state, public_state
+from fleet_connector.observe.live_model import LiveModel, execution_state, public_state
 
 
 @pytest.mark.parametrize(

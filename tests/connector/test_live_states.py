@@ -14,7 +14,7 @@ from testkit.live import manifest, retained, states_until, until_all
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
 

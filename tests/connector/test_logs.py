@@ -18,8 +18,8 @@ from testkit.live import ALL_LOGS, manifest, states_until
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.logs import LogLimits, LogStreams
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.observe.logs import LogLimits, LogStreams
 
 FLOOD = (
     "import sys, time\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from ankaios_sdk._protos import _ank_base
 
+from fleet_connector.ankaios.manifest import MAX_NODES, parse_manifest
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.manifest import MAX_NODES, parse_manifest
 
 MANIFESTS = Path(__file__).parents[2] / "manifests"
 

@@ -17,7 +17,7 @@ from testkit.live import manifest, states_until
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 IMAGES = {
     "crash:1": ["sh", "-c", "echo starting; echo working; sleep 0.5; echo boom >&2; exit 3"],

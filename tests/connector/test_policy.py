@@ -17,12 +17,12 @@ from testkit import MANIFESTS, Requester
 from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
+from ankaios_model.rendering import render_workload
 from fleet_connector import Connector
 from fleet_connector.config import load
 from fleet_connector.errors import RequestError
 from fleet_connector.options import ConfigError
-from fleet_connector.policy import Policy
-from fleet_connector.rendering import render_workload
+from fleet_connector.requests.policy import Policy
 
 SENDER = (MANIFESTS / "vehicle-data-sender.yaml").read_text()
 CONNECTOR_ITSELF = (MANIFESTS / "state.yaml").read_text()

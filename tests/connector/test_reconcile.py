@@ -13,7 +13,7 @@ from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 
 SENDER = "vehicle-data-sender"
 CONFIG = "vehicle-data-sender-config"

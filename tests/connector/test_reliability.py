@@ -23,8 +23,8 @@ from testkit.proxy import Mqtt311OnlyProxy, SubscribeRefusingProxy
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.mqtt.topics import Operation, Topics
 
 SENDER_MANIFEST = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
 
@@ -144,7 +144,7 @@ def test_broker_killed_and_restarted(
 ) -> None:
     broker = make_broker()
     from fleet_connector import Config
-    from fleet_connector.broker import BrokerSettings
+    from fleet_connector.mqtt.broker import BrokerSettings
 
     connector = Connector(
         Config(
@@ -500,8 +500,8 @@ def test_one_bad_read_in_a_batch_fails_alone(
 
 
 def test_reply_cache_forgets_after_its_age_limit_and_is_bounded_in_bytes() -> None:
-    from fleet_connector.handler import Request
-    from fleet_connector.replies import MAX_AGE, ReplyCache
+    from fleet_connector.mqtt.replies import MAX_AGE, ReplyCache
+    from fleet_connector.requests.handler import Request
 
     now = [0.0]
     cache = ReplyCache(max_bytes=4 * 1024 * 1024, clock=lambda: now[0])

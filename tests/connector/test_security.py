@@ -19,8 +19,8 @@ from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
-from fleet_connector.broker import BrokerSettings
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.broker import BrokerSettings
+from fleet_connector.mqtt.topics import Operation, Topics
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto"
 SENDER = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()
@@ -373,7 +373,7 @@ def test_a_takeover_of_the_session_is_noticed_logged_and_shown_in_presence(
 
 
 def test_quick_losses_after_connect_count_as_a_takeover_on_mqtt_311() -> None:
-    from fleet_connector.takeover import QUICK_LOSSES, SessionWatch
+    from fleet_connector.mqtt.takeover import QUICK_LOSSES, SessionWatch
 
     now = [0.0]
     watch = SessionWatch(clock=lambda: now[0])

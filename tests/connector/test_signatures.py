@@ -20,16 +20,10 @@ from testkit.observe import update_requests
 from ankaios_emulator import Emulator
 from fleet_connector import Connector, config
 from fleet_connector.errors import ErrorCode, RequestError
+from fleet_connector.journal.store import Store
+from fleet_connector.mqtt.topics import Operation
 from fleet_connector.options import ConfigError
-from fleet_connector.signatures import (
-    ENVELOPE_MAGIC,
-    Claims,
-    SigningKey,
-    Verifier,
-    sign,
-)
-from fleet_connector.store import Store
-from fleet_connector.topics import Operation
+from fleet_connector.requests.signatures import ENVELOPE_MAGIC, Claims, SigningKey, Verifier, sign
 
 SENDER = "vehicle-data-sender"
 TUTORIAL = (MANIFESTS / "vehicle-data-sender.yaml").read_bytes()

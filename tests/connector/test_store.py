@@ -6,14 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet_connector.store import DATABASE, Store
+from fleet_connector.journal.store import DATABASE, Store
 
 
 def test_committed_rows_survive_a_sigkill(tmp_path: Path) -> None:
     writer = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from fleet_connector.store import Store\n"
+        "from fleet_connector.journal.store import Store\n"
         "store = Store(Path(sys.argv[1]))\n"
         "with store.transaction() as db:\n"
         "    db.execute('CREATE TABLE t (v TEXT)')\n"

@@ -10,7 +10,7 @@ from testkit import MANIFESTS, Broker, MqttProbe, Requester
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
-from fleet_connector.topics import Operation
+from fleet_connector.mqtt.topics import Operation
 
 SENDER = "vehicle-data-sender"
 CONFIG = "vehicle-data-sender-config"

@@ -9,9 +9,9 @@ from testkit import MANIFESTS, Requester
 
 from ankaios_emulator import Emulator
 from fleet_connector import Connector
+from fleet_connector.ankaios.manifest import parse_manifest
 from fleet_connector.errors import ErrorCode, RequestError
-from fleet_connector.manifest import parse_manifest
-from fleet_connector.validation import schema
+from fleet_connector.requests.validation import schema
 
 WORKLOAD = """\
 apiVersion: {version}

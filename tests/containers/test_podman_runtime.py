@@ -25,7 +25,7 @@ from ankaios_emulator.runtimes.podman import (
     parse_runtime_config,
     run_arguments,
 )
-from ankaios_emulator.state import RenderedWorkload
+from ankaios_model.state import RenderedWorkload
 
 
 def rendered(name: str, runtime_config: str, access: dict[str, Any] | None = None) -> Any:

@@ -234,7 +234,7 @@ def test_faults_on_signals(run: type[Running], tmp_path: Path) -> None:
     """SIGUSR1 restarts the agent, SIGHUP sends garbage, SIGUSR2 closes the connection."""
     import threading
 
-    from fleet_connector.control_interface import ControlInterface
+    from fleet_connector.ankaios.control_interface import ControlInterface
 
     ci = tmp_path / "ci"
     emulator = run("--control-interface", str(ci), "-q")

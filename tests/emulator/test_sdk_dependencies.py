@@ -22,7 +22,7 @@ from ankaios_emulator.dependencies import (
     add_condition_met,
     delete_condition_met,
 )
-from ankaios_emulator.state import DesiredState
+from ankaios_model.state import DesiredState
 
 HEADER = "apiVersion: v1\nworkloads:\n"
 A = """\

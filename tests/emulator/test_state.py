@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from ankaios_sdk._protos import _ank_base as ank_base
 
-from ankaios_emulator.state import DesiredState, UpdateError, filter_tree
-from ankaios_emulator.tree import ManifestError, state_from_manifest, tree_to_proto
+from ankaios_model.state import DesiredState, UpdateError, filter_tree
+from ankaios_model.tree import ManifestError, state_from_manifest, tree_to_proto
 
 TUTORIAL = Path("/work/shared/tutorial-fleet-management.md")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet_connector.templating import RenderError, render
+from ankaios_model.templating import RenderError, render
 
 
 def test_variables_and_paths() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from ankaios_sdk._protos import _ank_base as ank_base
 
-from ankaios_emulator.tree import ManifestError, proto_to_tree, state_from_manifest, tree_to_proto
+from ankaios_model.tree import ManifestError, proto_to_tree, state_from_manifest, tree_to_proto
 
 FULL_TREE: dict[str, Any] = {
     "desiredState": {

@@ -22,7 +22,7 @@ from testkit import MANIFESTS, Broker
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 from fleetctl.cli import main
 
 CARS = [f"CAR{n:02d}" for n in range(1, 21)]

@@ -17,7 +17,7 @@ from testkit.observe import update_requests
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 from fleetctl.cli import main
 
 

@@ -21,7 +21,7 @@ from testkit.live import ALL_LOGS, manifest
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 IMAGES = {
     "ghcr.io/eclipse-ankaios/vehicle-data-sender:0.1.0": [

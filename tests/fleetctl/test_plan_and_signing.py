@@ -16,7 +16,7 @@ from testkit import MANIFESTS, Broker, MqttProbe
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 
 SENDER = "vehicle-data-sender"
 

@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from testkit import MqttProbe
 
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.topics import Operation, Topics
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 ESC = "\x1b[2J\x1b[1;1H"

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleet_connector.options import ConfigError
-from fleetctl import fleet
-from fleetctl.progress import Progress
-from fleetctl.results import Instance, Status
-from fleetctl.waiting import judge
+from fleetctl.client import fleet
+from fleetctl.client.results import Instance, Status
+from fleetctl.client.waiting import judge
+from fleetctl.output.progress import Progress
 
 
 @pytest.mark.parametrize(

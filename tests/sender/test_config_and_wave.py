@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 from vehicle_data_sender.cli import load_config
 from vehicle_data_sender.config import Config, ConfigError
 from vehicle_data_sender.wave import TriangleWave

@@ -17,7 +17,7 @@ from testkit.server import Api, FakeCar, RunningServer, make_token
 
 from ankaios_emulator import Emulator
 from fleet_connector import Config, Connector
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_server.auth import ROLES
 from fleet_server.config import ServerConfig
 from fleet_server.db import Database, connect, migrate

@@ -250,7 +250,7 @@ def test_health_and_readiness(api: Api) -> None:
 def test_not_ready_without_the_broker(
     database_url: str, make_broker: Callable[..., object], make_server: Callable[..., RunningServer]
 ) -> None:
-    from fleet_connector.broker import BrokerSettings
+    from fleet_connector.mqtt.broker import BrokerSettings
 
     broker = make_broker()
     server = make_server(database_url, broker=BrokerSettings(host=broker.host, port=broker.port))  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from typing import Any
 from testkit import Broker
 from testkit.server import CuttableProxy, FakeCar, RunningServer, make_token, wait_until
 
-from fleet_connector.broker import BrokerSettings
+from fleet_connector.mqtt.broker import BrokerSettings
 from fleet_server.inventory.ingest import MAX_WORKLOADS_PER_CAR
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fleet_connector.topics import Operation, Topics
+from fleet_connector.mqtt.topics import Operation, Topics
 from testkit.probe import Message, MqttProbe
 
 MANIFESTS = Path(__file__).parents[2] / "manifests"
