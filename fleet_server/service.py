@@ -104,7 +104,8 @@ class Service:
         self.synced = False
         try:
             shared = [f"$share/{SHARE_GROUP}/{f}" for f in (*INVENTORY_FILTERS, *OUTCOME_FILTERS)]
-            refused = await self.link.subscribe(shared)
+            # The retained topics are read once, below; not a second time through these.
+            refused = await self.link.subscribe(shared, retained=False)
             if refused:
                 log.error("the broker refused the shared subscriptions %s", refused)
             await self.read_retained()
