@@ -186,19 +186,50 @@ def _json_dict(text: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+class LabelSets:
+    """One shared mapping per distinct set of labels.
+
+    A fleet has few distinct label sets (region x model x ring: tens, not 100,000), so cars
+    with equal labels share one dict: less memory per car, and a selector is judged once
+    per set, not once per car (:meth:`Inventory.select`). Safe because a car's labels are
+    never changed in place: a change makes a new Car. At most ``limit`` sets are kept;
+    beyond, a car keeps its own dict (correct, only not shared).
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._sets: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self._limit = limit
+
+    def shared(self, labels: dict[str, str]) -> dict[str, str]:
+        if not labels:
+            return _NO_LABELS
+        key = tuple(sorted(labels.items()))
+        found = self._sets.get(key)
+        if found is not None:
+            return found
+        if len(self._sets) < self._limit:
+            self._sets[key] = labels
+        return labels
+
+
 class Inventory:
     """The cars by VIN, and the VINs in order for listings. Used on the event loop only."""
 
     def __init__(self) -> None:
         self.cars: dict[str, Car] = {}
         self._order: list[str] = []
+        self._label_sets = LabelSets()
         self.seq = 0
         self.loaded = False
         """Whether one poll has completed (the whole inventory is in memory)."""
 
     def apply(self, poll: Poll) -> None:
         new = [car.vin for car in poll.cars if car.vin not in self.cars]
+        shared = self._label_sets.shared
         for car in poll.cars:
+            car.reported_labels = shared(car.reported_labels)
+            car.api_labels = shared(car.api_labels)
+            car.labels = shared(car.labels)
             self.cars[car.vin] = car
         if len(new) > 64:
             self._order.extend(new)
@@ -219,11 +250,22 @@ class Inventory:
     def select(self, selector: Selector, online: bool | None = None) -> list[Car]:
         """The cars matching, in VIN order."""
         cars = self.cars
+        if selector.empty:
+            if online is None:
+                return [cars[vin] for vin in self._order]
+            return [car for vin in self._order if (car := cars[vin]).online == online]
+        # Judged once per distinct label set (cars with equal labels share one dict, see
+        # LabelSets): 100,000 cars, a handful of sets. ids stay valid: the cars hold them.
+        verdicts: dict[int, bool] = {}
         found = []
         for vin in self._order:
             car = cars[vin]
             if online is not None and car.online != online:
                 continue
-            if selector.empty or selector.matches(car.labels):
+            labels = car.labels
+            verdict = verdicts.get(id(labels))
+            if verdict is None:
+                verdict = verdicts[id(labels)] = selector.matches(labels)
+            if verdict:
                 found.append(car)
         return found

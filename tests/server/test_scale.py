@@ -118,3 +118,46 @@ def test_each_retained_message_is_read_once_at_start(
         if server is not None:
             server.stop()
         probe.close()
+
+
+def test_cars_with_equal_labels_are_told_apart_when_one_changes(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    """Cars with equal labels share one mapping in memory (a selector is judged once per
+    distinct set): a change to one car's labels must leave the others' alone."""
+    broker = make_broker()
+    probe = MqttProbe(broker)
+    server: RunningServer | None = None
+    try:
+        cars = [FakeCar(probe, f"SAME{n}") for n in range(3)]
+        for car in cars:
+            car.presence(labels={"region": "eu", "model": "x"})
+        database = f"sqlite://{tmp_path / 'fleet.db'}"
+        viewer = make_token(database, "viewer", "viewer")
+        operator = make_token(database, "operator", "operator")
+        server = _server(database, broker)
+        wait_until(lambda: _total(server, viewer, selector="region=eu") == 3)
+
+        patched = server.request(
+            "PATCH", "/api/v1/cars/SAME0/labels", operator, json={"ring": "canary"}
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["labels"] == {"region": "eu", "model": "x", "ring": "canary"}
+        cars[1].presence(labels={"region": "us", "model": "x"})
+        wait_until(lambda: _total(server, viewer, selector="region=us") == 1)
+
+        assert _total(server, viewer, selector="ring=canary") == 1
+        assert _total(server, viewer, selector="region=eu") == 2
+        assert _total(server, viewer, selector="model=x") == 3
+        labels = {
+            car["vin"]: car["labels"] for car in server.get("/api/v1/cars", viewer).json()["items"]
+        }
+        assert labels == {
+            "SAME0": {"region": "eu", "model": "x", "ring": "canary"},
+            "SAME1": {"region": "us", "model": "x"},
+            "SAME2": {"region": "eu", "model": "x"},
+        }
+    finally:
+        if server is not None:
+            server.stop()
+        probe.close()
