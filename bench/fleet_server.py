@@ -204,20 +204,48 @@ class Server:
 # -- databases ------------------------------------------------------------------------------
 
 
-@contextmanager
-def databases(workdir: Path, kinds: tuple[str, ...]) -> Iterator[Callable[[str], str]]:
-    """Yields ``fresh(kind)``: a new empty database's URL; PostgreSQL started once if asked."""
-    cluster = _postgres().start() if "postgresql" in kinds else None
-    counter = iter(range(1_000_000))
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of a process and its children (PostgreSQL: the postmaster and its
+    backends). Children that ended are not counted; backends live as long as the server's
+    connections here."""
+    total = cpu_seconds(root)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == root:
+                total += cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return total
 
-    def fresh(kind: str) -> str:
+
+@dataclass
+class Databases:
+    """Fresh databases of each kind; PostgreSQL's cluster started once, if asked for."""
+
+    workdir: Path
+    cluster: Any = None
+    made: int = 0
+
+    def fresh(self, kind: str) -> str:
+        self.made += 1
         if kind == "postgresql":
-            assert cluster is not None
-            return str(cluster.create_database())
-        return f"sqlite:///{workdir / f'fleet-{next(counter)}.db'}"
+            return str(self.cluster.create_database())
+        return f"sqlite:///{self.workdir / f'fleet-{self.made}.db'}"
 
+    def cpu_seconds(self, kind: str) -> float:
+        """The database's own processes' CPU (none for SQLite: it runs in the server)."""
+        if kind != "postgresql":
+            return 0.0
+        postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        return tree_cpu_seconds(postmaster)
+
+
+@contextmanager
+def databases(workdir: Path, kinds: tuple[str, ...]) -> Iterator[Databases]:
+    cluster = _postgres().start() if "postgresql" in kinds else None
     try:
-        yield fresh
+        yield Databases(workdir, cluster)
     finally:
         if cluster is not None:
             cluster.stop()
@@ -238,15 +266,17 @@ def empty_rss(workdir: Path, database: str, broker_port: int, protocol: str) -> 
 
 
 def inventory_at_start(
-    server: Server, cars: int, empty_mib: float
+    server: Server, cars: int, empty_mib: float, others: Callable[[], dict[str, float]]
 ) -> tuple[Server, dict[str, Any]]:
     """Starts a server with the cars already on the broker; returns it (running) and the
     figures."""
+    others_before = others()
     server.start()
     try:
         ready_s = server.wait_ready(300)
         listed_s = server.wait_online(cars, 300)
         cpu_s = cpu_seconds(server.pid)
+        others_after = others()
         server.settle()
         time.sleep(1)
         rss = server.rss_mib()
@@ -260,6 +290,10 @@ def inventory_at_start(
         "all_online_s": round(listed_s, 2),
         "cars_per_s": round(cars / listed_s),
         "cpu_s": round(cpu_s, 2),
+        **{
+            f"{name}_cpu_s": round(others_after[name] - others_before[name], 2)
+            for name in others_before
+        },
         "rss_mib": round(rss, 1),
         "empty_rss_mib": round(empty_mib, 1),
         "kib_per_car": round((rss - empty_mib) * 1024 / cars, 2),
@@ -320,13 +354,23 @@ def lag_quantile(before: dict[str, float], after: dict[str, float], q: float) ->
     return None
 
 
-def ingest_step(
-    server: Server, broker_port: int, cars: int, messages: int, rate: float
-) -> dict[str, Any]:
+@dataclass
+class Load:
+    """Where the ingest runs: the broker's port, the fleet's size, the other processes'
+    CPU (broker, database) to read beside the server's."""
+
+    broker_port: int
+    cars: int
+    others: Callable[[], dict[str, float]]
+
+
+def ingest_step(server: Server, load: Load, messages: int, rate: float) -> dict[str, Any]:
     """Publishes ``messages`` state changes at ``rate`` (0: at once) and waits until the
     server has written them all."""
     before = server.metrics()
     cpu_before = cpu_seconds(server.pid)
+    others_before = load.others()
+    broker_port, cars = load.broker_port, load.cars
     argv = ["--port", str(broker_port), "--cars", str(cars), "--messages", str(messages)]
     done = subprocess.run(
         python_module("bench.state_changes", *argv, "--rate", str(rate)),
@@ -349,6 +393,7 @@ def ingest_step(
         time.sleep(0.05)
     drain = time.monotonic() - finished
     cpu = cpu_seconds(server.pid) - cpu_before
+    others_after = load.others()
     p99 = lag_quantile(before, after, 0.99)
     p50 = lag_quantile(before, after, 0.50)
     return {
@@ -360,15 +405,18 @@ def ingest_step(
         "lag_p50_s": None if p50 is None else round(p50, 3),
         "lag_p99_s": None if p99 is None else round(p99, 3),
         "server_cpu_us_per_message": round(cpu / messages * 1e6),
+        **{
+            f"{name}_cpu_us_per_message": round(
+                (others_after[name] - others_before[name]) / messages * 1e6
+            )
+            for name in others_before
+        },
     }
 
 
-def ingest(server: Server, broker_port: int, cars: int) -> dict[str, Any]:
-    steps = [
-        ingest_step(server, broker_port, cars, int(rate * INGEST_SECONDS), rate)
-        for rate in INGEST_RATES
-    ]
-    steps.append(ingest_step(server, broker_port, cars, BURST, 0))
+def ingest(server: Server, load: Load) -> dict[str, Any]:
+    steps = [ingest_step(server, load, int(rate * INGEST_SECONDS), rate) for rate in INGEST_RATES]
+    steps.append(ingest_step(server, load, BURST, 0))
     # Kept up: every message written within a second of the last (the flush interval is
     # 0.15 s, the poll 0.25 s), at the rate asked for.
     kept = [
@@ -401,8 +449,10 @@ def run_mosquitto(
     sim: Proc | None = None
     result: dict[str, Any] = {"cars": cars, "broker": "mosquitto"}
     try:
-        with databases(workdir, kinds) as fresh:
-            empties = {kind: empty_rss(workdir, fresh(kind), broker.port, "5") for kind in kinds}
+        with databases(workdir, kinds) as dbs:
+            empties = {
+                kind: empty_rss(workdir, dbs.fresh(kind), broker.port, "5") for kind in kinds
+            }
             broker_idle = rss_mib(broker.pid)
             sim, sim_started, _ = start_sim(workdir, broker.port, cars, *_sim_args("5"))
             result["sim_ready_s"] = round(time.monotonic() - sim_started, 2)
@@ -411,16 +461,20 @@ def run_mosquitto(
             )
             for kind in kinds:
                 print(f"   server on {kind} ...", file=sys.stderr, flush=True)
-                database = fresh(kind)
+                database = dbs.fresh(kind)
+
+                def others(kind: str = kind) -> dict[str, float]:
+                    return {"broker": cpu_seconds(broker.pid), "database": dbs.cpu_seconds(kind)}
+
                 server, figures = inventory_at_start(
-                    Server(workdir, database, broker.port), cars, empties[kind]
+                    Server(workdir, database, broker.port), cars, empties[kind], others
                 )
                 try:
                     figures["database_bytes_per_car"] = (
                         None if (size := database_bytes(database)) is None else round(size / cars)
                     )
                     figures["api"] = api_latency(server)
-                    figures["ingest"] = ingest(server, broker.port, cars)
+                    figures["ingest"] = ingest(server, Load(broker.port, cars, others))
                 finally:
                     server.stop()
                 result[kind] = figures
@@ -431,14 +485,23 @@ def run_mosquitto(
     return result
 
 
-def _inventory_only(
-    workdir: Path, cars: int, car_ports: list[int], server_port: int, protocol: str
-) -> dict[str, Any]:
-    """fleet-sim's cars spread over ``car_ports``, the server on ``server_port``, SQLite."""
+@dataclass
+class Topology:
+    """Brokers where the cars are (``car_ports``) and where the server is (``server_port``)."""
+
+    car_ports: list[int]
+    server_port: int
+    pids: list[int]
+    protocol: str
+
+
+def _inventory_only(workdir: Path, cars: int, brokers: Topology) -> dict[str, Any]:
+    """fleet-sim's cars spread over the cars' brokers, the server on its own, SQLite."""
+    car_ports, server_port, protocol = brokers.car_ports, brokers.server_port, brokers.protocol
     sims: list[Proc] = []
     try:
-        with databases(workdir, ("sqlite",)) as fresh:
-            empty = empty_rss(workdir, fresh("sqlite"), server_port, protocol)
+        with databases(workdir, ("sqlite",)) as dbs:
+            empty = empty_rss(workdir, dbs.fresh("sqlite"), server_port, protocol)
             share = -(-cars // len(car_ports))
             started = time.monotonic()
             for i, port in enumerate(car_ports):
@@ -456,7 +519,10 @@ def _inventory_only(
                 sims.append(sim)
             sim_ready = time.monotonic() - started
             server, figures = inventory_at_start(
-                Server(workdir, fresh("sqlite"), server_port, protocol), cars, empty
+                Server(workdir, dbs.fresh("sqlite"), server_port, protocol),
+                cars,
+                empty,
+                lambda: {"broker": sum(cpu_seconds(pid) for pid in brokers.pids)},
             )
             server.stop()
             figures["sim_ready_s"] = round(sim_ready, 2)
@@ -483,7 +549,8 @@ def run_bridged(workdir: Path, cars: int = DEFAULT_CARS) -> dict[str, Any]:
         ),
     ).start()
     try:
-        result = _inventory_only(workdir, cars, [region.port], operator.port, "5")
+        topology = Topology([region.port], operator.port, [region.pid, operator.pid], "5")
+        result = _inventory_only(workdir, cars, topology)
         result["broker"] = "2 mosquittos bridged"
         return result
     finally:
@@ -496,8 +563,9 @@ def run_nats(workdir: Path, cars: int = DEFAULT_CARS) -> dict[str, Any]:
     NATS speaks no MQTT 5, so no shared subscription either)."""
     cluster = NatsCluster(workdir / "nats", mqtt_options=TUNED_MQTT).start()
     try:
+        ports = cluster.mqtt_ports
         result = _inventory_only(
-            workdir, cars, cluster.mqtt_ports[:2], cluster.mqtt_ports[2], "3.1.1"
+            workdir, cars, Topology(ports[:2], ports[2], cluster.pids, "3.1.1")
         )
         result["broker"] = "3-node NATS"
         result["broker_rss_mib"] = round(sum(rss_mib(pid) for pid in cluster.pids), 1)
@@ -531,15 +599,29 @@ def _inventory_met(figures: dict[str, Any]) -> str:
     return "**no**"
 
 
-def _inventory_row(label: str, figures: dict[str, Any]) -> tuple[str, str, str, str]:
-    return (
-        f"fleet-server inventory at start, {figures['cars']:,} cars, {label}: all listed "
-        "online; RSS per car (peak)",
-        f"{figures['all_online_s']:.1f} s ({figures['cars_per_s']:,} cars/s); "
-        f"{figures['kib_per_car']:.2f} KiB ({figures['peak_kib_per_car']:.2f} KiB)",
-        INVENTORY_GOAL,
-        _inventory_met(figures),
-    )
+def _inventory_rows(label: str, figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    cpu = [f"server {figures['cpu_s']:.1f} s"] + [
+        f"{name} {figures[f'{name}_cpu_s']:.1f} s"
+        for name in ("broker", "database")
+        if figures.get(f"{name}_cpu_s")
+    ]
+    return [
+        (
+            f"fleet-server inventory at start, {figures['cars']:,} cars, {label}: all listed "
+            "online; RSS per car (peak)",
+            f"{figures['all_online_s']:.1f} s ({figures['cars_per_s']:,} cars/s); "
+            f"{figures['kib_per_car']:.2f} KiB ({figures['peak_kib_per_car']:.2f} KiB)",
+            INVENTORY_GOAL,
+            _inventory_met(figures),
+        ),
+        (
+            f"  {label}: CPU until all listed; server RSS",
+            f"{', '.join(cpu)}; {figures['rss_mib']:.0f} MiB "
+            f"(empty {figures['empty_rss_mib']:.0f} MiB)",
+            "-",
+            "",
+        ),
+    ]
 
 
 def rows(result: Any, brokers: Any = None) -> list[tuple[str, str, str, str]]:
@@ -549,7 +631,7 @@ def rows(result: Any, brokers: Any = None) -> list[tuple[str, str, str, str]]:
             figures = result.get(kind)
             if not isinstance(figures, dict):
                 continue
-            out.append(_inventory_row(f"mosquitto, {label}", figures))
+            out += _inventory_rows(f"mosquitto, {label}", figures)
             api = figures["api"]
             for name in ("selector", "all"):
                 a = api[name]
@@ -583,7 +665,9 @@ def rows(result: Any, brokers: Any = None) -> list[tuple[str, str, str, str]]:
                     f"  fleet-server ingest burst, {label}: {burst['messages']:,} changes at "
                     "once: written/s; lag p99; server CPU per message",
                     f"{burst['written_per_s']:,}/s (published {burst['published_per_s']:,}/s); "
-                    f"{burst['lag_p99_s']} s; {burst['server_cpu_us_per_message']} µs",
+                    f"{burst['lag_p99_s']} s; {burst['server_cpu_us_per_message']} µs "
+                    f"(broker {burst.get('broker_cpu_us_per_message', '-')} µs, database "
+                    f"{burst.get('database_cpu_us_per_message', '-')} µs)",
                     "-",
                     "",
                 )
@@ -592,7 +676,7 @@ def rows(result: Any, brokers: Any = None) -> list[tuple[str, str, str, str]]:
         for key, label in (("bridged", "2 mosquittos bridged"), ("nats", "3-node NATS")):
             figures = brokers.get(key)
             if isinstance(figures, dict) and "all_online_s" in figures:
-                out.append(_inventory_row(f"{label}, SQLite", figures))
+                out += _inventory_rows(f"{label}, SQLite", figures)
             elif isinstance(figures, dict):
                 out.append(
                     (
