@@ -29,6 +29,7 @@ from bench import (
     handoffs,
     latency,
     live,
+    rollout_scale,
     sim_scale,
     throughput,
 )
@@ -47,10 +48,12 @@ BENCHMARKS = (
     "dashboard",
     "live",
     # fleet-server with fleet-sim's cars (issue #23): mosquitto on SQLite and PostgreSQL;
-    # inventory at start on the bridged and NATS brokers; fleetctl's dashboard at that scale.
+    # inventory at start on the bridged and NATS brokers; fleetctl's dashboard at that scale;
+    # a rollout, where the service has the rollout engine (#22).
     "server",
     "server-brokers",
     "server-dashboard",
+    "server-rollout",
 )
 # Run only when named in --only, not by default (yet): fleet-sim's own scale (issue #23).
 OPTIONAL_BENCHMARKS = ("sim",)
@@ -520,6 +523,8 @@ def main() -> int:
                 elif name == "server-dashboard":
                     # fleetctl's dashboard at 20,000 (the dashboard in fleet-server is #21's).
                     results[name] = dashboard.run_sim(work / name)
+                elif name == "server-rollout":
+                    results[name] = rollout_scale.run(work / name, args.server_cars)
             except Exception as e:
                 traceback.print_exc()
                 results[name] = {"failed": f"{type(e).__name__}: {e}"}
@@ -532,6 +537,7 @@ def main() -> int:
         + sim_scale.rows(results.get("sim"))
         + fleet_server.rows(results.get("server"), results.get("server-brokers"))
         + dashboard.rows(results.get("server-dashboard"))
+        + rollout_scale.rows(results.get("server-rollout"))
     )
     text = table(lines)
     print(text)

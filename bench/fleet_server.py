@@ -84,12 +84,11 @@ def _postgres() -> Any:
     return PostgresCluster()
 
 
-def create_token(database: str) -> str:
-    """A viewer token through the CLI, as an operator makes one (the last line printed)."""
+def create_token(database: str, role: str = "viewer") -> str:
+    """A token through the CLI, as an operator makes one (the last line printed)."""
+    argv = ["tokens", "create", f"bench-{role}", "--role", role, "--database", database]
     done = subprocess.run(
-        python_module(
-            "fleet_server", "tokens", "create", "bench", "--role", "viewer", "--database", database
-        ),
+        python_module("fleet_server", *argv),
         cwd=REPO,
         capture_output=True,
         text=True,
