@@ -161,3 +161,42 @@ def test_cars_with_equal_labels_are_told_apart_when_one_changes(
         if server is not None:
             server.stop()
         probe.close()
+
+
+def test_the_retained_read_fits_a_broker_queue_smaller_than_the_whole_fleet(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    """A broker hands a subscription's retained messages over at once and drops what does
+    not fit its queue for the client. The server reads one kind of topic at a time, so the
+    fleet's presences must fit, not presences and workloads together: here 70 messages fit
+    (20 in flight, 50 queued), the fleet has 100 (50 cars, presence and a workload each)."""
+    broker = make_broker("max_inflight_messages 20\nmax_queued_messages 50\n")
+    probe = MqttProbe(broker)
+    server: RunningServer | None = None
+    try:
+        for n in range(50):
+            car = FakeCar(probe, f"QUEUE{n:02d}")
+            car.presence()
+            car.workload("sender")
+        database = f"sqlite://{tmp_path / 'fleet.db'}"
+        token = make_token(database, "viewer", "viewer")
+        # MQTT 3.1.1: mosquitto's in-flight window applies to it (an MQTT 5 client's own
+        # receive maximum, 65,535, would hide the queue).
+        server = RunningServer(
+            ServerConfig(
+                database=database,
+                broker=BrokerSettings(host=broker.host, port=broker.port, protocol="3.1.1"),
+                listen=("127.0.0.1", free_port()),
+                flush_interval=0.05,
+                poll_interval=0.1,
+            )
+        )  # returns once /readyz says the read is done
+
+        items = server.get("/api/v1/cars", token, params={"limit": 100}).json()["items"]
+        assert len(items) == 50
+        assert all(car["online"] for car in items)
+        assert all([w["name"] for w in car["workloads"]] == ["sender"] for car in items)
+    finally:
+        if server is not None:
+            server.stop()
+        probe.close()
