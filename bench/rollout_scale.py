@@ -40,7 +40,7 @@ def run(workdir: Path, cars: int = DEFAULT_CARS, timeout: float = 1800) -> dict[
     if not available():
         return {"gap": GAP}
     canary = max(1, cars // 100)
-    broker = Mosquitto(workdir / "mosquitto").start()
+    broker = Mosquitto(workdir / "mosquitto", max_queued=0).start()
     sims: list[Proc] = []
     server: Server | None = None
     try:
