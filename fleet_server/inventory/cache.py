@@ -10,6 +10,7 @@ for the values that repeat across the fleet (states, agent and workload names, l
 from __future__ import annotations
 
 import bisect
+import gc
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -21,8 +22,6 @@ from fleet_server.db.database import Row, Transaction
 from fleet_server.selectors import Selector
 
 _intern = sys.intern
-# Per query, at most this many VINs in one IN (...) list.
-_IN_CHUNK = 500
 
 
 class Workload:
@@ -82,6 +81,9 @@ class Car:
         self.workloads: tuple[Workload, ...] = ()
         self.agents: tuple[Agent, ...] = ()
 
+
+FREEZE_AFTER = 10_000
+"""New cars since the last gc.freeze() that make the next one worth it."""
 
 # Shared by every car without labels of a kind; never changed (cars are replaced, not edited).
 _NO_LABELS: dict[str, str] = {}
@@ -162,20 +164,26 @@ def read_changes(db: Database, last: int) -> Poll:
 def _rows_for(
     tx: Transaction, cars: dict[str, Car], columns: str, table: str, last: int
 ) -> Iterator[Row]:
-    """Rows of ``table`` for these cars (VIN last): a scan for a first load, else IN lists."""
-    if last == 0 or len(cars) > 5 * _IN_CHUNK:
-        for row in tx.execute(f"SELECT {columns}, vin FROM {table}").fetchall():  # noqa: S608
-            if row[-1] in cars:
-                yield row
-        return
-    vins = list(cars)
-    for start in range(0, len(vins), _IN_CHUNK):
-        chunk = vins[start : start + _IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        yield from tx.execute(
-            f"SELECT {columns}, vin FROM {table} WHERE vin IN ({marks})",  # noqa: S608
-            chunk,
-        ).fetchall()
+    """Rows of ``table`` for the cars changed after ``last`` (VIN last).
+
+    A first load scans the table. Later polls join on the change sequence (the ``cars_seq``
+    index, then the table's key), so they read only the changed cars' rows however many
+    changed: a full scan per poll made a restart on a filled database, which rewrites every
+    car, quadratic (100,000 cars: 2 minutes until ready). Rows of a car committed after the
+    ``cars`` read (PostgreSQL reads each statement's own snapshot) wait for the next poll.
+    """
+    if last == 0:
+        query = f"SELECT {columns}, vin FROM {table}"  # noqa: S608 - names are ours
+        params: tuple[int, ...] = ()
+    else:
+        query = (
+            f"SELECT {columns}, t.vin FROM {table} t JOIN cars c ON c.vin = t.vin "  # noqa: S608
+            "WHERE c.seq > ?"
+        )
+        params = (last,)
+    for row in tx.execute(query, params).fetchall():
+        if row[-1] in cars:
+            yield row
 
 
 def _json_dict(text: Any) -> dict[str, Any]:
@@ -222,6 +230,7 @@ class Inventory:
         self.seq = 0
         self.loaded = False
         """Whether one poll has completed (the whole inventory is in memory)."""
+        self._unfrozen = 0
 
     def apply(self, poll: Poll) -> None:
         new = [car.vin for car in poll.cars if car.vin not in self.cars]
@@ -239,6 +248,16 @@ class Inventory:
                 bisect.insort(self._order, vin)
         self.seq = max(self.seq, poll.seq)
         self.loaded = True
+        self._unfrozen += len(new)
+        if self._unfrozen >= FREEZE_AFTER:
+            # Cars are long-lived: out of the cyclic collector's way, or a full collection
+            # walks every one of them and stalls whatever request triggered it (100,000
+            # cars: the selector's p99). They hold no cycles, so a replaced car is still
+            # freed by its reference count. Only when the fleet grew by that many: what is
+            # alive at a freeze and dies in a cycle later is never collected, so freezes
+            # stay few (at most one per FREEZE_AFTER cars ever added).
+            gc.freeze()
+            self._unfrozen = 0
 
     def get(self, vin: str) -> Car | None:
         return self.cars.get(vin)
