@@ -2,9 +2,9 @@
 
 Run as a process of its own (``python -m bench.state_changes``), so its paho thread and the
 bench's HTTP polling do not share an interpreter lock. It publishes what a connector
-publishes when a workload changes state: ``vehicle/<VIN>/workloads/<name>``, retained,
-QoS 1, with a ``since`` that only grows (the server keeps a state only if it is not older
-than the stored one). Each message is a real change: the state alternates between
+publishes when a workload changes state: ``vehicle/<VIN>/workloads/<name>``, QoS 1 (not
+retained, see below), with a ``since`` that only grows (the server keeps a state only if
+it is not older than the stored one). Each message is a real change: the state alternates between
 ``running`` and ``succeeded`` per car.
 
 Rate 0 publishes as fast as the client can. Prints one JSON line at the end: messages
@@ -73,7 +73,9 @@ def run(host: str, port: int, vins: list[str], messages: int, rate: float) -> di
                 f"vehicle/{vin}/workloads/{WORKLOAD}",
                 payload(state, base + timedelta(microseconds=sent)),
                 qos=1,
-                retain=True,
+                # Not retained (a connector's are): the broker's retained set stays the
+                # fleet's own, so a server started after this reads what the one before did.
+                retain=False,
             )
             sent += 1
         if rate > 0:
