@@ -21,7 +21,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import dashboard, fleet, footprint, handoffs, latency, live, sim_scale, throughput
+from bench import (
+    dashboard,
+    fleet,
+    fleet_server,
+    footprint,
+    handoffs,
+    latency,
+    live,
+    rollout_scale,
+    sim_scale,
+    throughput,
+)
 from bench.common import REPO, mosquitto_binary, nats_binary, tool_version
 
 # A car's threads (4 of the connector's, 3 of the emulator's) share one interpreter lock per
@@ -36,6 +47,13 @@ BENCHMARKS = (
     "nats",
     "dashboard",
     "live",
+    # fleet-server with fleet-sim's cars (issue #23): mosquitto on SQLite and PostgreSQL;
+    # inventory at start on the bridged and NATS brokers; fleetctl's dashboard at that scale;
+    # a rollout, where the service has the rollout engine (#22).
+    "server",
+    "server-brokers",
+    "server-dashboard",
+    "server-rollout",
 )
 # Run only when named in --only, not by default (yet): fleet-sim's own scale (issue #23).
 OPTIONAL_BENCHMARKS = ("sim",)
@@ -465,6 +483,12 @@ def main() -> int:
         default=sim_scale.DEFAULT_CARS,
         help="simulated cars for --only sim (fleet-sim)",
     )
+    parser.add_argument(
+        "--server-cars",
+        type=int,
+        default=fleet_server.DEFAULT_CARS,
+        help="simulated cars for the server benchmarks (issue #23's goal: 100000)",
+    )
     parser.add_argument("--applies", type=int, default=3, help="fleetctl applies per fleet")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.md")
@@ -513,6 +537,15 @@ def main() -> int:
                     results[name] = live.run(work / name)
                 elif name == "sim":
                     results[name] = sim_scale.run(work / name, args.sim_cars)
+                elif name == "server":
+                    results[name] = fleet_server.run_mosquitto(work / name, args.server_cars)
+                elif name == "server-brokers":
+                    results[name] = fleet_server.run_brokers(work / name, args.server_cars)
+                elif name == "server-dashboard":
+                    # fleetctl's dashboard at 20,000 (the dashboard in fleet-server is #21's).
+                    results[name] = dashboard.run_sim(work / name)
+                elif name == "server-rollout":
+                    results[name] = rollout_scale.run(work / name, args.server_cars)
             except Exception as e:
                 traceback.print_exc()
                 results[name] = {"failed": f"{type(e).__name__}: {e}"}
@@ -523,6 +556,9 @@ def main() -> int:
         + dashboard.rows(results.get("dashboard"))
         + live.rows(results.get("live"))
         + sim_scale.rows(results.get("sim"))
+        + fleet_server.rows(results.get("server"), results.get("server-brokers"))
+        + dashboard.rows(results.get("server-dashboard"))
+        + rollout_scale.rows(results.get("server-rollout"))
     )
     text = table(lines)
     print(text)

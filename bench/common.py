@@ -227,6 +227,8 @@ class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     max_inflight: int = 0
+    max_queued: int = 100_000
+    """Per client; 0: no limit (what a fleet-server's broker needs, docs/fleet-server.md)."""
     extra: str = ""
     """More configuration, e.g. a bridge (``connection`` ...), appended at the end."""
     proc: Proc | None = None
@@ -240,7 +242,7 @@ class Mosquitto:
             "per_listener_settings false\n"
             "persistence false\n"
             "set_tcp_nodelay true\n"
-            "max_queued_messages 100000\n"
+            f"max_queued_messages {self.max_queued}\n"
             f"max_inflight_messages {self.max_inflight}\n"
             "log_dest none\n"
             f"listener {self.port} {HOST}\n"

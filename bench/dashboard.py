@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, Mosquitto, free_port, python_module, spawn, wait_for_port
+from bench.sim_scale import start as start_sim
 from fleet_connector.mqtt.broker import BrokerSettings
 
 STATES = ("running", "failed", "pending", "succeeded")
@@ -97,8 +98,39 @@ def _page_value(driver: Any, script: str) -> Any:
 def run(
     workdir: Path, cars: int = 1000, workloads: int = 5, updates: int = 20_000
 ) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from dashboard.browser_kit import start_chromium  # the tests' browser, same flags
+    broker = Mosquitto(workdir / "mosquitto").start()
+    settings = BrokerSettings(host="127.0.0.1", port=broker.port)
+    client = settings.make_client("bench-dashboard-publisher")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(settings.host, settings.port)
+    client.loop_start()
+    try:
+        started = time.monotonic()
+        _publish_fleet(client, cars, workloads)
+        publish_fleet_s = time.monotonic() - started
+        topics = [
+            f"vehicle/BENCH{c:05d}/workloads/app{w}" for c in range(cars) for w in range(workloads)
+        ]
+        figures = _measure(
+            workdir, broker.port, client, cars, topics, updates=updates, per_car=workloads
+        )
+        return {
+            "cars": cars,
+            "workloads_per_car": workloads,
+            "retained_messages": cars * (workloads + 2),
+            "publish_fleet_s": round(publish_fleet_s, 2),
+            **figures,
+        }
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        broker.stop()
+
+
+def run_sim(workdir: Path, cars: int = 20_000, updates: int = 20_000) -> dict[str, Any]:
+    """The same with fleet-sim's cars (one workload each, ``fleetconnector``): the
+    dashboard that fleetctl serves, at the fleet-server benchmarks' scale."""
 
     broker = Mosquitto(workdir / "mosquitto").start()
     settings = BrokerSettings(host="127.0.0.1", port=broker.port)
@@ -107,24 +139,56 @@ def run(
     client.max_queued_messages_set(0)
     client.connect(settings.host, settings.port)
     client.loop_start()
+    sim = None
+    try:
+        sim, _, ready = start_sim(workdir, broker.port, cars, "--cars-per-connection", "1000")
+        topics = [f"vehicle/SIM{c:06d}/workloads/fleetconnector" for c in range(cars)]
+        figures = _measure(workdir, broker.port, client, cars, topics, updates=updates)
+        return {
+            "cars": cars,
+            "workloads_per_car": 1,
+            "simulator": "fleet-sim",
+            "sim_ready_s": ready["seconds"],
+            **figures,
+        }
+    finally:
+        if sim is not None:
+            sim.stop(30)
+        client.loop_stop()
+        client.disconnect()
+        broker.stop()
+
+
+def _measure(
+    workdir: Path,
+    broker_port: int,
+    client: Any,
+    cars: int,
+    topics: list[str],
+    *,
+    updates: int,
+    per_car: int = 1,
+) -> dict[str, Any]:
+    """fleetctl dashboard and chromium on a fleet already on the broker: first render, then
+    ``updates`` changes on ``topics`` (every workload of the fleet, ``per_car`` a car)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from dashboard.browser_kit import start_chromium  # the tests' browser, same flags
+
     dashboard = None
     driver = None
     try:
-        started = time.monotonic()
-        _publish_fleet(client, cars, workloads)
-        publish_fleet_s = time.monotonic() - started
         port = free_port()
         dashboard = spawn(
             "dashboard",
             python_module("fleetctl", "dashboard", "--port", str(port)),
             workdir,
-            env={"MQTT_BROKER_ADDR": "127.0.0.1", "MQTT_BROKER_PORT": str(broker.port)},
+            env={"MQTT_BROKER_ADDR": "127.0.0.1", "MQTT_BROKER_PORT": str(broker_port)},
         )
         wait_for_port(port, 30)
         url = _printed_address(dashboard.log)
         profile = Path(tempfile.mkdtemp(prefix="bench-chromium-", dir=workdir))
         driver = start_chromium(profile)
-        total = cars * workloads
+        total = len(topics)
         rendered = (
             f"return document.querySelectorAll('#car-rows .row').length === {cars} && "
             f"document.getElementById('by-state').textContent.includes('{total} running')"
@@ -138,10 +202,7 @@ def run(
         first_render_s = time.monotonic() - started
 
         # Built beforehand, so that the publisher spends its time publishing.
-        payloads = {(s, w): _workload(s, w) for s in STATES for w in range(workloads)}
-        topics = [
-            f"vehicle/BENCH{c:05d}/workloads/app{w}" for c in range(cars) for w in range(workloads)
-        ]
+        payloads = {(s, w): _workload(s, w) for s in STATES for w in range(per_car)}
         driver.execute_script(FRAME_WATCH)
         applied_before = int(_page_value(driver, "return document.body.dataset.applied"))
         started = time.monotonic()
@@ -149,8 +210,8 @@ def run(
         for n in range(updates):
             # Each round through the fleet moves every workload to the next state.
             state = STATES[(n // total + 1) % len(STATES)]
-            topic = topics[n % total]
-            infos.append(client.publish(topic, payloads[state, n % workloads], 1, retain=True))
+            payload = payloads[state, n % per_car]
+            infos.append(client.publish(topics[n % total], payload, 1, retain=True))
         for info in infos:
             info.wait_for_publish(60)
         published_s = time.monotonic() - started
@@ -164,10 +225,6 @@ def run(
             _page_value(driver, "window.__bench.on = false; return window.__bench.maxGap")
         )
         return {
-            "cars": cars,
-            "workloads_per_car": workloads,
-            "retained_messages": cars * (workloads + 2),
-            "publish_fleet_s": round(publish_fleet_s, 2),
             "first_render_s": round(first_render_s, 2),
             "updates": updates,
             "publisher_rate_per_s": round(updates / published_s),
@@ -180,9 +237,6 @@ def run(
             driver.quit()
         if dashboard is not None:
             dashboard.stop()
-        client.loop_stop()
-        client.disconnect()
-        broker.stop()
 
 
 def rows(result: Any) -> list[tuple[str, str, str, str]]:
@@ -190,21 +244,24 @@ def rows(result: Any) -> list[tuple[str, str, str, str]]:
     if not isinstance(result, dict) or "first_render_s" not in result:
         return []
     fleet = f"{result['cars']:,} cars x {result['workloads_per_car']} workloads"
+    simulated = result.get("simulator") == "fleet-sim"
+    name = "fleetctl dashboard, fleet-sim" if simulated else "Dashboard"
     return [
         (
-            f"Dashboard: first full render, {fleet}",
+            f"{name}: first full render, {fleet}",
             f"{result['first_render_s']:.2f} s",
-            "< 5 s",
-            "yes" if result["first_render_s"] < 5 else "**no**",
+            # #7's target was for 1,000 cars; #23 asks for the figure at scale, no target.
+            "-" if simulated else "< 5 s",
+            "" if simulated else ("yes" if result["first_render_s"] < 5 else "**no**"),
         ),
         (
-            "Dashboard: workload updates/s the page keeps up with (publisher's rate)",
+            f"{name}: workload updates/s the page keeps up with (publisher's rate)",
             f"{result['page_rate_per_s']:,}/s ({result['publisher_rate_per_s']:,}/s)",
             "-",
             "",
         ),
         (
-            "Dashboard: longest frame gap during the updates (page frozen)",
+            f"{name}: longest frame gap during the updates (page frozen)",
             f"{result['longest_frame_gap_ms']} ms",
             "< 500 ms",
             "yes" if result["longest_frame_gap_ms"] < 500 else "**no**",

@@ -114,13 +114,25 @@ class BrokerLink:
 
     # -- subscriptions -------------------------------------------------------------------
 
-    async def subscribe(self, filters: Sequence[str], *, persistent: bool = False) -> list[str]:
+    async def subscribe(
+        self, filters: Sequence[str], *, persistent: bool = False, retained: bool = True
+    ) -> list[str]:
         """Subscribes and awaits the SUBACK; returns the refused filters.
 
         ``persistent`` ones are made again after a reconnect (our session is clean).
+        ``retained=False`` asks the broker (MQTT 5 retain handling 2) not to send the
+        retained messages matching them: mosquitto 2.0 sends them to a new shared
+        subscription too, which would hand the server every retained message twice at start.
         """
         if self.settings.protocol == "5":
-            topics: list[tuple[str, Any]] = [(f, SubscribeOptions(qos=QOS)) for f in filters]
+            handling = (
+                SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
+                if retained
+                else SubscribeOptions.RETAIN_DO_NOT_SEND
+            )
+            topics: list[tuple[str, Any]] = [
+                (f, SubscribeOptions(qos=QOS, retainHandling=handling)) for f in filters
+            ]
         else:
             topics = [(f, QOS) for f in filters]
         reasons = await self._await_ack(lambda c: c.subscribe(topics))

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -66,6 +67,8 @@ class Service:
         self._sync_marker: asyncio.Future[None] | None = None
         self._sync: asyncio.Task[None] | None = None
         self._rollout_task: asyncio.Task[None] | None = None
+        self._sync_token = b""
+        self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -127,7 +130,8 @@ class Service:
         self.synced = False
         try:
             shared = [f"$share/{SHARE_GROUP}/{f}" for f in (*INVENTORY_FILTERS, *OUTCOME_FILTERS)]
-            refused = await self.link.subscribe(shared)
+            # The retained topics are read once, below; not a second time through these.
+            refused = await self.link.subscribe(shared, retained=False)
             if refused:
                 log.error("the broker refused the shared subscriptions %s", refused)
             await self.read_retained()
@@ -141,23 +145,42 @@ class Service:
         A plain subscription, ended once a marker published after its SUBACK has come back:
         the broker delivers a subscription's retained messages before anything published
         later. Live messages arriving twice meanwhile (shared and plain) are harmless.
+
+        One filter at a time (every car's presence, then every car's workloads, ...): the
+        broker hands a subscription's retained messages over at once, and drops what does
+        not fit its queue for one client (mosquitto: ``max_queued_messages``), the marker
+        too. So the fleet's largest kind of topic must fit, not all of them together.
         """
         async with self._reading:
             self.ingest.sync_started = time.time()
-            await self.link.subscribe([self.sync_topic, *INVENTORY_FILTERS])
-            loop = asyncio.get_running_loop()
-            self._sync_marker = loop.create_future()
-            self.link.publish(self.sync_topic, b"")
-            try:
-                await asyncio.wait_for(self._sync_marker, SYNC_TIMEOUT)
-            finally:
-                await self.link.unsubscribe(list(INVENTORY_FILTERS))
+            await self.link.subscribe([self.sync_topic])
+            for topic_filter in INVENTORY_FILTERS:
+                await self._read_one(topic_filter)
             await self.flush()
             log.info("read the retained topics; %d cars known", len(self.inventory.cars))
 
+    async def _read_one(self, topic_filter: str) -> None:
+        await self.link.subscribe([topic_filter])
+        loop = asyncio.get_running_loop()
+        self._sync_marker = loop.create_future()
+        # A marker of its own each time: a late one of an earlier read never ends this one.
+        self._sync_token = uuid.uuid4().hex.encode()
+        self.link.publish(self.sync_topic, self._sync_token)
+        try:
+            await asyncio.wait_for(self._sync_marker, SYNC_TIMEOUT)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the retained messages of {topic_filter} did not end within "
+                f"{SYNC_TIMEOUT:.0f}s; the broker may have dropped some (mosquitto: raise "
+                "max_queued_messages above the number of cars)"
+            ) from None
+        finally:
+            await self.link.unsubscribe([topic_filter])
+
     def _marker_arrived(self, payload: bytes) -> None:
-        if self._sync_marker is not None and not self._sync_marker.done():
-            self._sync_marker.set_result(None)
+        marker = self._sync_marker
+        if marker is not None and not marker.done() and payload == self._sync_token:
+            marker.set_result(None)
 
     # -- write-behind and change poll ------------------------------------------------------
 

@@ -10,6 +10,7 @@ for the values that repeat across the fleet (states, agent and workload names, l
 from __future__ import annotations
 
 import bisect
+import gc
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -21,8 +22,6 @@ from fleet_server.db.database import Row, Transaction
 from fleet_server.selectors import Selector
 
 _intern = sys.intern
-# Per query, at most this many VINs in one IN (...) list.
-_IN_CHUNK = 500
 
 
 class Workload:
@@ -82,6 +81,9 @@ class Car:
         self.workloads: tuple[Workload, ...] = ()
         self.agents: tuple[Agent, ...] = ()
 
+
+FREEZE_AFTER = 10_000
+"""New cars since the last gc.freeze() that make the next one worth it."""
 
 # Shared by every car without labels of a kind; never changed (cars are replaced, not edited).
 _NO_LABELS: dict[str, str] = {}
@@ -162,20 +164,26 @@ def read_changes(db: Database, last: int) -> Poll:
 def _rows_for(
     tx: Transaction, cars: dict[str, Car], columns: str, table: str, last: int
 ) -> Iterator[Row]:
-    """Rows of ``table`` for these cars (VIN last): a scan for a first load, else IN lists."""
-    if last == 0 or len(cars) > 5 * _IN_CHUNK:
-        for row in tx.execute(f"SELECT {columns}, vin FROM {table}").fetchall():  # noqa: S608
-            if row[-1] in cars:
-                yield row
-        return
-    vins = list(cars)
-    for start in range(0, len(vins), _IN_CHUNK):
-        chunk = vins[start : start + _IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        yield from tx.execute(
-            f"SELECT {columns}, vin FROM {table} WHERE vin IN ({marks})",  # noqa: S608
-            chunk,
-        ).fetchall()
+    """Rows of ``table`` for the cars changed after ``last`` (VIN last).
+
+    A first load scans the table. Later polls join on the change sequence (the ``cars_seq``
+    index, then the table's key), so they read only the changed cars' rows however many
+    changed: a full scan per poll made a restart on a filled database, which rewrites every
+    car, quadratic (100,000 cars: 2 minutes until ready). Rows of a car committed after the
+    ``cars`` read (PostgreSQL reads each statement's own snapshot) wait for the next poll.
+    """
+    if last == 0:
+        query = f"SELECT {columns}, vin FROM {table}"  # noqa: S608 - names are ours
+        params: tuple[int, ...] = ()
+    else:
+        query = (
+            f"SELECT {columns}, t.vin FROM {table} t JOIN cars c ON c.vin = t.vin "  # noqa: S608
+            "WHERE c.seq > ?"
+        )
+        params = (last,)
+    for row in tx.execute(query, params).fetchall():
+        if row[-1] in cars:
+            yield row
 
 
 def _json_dict(text: Any) -> dict[str, Any]:
@@ -186,22 +194,54 @@ def _json_dict(text: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+class LabelSets:
+    """One shared mapping per distinct set of labels.
+
+    A fleet has few distinct label sets (region x model x ring: tens, not 100,000), so cars
+    with equal labels share one dict: less memory per car, and a selector is judged once
+    per set, not once per car (:meth:`Inventory.select`). Safe because a car's labels are
+    never changed in place: a change makes a new Car. At most ``limit`` sets are kept;
+    beyond, a car keeps its own dict (correct, only not shared).
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._sets: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self._limit = limit
+
+    def shared(self, labels: dict[str, str]) -> dict[str, str]:
+        if not labels:
+            return _NO_LABELS
+        key = tuple(sorted(labels.items()))
+        found = self._sets.get(key)
+        if found is not None:
+            return found
+        if len(self._sets) < self._limit:
+            self._sets[key] = labels
+        return labels
+
+
 class Inventory:
     """The cars by VIN, and the VINs in order for listings. Used on the event loop only."""
 
     def __init__(self) -> None:
         self.cars: dict[str, Car] = {}
         self._order: list[str] = []
+        self._label_sets = LabelSets()
         self.seq = 0
         self.loaded = False
         """Whether one poll has completed (the whole inventory is in memory)."""
         self.listeners: list[Callable[[list[Car]], None]] = []
         """Called (on the event loop) with the cars each poll brought, e.g. to push them to
         a dashboard's pages; a listener must not block."""
+        self._unfrozen = 0
 
     def apply(self, poll: Poll) -> None:
         new = [car.vin for car in poll.cars if car.vin not in self.cars]
+        shared = self._label_sets.shared
         for car in poll.cars:
+            car.reported_labels = shared(car.reported_labels)
+            car.api_labels = shared(car.api_labels)
+            car.labels = shared(car.labels)
             self.cars[car.vin] = car
         if len(new) > 64:
             self._order.extend(new)
@@ -214,6 +254,16 @@ class Inventory:
         if poll.cars:
             for listener in list(self.listeners):
                 listener(poll.cars)
+        self._unfrozen += len(new)
+        if self._unfrozen >= FREEZE_AFTER:
+            # Cars are long-lived: out of the cyclic collector's way, or a full collection
+            # walks every one of them and stalls whatever request triggered it (100,000
+            # cars: the selector's p99). They hold no cycles, so a replaced car is still
+            # freed by its reference count. Only when the fleet grew by that many: what is
+            # alive at a freeze and dies in a cycle later is never collected, so freezes
+            # stay few (at most one per FREEZE_AFTER cars ever added).
+            gc.freeze()
+            self._unfrozen = 0
 
     def get(self, vin: str) -> Car | None:
         return self.cars.get(vin)
@@ -225,11 +275,22 @@ class Inventory:
     def select(self, selector: Selector, online: bool | None = None) -> list[Car]:
         """The cars matching, in VIN order."""
         cars = self.cars
+        if selector.empty:
+            if online is None:
+                return [cars[vin] for vin in self._order]
+            return [car for vin in self._order if (car := cars[vin]).online == online]
+        # Judged once per distinct label set (cars with equal labels share one dict, see
+        # LabelSets): 100,000 cars, a handful of sets. ids stay valid: the cars hold them.
+        verdicts: dict[int, bool] = {}
         found = []
         for vin in self._order:
             car = cars[vin]
             if online is not None and car.online != online:
                 continue
-            if selector.empty or selector.matches(car.labels):
+            labels = car.labels
+            verdict = verdicts.get(id(labels))
+            if verdict is None:
+                verdict = verdicts[id(labels)] = selector.matches(labels)
+            if verdict:
                 found.append(car)
         return found
