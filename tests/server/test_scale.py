@@ -104,7 +104,7 @@ def test_each_retained_message_is_read_once_at_start(
     server: RunningServer | None = None
     try:
         for n in range(5):
-            car = FakeCar(probe, f"ONCE{n}")
+            car = FakeCar(probe.client, f"ONCE{n}")
             car.presence()
             car.workload("sender")
             car.workload("logger")
@@ -129,7 +129,7 @@ def test_cars_with_equal_labels_are_told_apart_when_one_changes(
     probe = MqttProbe(broker)
     server: RunningServer | None = None
     try:
-        cars = [FakeCar(probe, f"SAME{n}") for n in range(3)]
+        cars = [FakeCar(probe.client, f"SAME{n}") for n in range(3)]
         for car in cars:
             car.presence(labels={"region": "eu", "model": "x"})
         database = f"sqlite://{tmp_path / 'fleet.db'}"
@@ -175,7 +175,7 @@ def test_the_retained_read_fits_a_broker_queue_smaller_than_the_whole_fleet(
     server: RunningServer | None = None
     try:
         for n in range(50):
-            car = FakeCar(probe, f"QUEUE{n:02d}")
+            car = FakeCar(probe.client, f"QUEUE{n:02d}")
             car.presence()
             car.workload("sender")
         database = f"sqlite://{tmp_path / 'fleet.db'}"
