@@ -122,6 +122,9 @@ class Fleet:
                 "worker_restarts": 0,
                 "session_takeovers": 0,
                 "last_session_takeover": None,
+                # A simulated car keeps its journal in memory: as a connector whose
+                # STATE_DIR works (docs/connector.md, Presence).
+                "state_dir": {"state": "ok"},
                 "labels": car.labels,
             }
         )

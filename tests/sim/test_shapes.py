@@ -369,8 +369,7 @@ def test_a_failed_outcome_carries_the_last_log_lines_in_both(both: dict[str, Pai
 
 def test_presence_has_the_connectors_keys_plus_labels(both: dict[str, Pair]) -> None:
     real, sim = both["presence"]
-    # The connector carries labels too once it has them (option LABELS); until then they
-    # are the simulator's only extra key.
+    # The real car runs without LABELS (labels {}); the simulated one has some.
     wanted = {**shape(real), "labels": {"region": "str"}}
     assert shape(sim) == wanted
     assert sim["labels"] == {"region": "eu"}
