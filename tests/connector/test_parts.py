@@ -24,18 +24,13 @@ from ankaios_emulator import Emulator
 from fleet_connector.mqtt.topics import Operation
 
 REPO = Path(__file__).resolve().parents[2]
-# What each package of the car may not import (the rest of the repository).
+# What each package of the car may not import (the rest of the repository): the cloud's
+# tools and service, the load simulator, the benchmarks and the tests.
+NOT_IN_A_CAR = {"ankaios_emulator", "fleetctl", "fleet_server", "fleet_sim", "bench", "tests"}
 FORBIDDEN = {
-    "fleet_connector": {"ankaios_emulator", "fleetctl", "bench", "vehicle_data_sender", "tests"},
-    "ankaios_model": {
-        "ankaios_emulator",
-        "fleet_connector",
-        "fleetctl",
-        "bench",
-        "vehicle_data_sender",
-        "tests",
-    },
-    "vehicle_data_sender": {"ankaios_emulator", "fleetctl", "bench", "tests"},
+    "fleet_connector": NOT_IN_A_CAR | {"vehicle_data_sender"},
+    "ankaios_model": NOT_IN_A_CAR | {"fleet_connector", "vehicle_data_sender"},
+    "vehicle_data_sender": NOT_IN_A_CAR,
 }
 CAR = ("ankaios_model", "fleet_connector", "vehicle_data_sender")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -110,7 +105,8 @@ def test_the_car_distribution_is_the_car_part_of_the_whole() -> None:
 # runs the connector's own entry point, as the image's `fleet-connector` does.
 _WITHOUT_EMULATOR = """
 import sys
-BLOCKED = {"ankaios_emulator", "fleetctl", "bench", "vehicle_data_sender"}
+BLOCKED = {"ankaios_emulator", "fleetctl", "fleet_server", "fleet_sim", "bench",
+           "vehicle_data_sender"}
 already = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 if already:
     sys.exit(f"loaded before the connector: {already}")
